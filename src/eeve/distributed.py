@@ -1,0 +1,37 @@
+"""FSDP2 sharding of the split model (torchtitan style).
+
+Units: every decoder layer; the old and the new embedding rows; the old and the new head rows; the backbone root
+(final norm). Old and new rows are separate units so a stage that freezes one never gathers, reduces or keeps
+gradient buffers for it. Mixed precision: parameters are gathered in `param_dtype` (bf16 on GPUs), gradients are
+reduce-scattered in fp32, and the sharded master weights the optimizer updates stay fp32.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+
+def apply_activation_checkpointing(model: nn.Module) -> None:
+    """Recompute each decoder layer in backward instead of storing its activations."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    layers = model.model.layers
+    for i, layer in enumerate(layers):
+        layers[i] = checkpoint_wrapper(layer, preserve_rng_state=False)
+
+
+def shard_model(model: nn.Module, mesh: DeviceMesh, param_dtype: torch.dtype) -> None:
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    kw = dict(mesh=mesh, mp_policy=mp)
+    backbone = model.model
+    for layer in backbone.layers:
+        fully_shard(layer, **kw)
+    fully_shard(backbone.embed_tokens.old, **kw)
+    fully_shard(backbone.embed_tokens.new, **kw)
+    fully_shard(backbone, **kw)  # root of the backbone: final norm, rotary buffers
+    # The head's parts are roots of their own: the module calls the backbone and the head separately
+    # (so stages 2 and 4 can run the backbone without autograd).
+    fully_shard(model.lm_head.old, **kw)
+    fully_shard(model.lm_head.new, **kw)

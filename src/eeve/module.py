@@ -1,0 +1,183 @@
+"""The LightningModule: one EEVE stage of training on a vocabulary-expanded causal LM.
+
+Exact freezing is by construction: the embedding and head are split into old/new row blocks
+(`eeve.param_groups`), the stage's groups are the only tensors with requires_grad, and the optimizer is built
+fresh for each stage from those tensors alone — so weight decay and Adam moments can never touch a frozen row.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import lightning as L
+import torch
+
+from eeve.config import StageConfig, TrainConfig
+from eeve.param_groups import GROUPS, group_parameters, set_trainable
+
+LN2 = math.log(2.0)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when the training loss is NaN or inf; the last good checkpoint is kept."""
+
+
+class EEVEModule(L.LightningModule):
+    def __init__(self, cfg: TrainConfig, stage: StageConfig, build_model, base_vocab_size: int,
+                 token_bytes: torch.Tensor, val_names: list[str], tokens_per_step: int):
+        """`build_model()` returns the split HF model holding this stage's starting weights (called in
+        configure_model so that under FSDP every rank builds, then shards, its own copy)."""
+        super().__init__()
+        self.cfg, self.stage = cfg, stage
+        self._build_model = build_model
+        self.base_vocab_size = base_vocab_size
+        self.register_buffer("token_bytes", token_bytes.long(), persistent=False)
+        self.val_names = list(val_names)
+        self.tokens_per_step = tokens_per_step  # micro batch x seq_len x data-parallel ranks x accumulation
+        self.model = None
+        self.trainable_counts: dict[str, int] = {}
+        # Stages that train neither input rows nor the transformer need no backward through the backbone.
+        self.backbone_grad = any(g in stage.trainable for g in ("old_input", "new_input", "transformer"))
+        self.last_val: dict[str, dict[str, float]] = {}
+        self._val_sums: dict[str, torch.Tensor] = {}
+        self._t_last: float | None = None
+
+    # ---- model -------------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        model = self._build_model()
+        self.trainable_counts = set_trainable(model, self.stage.trainable)
+        model.config.use_cache = False
+        if self.cfg.trainer.strategy == "fsdp":
+            from eeve.distributed import apply_activation_checkpointing, shard_model
+
+            if self.cfg.trainer.activation_checkpointing:
+                apply_activation_checkpointing(model)
+            shard_model(model, self.device_mesh, getattr(torch, self.cfg.trainer.param_dtype))
+        elif self.cfg.trainer.activation_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model = model
+
+    def token_losses(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token next-token cross-entropy (nats, fp32) and the targets, both [B, T-1]."""
+        inputs, targets = input_ids[:, :-1], input_ids[:, 1:]
+        grad = self.backbone_grad and torch.is_grad_enabled()
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            hidden = self.model.model(input_ids=inputs, use_cache=False).last_hidden_state
+        return self.model.lm_head.token_losses(hidden, targets), targets
+
+    # ---- training ----------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        losses, targets = self.token_losses(batch["input_ids"])
+        loss = losses.mean()
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at stage {self.stage.number} step {self.global_step}: lower stage.lr or check "
+                "the data; the last good checkpoint is kept")
+        new = targets >= self.base_vocab_size
+        log = dict(on_step=True, on_epoch=False, batch_size=targets.shape[0])
+        self.log("train/loss", loss, prog_bar=True, **log)
+        if self.global_step % self.cfg.trainer.log_every_n_steps == 0:
+            with torch.no_grad():
+                self.log("train/new_target_share", new.float().mean(), **log)
+                if new.any():
+                    self.log("train/loss_new_targets", losses[new].mean(), **log)
+                if (~new).any():
+                    self.log("train/loss_old_targets", losses[~new].mean(), **log)
+        return loss
+
+    def on_train_batch_start(self, batch, batch_idx):
+        now = time.perf_counter()
+        if self._t_last is not None and self.global_step > 0:
+            self.log("perf/tokens_per_s", self.tokens_per_step / max(now - self._t_last, 1e-9),
+                     on_step=True, on_epoch=False, batch_size=1)
+        self._t_last = now
+
+    def on_train_start(self):
+        for group, n in self.trainable_counts.items():
+            if self.logger is not None:
+                self.logger.log_metrics({f"params/trainable_{group}": n}, step=self.global_step)
+
+    def on_before_optimizer_step(self, optimizer):
+        groups = {g: [p for p in ps if p.grad is not None] for g, ps in group_parameters(self.model).items()}
+        norms = {}
+        for g, ps in groups.items():
+            if ps:
+                norms[g] = _full(torch.linalg.vector_norm(torch.stack([_full(p.grad.float().norm()) for p in ps])))
+        if norms and self.global_step % self.cfg.trainer.log_every_n_steps == 0:
+            for g, n in norms.items():
+                self.log(f"grad_norm/{g}", n, on_step=True, on_epoch=False, batch_size=1)
+            self._log_row_norms()
+        clip = self.cfg.trainer.gradient_clip
+        if clip > 0 and norms:
+            total = torch.linalg.vector_norm(torch.stack(list(norms.values())))
+            scale = torch.clamp(clip / (total + 1e-6), max=1.0)
+            for ps in groups.values():
+                for p in ps:
+                    p.grad.mul_(scale.to(p.grad.dtype) if not hasattr(p.grad, "to_local") else scale.item())
+
+    @torch.no_grad()
+    def _log_row_norms(self):
+        """Mean L2 norm of old vs new embedding and head rows: new rows drifting far from old ones shows here."""
+        emb, head = self.model.model.embed_tokens, self.model.lm_head
+        for name, mod in (("input_old", emb.old), ("input_new", emb.new), ("output_old", head.old),
+                          ("output_new", head.new)):
+            self.log(f"row_norm/{name}", _full(mod.weight.float().norm(dim=1).mean()), on_step=True,
+                     on_epoch=False, batch_size=1)
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        s = self.stage
+        opt = torch.optim.AdamW(params, lr=s.lr, betas=tuple(s.betas), eps=s.eps, weight_decay=s.weight_decay)
+        total = max(1, self.trainer.max_steps)
+
+        def lr_lambda(step: int) -> float:  # linear warm-up, then cosine down to lr * min_lr_ratio
+            if step < s.warmup_steps:
+                return (step + 1) / s.warmup_steps
+            progress = min(1.0, (step - s.warmup_steps) / max(1, total - s.warmup_steps))
+            return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---- validation: loss and bits per byte per language ------------------------------------------------
+    def on_validation_epoch_start(self):
+        self._val_sums = {n: torch.zeros(3, dtype=torch.float64, device=self.device) for n in self.val_names}
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        losses, targets = self.token_losses(batch["input_ids"])
+        name = self.val_names[dataloader_idx]
+        self._val_sums[name] += torch.stack([
+            losses.double().sum(), self.token_bytes[targets].double().sum(), torch.tensor(
+                float(targets.numel()), dtype=torch.float64, device=losses.device)])
+
+    def on_validation_epoch_end(self):
+        for name, sums in self._val_sums.items():
+            nats, nbytes, ntok = self.trainer.strategy.reduce(sums, reduce_op="sum").tolist()
+            if ntok == 0:
+                continue
+            res = {"loss": nats / ntok, "bpb": nats / LN2 / max(nbytes, 1.0), "tokens": ntok}
+            self.last_val[name] = res
+            self.log(f"val_{name}/loss", res["loss"], sync_dist=False, batch_size=1)
+            self.log(f"val_{name}/bpb", res["bpb"], sync_dist=False, batch_size=1)
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor (FSDP2) reduced to a plain tensor; plain tensors pass through."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def group_fingerprints(model) -> dict[str, tuple[float, float]]:
+    """(sum, sum of squares) per parameter group, in float64: cheap evidence of which groups a stage changed."""
+    out = {}
+    with torch.no_grad():
+        for g, ps in group_parameters(model).items():
+            s = sum(_full(p.detach().double().sum()).item() for p in ps)
+            q = sum(_full(p.detach().double().pow(2).sum()).item() for p in ps)
+            out[g] = (s, q)
+    return out
+
+
+__all__ = ["EEVEModule", "NonFiniteLossError", "group_fingerprints", "GROUPS"]

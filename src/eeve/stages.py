@@ -1,0 +1,218 @@
+"""Running one EEVE stage: where its weights come from, resuming it, training, exporting it.
+
+"Initialise from" and "resume" are different things, kept apart:
+  - initialise: stage N starts from stage N-1's *export* (weights only; stage 1 from the expanded base), with a
+    fresh optimizer, so no Adam moments leak from rows a previous stage trained;
+  - resume: an interrupted stage N continues from its own newest good *checkpoint* (weights, optimizer,
+    scheduler, data position), without repeating finished steps.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+
+from eeve.checkpoint import AtomicCheckpoint, find_resume_checkpoint
+from eeve.config import ConfigError, StageConfig, TrainConfig
+
+STAGE_NUMBERS = range(1, 8)
+
+
+class StageError(RuntimeError):
+    """A stage cannot run as configured; one-line message naming the fix."""
+
+
+def resolve(path: str | Path, root: str | Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(root) / p
+
+
+def stage_dir(cfg: TrainConfig, number: int) -> Path:
+    return Path(cfg.paths.run_dir) / f"stage{number}"
+
+
+def load_stage_config(conf_dir: Path, number: int, overrides: list[str]) -> StageConfig:
+    """conf/stage/<N>.yaml with the command line's `stage.*` overrides applied (used by stage=all)."""
+    node = OmegaConf.merge(OmegaConf.structured(StageConfig), OmegaConf.load(conf_dir / "stage" / f"{number}.yaml"),
+                           OmegaConf.from_dotlist([o.removeprefix("stage.") for o in overrides]))
+    return OmegaConf.to_object(node)
+
+
+def read_expansion(tokenizer_dir: Path) -> dict:
+    f = tokenizer_dir / "expansion.json"
+    if not f.is_file():
+        raise StageError(f"no expanded tokenizer at {tokenizer_dir} (expansion.json missing): run `python tokenize.py` "
+                         "first or set tokenizer.path=FOLDER")
+    return json.loads(f.read_text())
+
+
+def build_stage_model(cfg: TrainConfig, number: int, tokenizer_dir: Path, expansion: dict):
+    """The split HF model holding stage `number`'s starting weights (see module docstring)."""
+    from transformers import AutoModelForCausalLM
+
+    from eeve.expansion import expand_model, load_base_model
+    from eeve.param_groups import split_vocab
+
+    base_vocab = expansion["base_vocab_size"]
+    root = Path(cfg.paths.root)
+    src = resolve(cfg.init_from, root) if cfg.init_from else (None if number == 1 else stage_dir(cfg, number - 1))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # every rank builds the same weights
+    if src is None:
+        from tokenizers import Tokenizer
+
+        model = load_base_model(cfg.model)
+        base_tok = Tokenizer.from_file(str(tokenizer_dir / "base_tokenizer" / "tokenizer.json"))
+        new_tokens = {t["id"]: t["token"] for t in expansion["new_tokens"]}
+        model = expand_model(model, base_tok, new_tokens, base_vocab, cfg.init, cfg.seed)
+    else:
+        if not (src / "config.json").is_file():
+            hint = f"run `python train.py stage={number - 1}` first (or stage=all)" if not cfg.init_from else "fix init_from"
+            raise StageError(f"stage {number} starts from {src}, which holds no exported model: {hint}")
+        model = AutoModelForCausalLM.from_pretrained(
+            src, dtype=getattr(torch, cfg.model.dtype), trust_remote_code=cfg.model.trust_remote_code)
+        if model.get_input_embeddings().weight.shape[0] != expansion["vocab_size"]:
+            raise StageError(f"{src} has {model.get_input_embeddings().weight.shape[0]} embedding rows but the tokenizer "
+                             f"has {expansion['vocab_size']}: use the tokenizer the previous stage was trained with")
+    split_vocab(model, base_vocab)
+    return model
+
+
+def make_trainer(cfg: TrainConfig, number: int, max_steps: int, ckpt_dir: Path, batches_per_epoch: int) -> L.Trainer:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    t = cfg.trainer
+    if t.strategy == "fsdp":
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        strategy = ModelParallelStrategy(data_parallel_size="auto", tensor_parallel_size=1)
+    elif t.strategy == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy()
+    else:
+        strategy = "auto"
+    val_every = t.val_every_n_steps * t.accumulate_grad_batches
+    logger = TensorBoardLogger(save_dir=cfg.paths.run_dir, name="tensorboard", version=f"stage{number}",
+                               default_hp_metric=False)
+    return L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
+        precision=t.precision, max_steps=max_steps, accumulate_grad_batches=t.accumulate_grad_batches,
+        logger=logger, log_every_n_steps=t.log_every_n_steps, enable_checkpointing=False,
+        callbacks=[AtomicCheckpoint(ckpt_dir, t.checkpoint_every_n_steps, t.keep_checkpoints)],
+        val_check_interval=min(val_every, batches_per_epoch) if val_every > 0 else None,
+        check_val_every_n_epoch=None, num_sanity_val_steps=0, use_distributed_sampler=False,
+        deterministic=t.deterministic, enable_model_summary=False, enable_progress_bar=False)
+
+
+def run_stage(cfg: TrainConfig, number: int) -> dict:
+    """Train stage `number` to its export folder and return its metrics (read back if it already finished)."""
+    from eeve.data import EEVEDataModule
+    from eeve.export import export_hf
+    from eeve.module import EEVEModule, group_fingerprints
+
+    out = stage_dir(cfg, number)
+    if (out / "metrics.json").is_file() and not cfg.overwrite:
+        print(f"stage {number}: already exported at {out}; skipping (overwrite=true retrains it)")
+        return json.loads((out / "metrics.json").read_text())
+    if number not in STAGE_NUMBERS:
+        raise ConfigError(f"stage={number} is outside 1-7: use stage=1 .. stage=7, or stage=all")
+    root = Path(cfg.paths.root)
+    tok_dir = resolve(cfg.tokenizer.path, root)
+    expansion = read_expansion(tok_dir)
+    stage = cfg.stage
+
+    dm = EEVEDataModule(cfg.data, tok_dir, resolve(cfg.paths.cache_dir, root), base_dir=root, seed=cfg.seed)
+    ckpt_dir = Path(cfg.paths.run_dir) / "checkpoints" / f"stage{number}"
+    # World size is only known from a trainer; build a throwaway one cheaply to read it.
+    probe = L.Trainer(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
+                      strategy="ddp" if cfg.trainer.strategy != "single" else "auto", logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    world = probe.world_size
+    tokens_per_step = cfg.data.micro_batch_size * cfg.data.seq_len * world * cfg.trainer.accumulate_grad_batches
+    max_steps = math.ceil(stage.max_tokens / tokens_per_step) if stage.max_tokens else stage.max_steps
+    dm.configure_sampling(max_steps=max_steps, world_size=world,
+                          accumulate_grad_batches=cfg.trainer.accumulate_grad_batches)
+    trainer = make_trainer(cfg, number, max_steps, ckpt_dir, max_steps * cfg.trainer.accumulate_grad_batches)
+
+    module = EEVEModule(cfg, stage, lambda: build_stage_model(cfg, number, tok_dir, expansion),
+                        expansion["base_vocab_size"], dm.token_bytes, dm.val_names, tokens_per_step)
+    resume = None
+    if cfg.resume == "auto":
+        resume = find_resume_checkpoint(ckpt_dir)
+    elif cfg.resume != "never":
+        resume = resolve(cfg.resume, root)
+        if not resume.exists():
+            raise StageError(f"resume={cfg.resume} does not exist: give a checkpoint under {ckpt_dir} or resume=auto")
+    if trainer.is_global_zero:
+        print(f"stage {number}: trains {stage.trainable}; {max_steps} steps x {tokens_per_step} tokens/step "
+              f"= {max_steps * tokens_per_step:,} tokens; world size {world}"
+              + (f"; resuming from {resume}" if resume else ""))
+
+    t0 = time.time()
+    start_val = {}
+    if resume is None:
+        trainer.validate(module, datamodule=dm, verbose=False)
+        start_val = dict(module.last_val)
+    start_fp = module.start_fingerprints if hasattr(module, "start_fingerprints") else group_fingerprints(module.model)
+    if trainer.is_global_zero:
+        print(f"stage {number}: trainable parameters {module.trainable_counts} (total {sum(module.trainable_counts.values()):,})")
+    trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    trainer.validate(module, datamodule=dm, verbose=False)
+    end_fp = group_fingerprints(module.model)
+    metrics = {
+        "stage": number, "trainable": stage.trainable, "steps": trainer.global_step,
+        "tokens": trainer.global_step * tokens_per_step, "trainable_parameters": module.trainable_counts,
+        "val_start": start_val, "val_end": dict(module.last_val),
+        "groups_changed": sorted(g for g in end_fp if end_fp[g] != start_fp[g]),
+        "wall_seconds": round(time.time() - t0, 1), "resumed_from": str(resume) if resume else None,
+        "new_token_share": {"biased": dm.new_token_share(True), "unbiased": dm.new_token_share(False)},
+    }
+    _export(trainer, module, cfg, tok_dir, out, metrics)
+    if trainer.logger is not None and trainer.is_global_zero:
+        hp = {k: v for k, v in _flatten(OmegaConf.to_container(OmegaConf.structured(cfg))).items()}
+        trainer.logger.log_hyperparams(hp, {f"hparams/val_{k}_bpb": v["bpb"] for k, v in module.last_val.items()})
+        trainer.logger.finalize("success")
+    return metrics
+
+
+def _export(trainer, module, cfg, tok_dir, out, metrics):
+    from eeve.export import export_hf
+
+    if cfg.trainer.strategy == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        sd = get_model_state_dict(module.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        sd = {k.replace("._checkpoint_wrapped_module", ""): v for k, v in sd.items()}
+        if trainer.is_global_zero:
+            export_hf(module.model.config, sd, tok_dir, out, metrics)
+    elif trainer.is_global_zero:
+        export_hf(module.model, None, tok_dir, out, metrics)
+    trainer.strategy.barrier("eeve_export")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "/"))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
+
+
+def summary_table(results: list[dict]) -> str:
+    """Per stage: steps, tokens, Korean and English validation BPB (start -> end), groups changed."""
+    rows = ["| stage | trained | steps | tokens | ko BPB | en BPB | groups changed |", "|---|---|---|---|---|---|---|"]
+    for m in results:
+        def bpb(lang):
+            s, e = m["val_start"].get(lang, {}).get("bpb"), m["val_end"].get(lang, {}).get("bpb")
+            return (f"{s:.3f} → " if s is not None else "") + (f"{e:.3f}" if e is not None else "–")
+        rows.append(f"| {m['stage']} | {'+'.join(m['trainable'])} | {m['steps']} | {m['tokens']:,} | {bpb('ko')} | "
+                    f"{bpb('en')} | {', '.join(m['groups_changed']) or 'none'} |")
+    return "\n".join(rows)

@@ -1,0 +1,65 @@
+"""Seven-stage EEVE training: `python train.py stage=3 model=solar`, `python train.py stage=all`.
+
+Each stage trains one parameter group set (conf/stage/<N>.yaml) of the vocabulary-expanded model, starting
+from the previous stage's export (stage 1: the base model expanded with the tokenizer from `tokenize.py`), and
+exports a standard Hugging Face model to outputs/<run_name>/stage<N>/. TensorBoard: outputs/<run_name>/tensorboard.
+"""
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "src"))  # runnable from a checkout without `pip install -e .`
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+STAGES = [str(n) for n in range(1, 8)] + ["all"]
+
+
+def fail(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_argv(argv: list[str]) -> None:
+    """Errors Hydra would report in many lines, reported in one."""
+    for arg in argv:
+        if arg.startswith("stage=") and arg.split("=", 1)[1] not in STAGES and "," not in arg:
+            fail(f"{arg} is outside 1-7: use stage=1 .. stage=7, or stage=all")
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(dcfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from eeve.config import ConfigError, to_train_config
+    from eeve.corpus import CorpusError
+    from eeve.module import NonFiniteLossError
+    from eeve.stages import StageError, load_stage_config, run_stage, summary_table
+
+    try:
+        cfg = to_train_config(dcfg)
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN and (cfg.trainer.strategy != "single" or cfg.trainer.num_nodes > 1):
+            raise ConfigError("Hydra multirun (-m) with a multi-process strategy re-runs the sweep in every rank: "
+                              "launch one job per configuration (see README, 'Multi-GPU and SLURM')")
+        if cfg.stage.number == 0:  # stage=all: compose each stage file with the command line's stage.* overrides
+            stage_overrides = [o for o in hc.overrides.task if o.startswith("stage.")]
+            results = []
+            for n in range(1, 8):
+                cfg.stage = load_stage_config(ROOT / "conf", n, stage_overrides)
+                results.append(run_stage(cfg, n))
+        else:
+            results = [run_stage(cfg, cfg.stage.number)]
+    except (ConfigError, CorpusError, StageError, NonFiniteLossError, OSError) as e:
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+        print("\n" + summary_table(results))
+        print(f"\nexports: {cfg.paths.run_dir}/stage<N>/   TensorBoard: tensorboard --logdir {cfg.paths.run_dir}")
+
+
+if __name__ == "__main__":
+    check_argv(sys.argv[1:])
+    main()
