@@ -1,0 +1,140 @@
+"""Export a (split or standard) model as a standard Hugging Face folder, atomically.
+
+``export_hf(model_or_config, state_dict, tokenizer_dir, out_dir, metrics)`` writes ``save_pretrained`` output
+(safetensors, untied, vocab = expanded tokenizer) + the tokenizer files + ``metrics.json`` into a temporary folder
+beside ``out_dir`` and renames it into place only when complete. An existing export is moved aside, the new one
+renamed in, and the old one deleted; any failure before that leaves the old export untouched and removes the
+temporary folder.
+
+FSDP path: pass the model CONFIG and a full (split-format or standard) state dict; the HF model is built on the
+meta device and the state dict's tensors are assigned into it (``load_state_dict(assign=True)``), so weights are
+not copied (only the two vocabulary matrices are concatenated).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from eeve.param_groups import merge_split_state_dict
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "expansion.json")
+OPTIONAL_TOKENIZER_FILES = ("tokenizer.model", "chat_template.jinja", "added_tokens.json")
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def _json_default(o: Any):
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"metrics value of type {type(o).__name__} is not JSON serialisable")
+
+
+def _align_keys(sd: Mapping[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    """Strip a common leading prefix (e.g. ``model.`` of a LightningModule attribute) if that makes keys match."""
+    keys = set(sd)
+    if keys == expected:
+        return dict(sd)
+    first = next(iter(sd))
+    parts = first.split(".")
+    for n in range(1, len(parts)):
+        pre = ".".join(parts[:n]) + "."
+        if all(k.startswith(pre) for k in keys) and {k[len(pre):] for k in keys} == expected:
+            return {k[len(pre):]: v for k, v in sd.items()}
+    missing, extra = sorted(expected - keys)[:5], sorted(keys - expected)[:5]
+    raise ExportError(f"state dict keys do not match the model: missing e.g. {missing}, unexpected e.g. {extra}")
+
+
+def _meta_model(config):
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def export_hf(model_or_config, state_dict: Mapping[str, torch.Tensor] | None, tokenizer_dir: str | Path,
+              out_dir: str | Path, metrics: dict | None = None, *, max_shard_size: str | int = "5GB") -> Path:
+    """Write a loadable HF folder to ``out_dir`` (atomically); returns ``out_dir``.
+
+    ``model_or_config``: a (split or standard) ``PreTrainedModel`` -- its own state dict is used when
+    ``state_dict`` is None -- or a ``PretrainedConfig`` together with a full ``state_dict`` (split or merged
+    format; a common prefix like ``model.`` is stripped). The model passed in is not modified."""
+    from transformers import PretrainedConfig
+    from tokenizers import Tokenizer
+
+    tokenizer_dir, out_dir = Path(tokenizer_dir), Path(out_dir)
+    for f in TOKENIZER_FILES:
+        if not (tokenizer_dir / f).exists():
+            raise ExportError(f"{tokenizer_dir / f} missing: tokenizer_dir must be an expanded tokenizer folder")
+
+    if isinstance(model_or_config, PretrainedConfig):
+        config = model_or_config
+        if state_dict is None:
+            raise ExportError("export_hf(config, state_dict=None): a config needs a full state dict")
+    else:
+        config = model_or_config.config
+        if state_dict is None:
+            state_dict = model_or_config.state_dict()
+    config = config.__class__.from_dict(config.to_dict())  # private copy
+    sd = merge_split_state_dict(state_dict)
+
+    model = _meta_model(config)
+    sd = _align_keys(sd, set(model.state_dict().keys()))
+    vocab = sd[next(k for k in sd if k.endswith("embed_tokens.weight") or k.endswith("wte.weight"))].shape[0] \
+        if any(k.endswith(("embed_tokens.weight", "wte.weight")) for k in sd) else config.vocab_size
+    if vocab != config.vocab_size:
+        raise ExportError(f"state dict has {vocab} vocabulary rows but config.vocab_size={config.vocab_size}")
+    n_tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+    if vocab < n_tok:
+        raise ExportError(f"model has {vocab} vocabulary rows but the tokenizer in {tokenizer_dir} has {n_tok} tokens")
+    if vocab > n_tok:
+        log.warning("model has %d rows, tokenizer %d tokens: %d padding rows", vocab, n_tok, vocab - n_tok)
+    model.load_state_dict(sd, strict=True, assign=True)
+    dtypes = {v.dtype for v in sd.values() if v.is_floating_point()}
+    if len(dtypes) == 1:
+        model.config.dtype = dtypes.pop()
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(str(tmp), state_dict=sd, safe_serialization=True, max_shard_size=max_shard_size)
+        for f in TOKENIZER_FILES + OPTIONAL_TOKENIZER_FILES:
+            if (tokenizer_dir / f).exists():
+                shutil.copy2(tokenizer_dir / f, tmp / f)
+        if (tokenizer_dir / "base_tokenizer").is_dir():
+            shutil.copytree(tokenizer_dir / "base_tokenizer", tmp / "base_tokenizer")
+        text = json.dumps(metrics or {}, indent=2, sort_keys=True, default=_json_default)
+        (tmp / "metrics.json").write_text(text + "\n", encoding="utf-8")
+        _swap_in(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("exported HF model (vocab %d) to %s", vocab, out_dir)
+    return out_dir
+
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.replace(out_dir, old)
+        try:
+            os.replace(tmp, out_dir)
+        except BaseException:
+            os.replace(old, out_dir)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
