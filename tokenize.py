@@ -21,13 +21,23 @@ else:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))  # run from a checkout without install
 
+    from eeve.tokenizer_build import TokenizerBuildError, check_overrides, run_from_config
+    from eeve.corpus import CorpusError
+
     import hydra
     from omegaconf import DictConfig
 
+    def fail(msg: str) -> None:
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)
+
     @hydra.main(config_path="conf", config_name="tokenize", version_base="1.3")
     def main(cfg: DictConfig) -> None:
-        from eeve.tokenizer_build import run_from_config  # heavy imports only when run
+        try:
+            run_from_config(cfg)
+        except (TokenizerBuildError, CorpusError) as e:  # bad input: one line, no traceback
+            fail(str(e))
 
-        run_from_config(cfg)
-
+    if (err := check_overrides(sys.argv[1:])) is not None:
+        fail(err)
     main()
