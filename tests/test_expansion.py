@@ -61,6 +61,13 @@ def test_bare_pieces_literal(base_tok):
         assert p["output_id"] == base_tok.token_to_id(out)
     # the base tokenizer itself is untouched by the helper
     assert base_tok.pre_tokenizer is not None
+    # same pieces as the tokenizer builder's helper; special-token text inside a token is not matched
+    from eeve.tokenizer_build import bpe_pieces as tb_pieces
+    from eeve.expansion import bpe_pieces
+
+    for t in NEW + ["<s>한"]:
+        assert bpe_pieces(base_tok, t) == tb_pieces(base_tok, t)
+    assert bpe_pieces(base_tok, "<s>한") == ["<0x3C>", "s", "<0x3E>", "한"]
 
 
 def test_mean_subwords_hand_computed(base_tok):

@@ -29,14 +29,13 @@ All arithmetic is done in float32 and cast back to the model's dtype.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -140,14 +139,8 @@ def bare_bpe_tokenizer(tokenizer):
 
 
 def bpe_pieces(tokenizer, token: str) -> list[str]:
-    """Pieces the BPE model alone turns ``token``'s own symbols into (uses eeve.tokenizer_build's if present)."""
-    try:
-        from eeve.tokenizer_build import bpe_pieces as _tb_pieces  # the tokenizer engineer's version
-
-        return list(_tb_pieces(tokenizer, token))
-    except ImportError:
-        pass
-    return bare_bpe_tokenizer(tokenizer).encode(token, add_special_tokens=False).tokens
+    """Pieces the BPE model alone turns ``token``'s own symbols into (what ``subword_plan`` uses)."""
+    return [t.value for t in _to_tokenizers_tokenizer(tokenizer).model.tokenize(token)]
 
 
 def _to_tokenizers_tokenizer(tok):
@@ -257,7 +250,6 @@ class ExpansionSummary:
 def subword_plan(base_tokenizer, new_tokens: Sequence[tuple[int, str]]):
     """For each new token: (input piece ids, output piece id, pieces, flags). Pure, used by init and tests."""
     tok = _to_tokenizers_tokenizer(base_tokenizer)
-    bare = bare_bpe_tokenizer(tok)
     unk = None
     model = tok.model
     unk_tok = getattr(model, "unk_token", None)
@@ -265,8 +257,10 @@ def subword_plan(base_tokenizer, new_tokens: Sequence[tuple[int, str]]):
         unk = tok.token_to_id(unk_tok)
     plan = []
     for tid, text in new_tokens:
-        enc = bare.encode(text, add_special_tokens=False)
-        pieces, ids = list(enc.tokens), list(enc.ids)
+        # the BPE model alone (same as eeve.tokenizer_build.bpe_pieces): no normalizer / pre-tokenizer, and unlike
+        # encoding with a bare Tokenizer, no added/special-token matching inside the text
+        toks = model.tokenize(text)
+        pieces, ids = [t.value for t in toks], [t.id for t in toks]
         skipped = False
         if len(pieces) > 1 and pieces[0] in SPACE_MARKERS:
             pieces, ids = pieces[1:], ids[1:]

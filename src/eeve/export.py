@@ -27,8 +27,9 @@ from eeve.param_groups import merge_split_state_dict
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "expansion.json")
-OPTIONAL_TOKENIZER_FILES = ("tokenizer.model", "chat_template.jinja", "added_tokens.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "expansion.json")
+# transformers 5 no longer writes special_tokens_map.json; copied when present
+OPTIONAL_TOKENIZER_FILES = ("special_tokens_map.json", "tokenizer.model", "chat_template.jinja", "added_tokens.json")
 
 
 class ExportError(RuntimeError):

@@ -1,0 +1,153 @@
+"""eeve.param_groups: split vocabulary, exact freezing under AdamW weight decay, equivalence with the HF model."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from eeve.param_groups import (GROUPS, STAGE_GROUPS, SplitEmbedding, SplitError, SplitLMHead, group_of,
+                               group_parameters, merge_split_state_dict, merge_vocab, set_trainable, split_vocab,
+                               trainable_parameters)
+
+BASE, V = 48, 64
+
+
+def tiny_model(seed=0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False)
+    return LlamaForCausalLM(cfg)
+
+
+def batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, V, (2, 12), generator=g)
+    ids[:, ::3] = torch.randint(BASE, V, ids[:, ::3].shape, generator=g)  # plenty of new tokens
+    ids[:, 1::3] = torch.randint(0, BASE, ids[:, 1::3].shape, generator=g)
+    return ids
+
+
+def loss_fn(model, ids):
+    hidden = model.model(input_ids=ids).last_hidden_state[:, :-1]
+    return model.lm_head.token_losses(hidden, ids[:, 1:]).mean()
+
+
+def snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def run_stage(model, stage, steps=3):
+    counts = set_trainable(model, STAGE_GROUPS[stage])
+    opt = torch.optim.AdamW(trainable_parameters(model), lr=1e-2, weight_decay=0.1)  # fresh optimizer per stage
+    for k in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model, batch(k)).backward()
+        opt.step()
+    return counts, opt
+
+
+def test_every_stage_freezes_exactly_and_trains_its_groups():
+    model = split_vocab(tiny_model(), BASE)
+    # every stage, then replays where the previous stage trained rows that are now frozen (3 -> 2, 6 -> 7, 5 -> 1)
+    for stage in [1, 2, 3, 4, 5, 6, 7, 3, 2, 6, 7, 5, 1]:
+        before = snapshot(model)
+        counts, opt = run_stage(model, stage)
+        groups = set(STAGE_GROUPS[stage])
+        assert {g for g, n in counts.items() if n} == groups
+        for n, p in model.named_parameters():
+            g = group_of(n)
+            if g in groups:
+                assert p.requires_grad and not torch.equal(p, before[n]), f"stage {stage}: {n} did not train"
+            else:
+                assert not p.requires_grad and torch.equal(p, before[n]), f"stage {stage}: frozen {n} moved"
+        # optimizer state exists only for trainable tensors: exp_avg + exp_avg_sq = 2 x trainable x 4 bytes
+        state_bytes = sum(s[k].numel() * s[k].element_size() for s in opt.state.values()
+                          for k in ("exp_avg", "exp_avg_sq"))
+        assert state_bytes == 2 * sum(counts.values()) * 4
+        assert all(p.requires_grad for p in opt.state)
+
+
+def test_group_counts_and_names():
+    model = split_vocab(tiny_model(), BASE)
+    gp = group_parameters(model)
+    H = 32
+    assert sum(p.numel() for p in gp["old_input"]) == BASE * H
+    assert sum(p.numel() for p in gp["new_input"]) == (V - BASE) * H
+    assert sum(p.numel() for p in gp["old_output"]) == BASE * H
+    assert sum(p.numel() for p in gp["new_output"]) == (V - BASE) * H
+    assert sum(len(v) for v in gp.values()) == len(list(model.parameters()))
+    ids = {id(p): g for g, ps in gp.items() for p in ps}
+    for n, p in model.named_parameters():
+        assert group_of(n) == ids[id(p)]
+    assert group_of("model._checkpoint_wrapped_module.embed_tokens.new.weight") == "new_input"
+    assert group_of("_orig_mod.lm_head.old.weight") == "old_output"
+    assert group_of("model.layers.0.self_attn.q_proj.weight") == "transformer"
+    assert group_of("model.norm.weight") == "transformer"
+    with pytest.raises(SplitError):
+        group_of("model.embed_tokens.weight")
+    with pytest.raises(SplitError):
+        set_trainable(model, ["embeddings"])
+    with pytest.raises(SplitError):
+        set_trainable(tiny_model(), ["new_input"])  # unsplit
+
+
+def test_split_forward_and_token_losses_match_hf():
+    ref = tiny_model(1)
+    model = split_vocab(tiny_model(1), BASE)
+    assert isinstance(model.model.embed_tokens, SplitEmbedding) and isinstance(model.lm_head, SplitLMHead)
+    ids = batch(5)
+    with torch.no_grad():
+        a = ref(input_ids=ids).logits
+        b = model(input_ids=ids).logits
+        torch.testing.assert_close(b, a)
+        hidden = model.model(input_ids=ids).last_hidden_state[:, :-1]
+        targets = ids[:, 1:].clone()
+        targets[0, :3] = -100
+        ours = model.lm_head.token_losses(hidden, targets)
+        full = F.cross_entropy(a[:, :-1].float().reshape(-1, V), targets.reshape(-1), reduction="none",
+                               ignore_index=-100).view_as(targets)
+        torch.testing.assert_close(ours, full)
+        assert torch.all(ours[0, :3] == 0)
+        # the HF labels path works unchanged too
+        lab = model(input_ids=ids, labels=ids).loss
+        torch.testing.assert_close(lab, ref(input_ids=ids, labels=ids).loss)
+
+
+def test_merge_round_trip():
+    ref = tiny_model(2)
+    model = split_vocab(tiny_model(2), BASE)
+    sd = merge_split_state_dict(model.state_dict())
+    assert set(sd) == set(ref.state_dict())
+    for k, v in ref.state_dict().items():
+        assert torch.equal(sd[k], v), k
+    with pytest.raises(SplitError):
+        merge_split_state_dict({"model.embed_tokens.old.weight": torch.zeros(2, 2)})
+    merge_vocab(model)
+    assert type(model.model.embed_tokens) is torch.nn.Embedding and type(model.lm_head) is torch.nn.Linear
+    for k, v in ref.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    assert split_vocab(split_vocab(model, BASE), BASE) is model  # idempotent
+
+
+def test_groups_constant():
+    assert GROUPS == ("old_input", "new_input", "old_output", "new_output", "transformer")
+    assert STAGE_GROUPS[6] == GROUPS and STAGE_GROUPS[7] == ("transformer",)
+
+
+def test_negative_control_hook_freezing_moves_rows():
+    """The trap the split avoids: zeroing grad[:BASE] with a hook on one matrix still moves old rows (AdamW decay)."""
+    model = tiny_model(3)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    W = model.model.embed_tokens.weight
+    W.requires_grad_(True)
+    W.register_hook(lambda g: torch.cat([torch.zeros_like(g[:BASE]), g[BASE:]]))
+    old = W.detach()[:BASE].clone()
+    opt = torch.optim.AdamW([W], lr=1e-2, weight_decay=0.1)
+    for k in range(3):
+        opt.zero_grad()
+        model(input_ids=batch(k), labels=batch(k)).loss.backward()
+        opt.step()
+    assert not torch.equal(W.detach()[:BASE], old)
