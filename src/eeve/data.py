@@ -187,7 +187,7 @@ def _sub(cls, name: str, v: Any):
     if unknown:
         raise CorpusError(f"data entry {name!r} has unknown key(s) {unknown}: valid keys are {sorted(known)}")
     paths = v.get("paths")
-    if paths is None or paths == "???":
+    if paths is None or paths == "???" or (isinstance(paths, (list, tuple)) and (not paths or "???" in paths)):
         raise CorpusError(f"data entry {name!r} has no paths: set data.…{name}.paths=[FILES] on the command line")
     v["paths"] = [str(paths)] if isinstance(paths, (str, os.PathLike)) else [str(p) for p in paths]
     return cls(**v)
