@@ -90,7 +90,7 @@ def test_mean_subwords_hand_computed(base_tok):
     torch.testing.assert_close(O[332], O0[3 + 0xEA])
     torch.testing.assert_close(E[333], (E0[v["▁한국"]] + E0[3 + 0xEC] + E0[3 + 0x9D] + E0[3 + 0xB8]) / 4)
     torch.testing.assert_close(O[333], O0[v["▁한국"]])
-    assert (s.n_new, s.n_leading_space_skipped, s.n_with_byte_pieces) == (4, 2, 2)
+    assert (s.n_new, s.n_leading_space_skipped, s.n_with_byte_pieces, s.n_single_piece) == (4, 2, 2, 0)
     assert s.mean_pieces == pytest.approx((2 + 3 + 3 + 4) / 4)
     # forward works on new ids
     out = model(torch.tensor([[1, 330, 331, 332, 333]])).logits

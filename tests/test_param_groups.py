@@ -151,3 +151,28 @@ def test_negative_control_hook_freezing_moves_rows():
         model(input_ids=batch(k), labels=batch(k)).loss.backward()
         opt.step()
     assert not torch.equal(W.detach()[:BASE], old)
+
+
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=25, deadline=None)
+@given(base=st.integers(1, 15), extra=st.integers(1, 9), seed=st.integers(0, 10_000))
+def test_split_modules_match_plain_ops(base, extra, seed):
+    """Property: for any split point, SplitEmbedding == F.embedding and token_losses == F.cross_entropy,
+    including the boundary ids 0, base-1, base, V-1 and ignored targets."""
+    g = torch.Generator().manual_seed(seed)
+    V_, H = base + extra, 8
+    W, O = torch.randn(V_, H, generator=g), torch.randn(V_, H, generator=g)
+    from eeve.param_groups import _embedding, _linear
+
+    emb = SplitEmbedding(_embedding(W[:base].clone()), _embedding(W[base:].clone()))
+    head = SplitLMHead(_linear(O[:base].clone()), _linear(O[base:].clone()))
+    ids = torch.cat([torch.tensor([0, base - 1, base, V_ - 1]), torch.randint(0, V_, (12,), generator=g)])
+    torch.testing.assert_close(emb(ids), F.embedding(ids, W))
+    h = torch.randn(16, H, generator=g)
+    torch.testing.assert_close(head(h), h @ O.T)
+    t = ids.clone()
+    t[5] = -100
+    ref = F.cross_entropy(h @ O.T, t, reduction="none", ignore_index=-100)
+    torch.testing.assert_close(head.token_losses(h, t), ref)
