@@ -232,6 +232,22 @@ def is_hangul_token(token: str, kind: str) -> bool:
     return _byte_implies_hangul(token_bytes(token, kind))
 
 
+def is_single_char(token: str, kind: str) -> bool:
+    """One character: SentencePiece pieces of length 1, byte-level entries whose bytes are one UTF-8 character."""
+    if kind == SP_BPE:
+        return len(token) == 1
+    text = token_text(token, kind)
+    return text is not None and len(text) == 1
+
+
+def char_token(c: str, kind: str) -> str:
+    """The vocabulary entry of a single character."""
+    if kind == SP_BPE:
+        return c
+    enc, _ = byte_level_alphabet()
+    return "".join(enc[b] for b in c.encode("utf-8"))
+
+
 def is_candidate(token: str, kind: str) -> bool:
     if kind == SP_BPE:
         return bool(SP_CANDIDATE.match(token))
@@ -354,28 +370,25 @@ def train_intermediate(base: BaseTokenizer, docs: Iterable[str], vocab_size: int
 
 
 def _closure(cands: list[str], inter_merge: dict[str, tuple[str, str]], base: BaseTokenizer) -> tuple[set[str], list[str]]:
-    """New tokens needed for the candidates (candidates + their merge ancestors missing from the base); candidates
-    with an ancestor that is not Hangul-only (byte-level bases) are skipped."""
+    """New tokens needed for the candidates: candidates + their intermediate merge ancestors missing from the base.
+    Ancestors that are not Hangul-only (byte-level bases: e.g. the last two bytes of a syllable) are left out
+    (returned second); `ensure_reachable` then builds those candidates from their current segmentation."""
     vocab = base.vocab
     needed: set[str] = set()
-    skipped: list[str] = []
+    left_out: set[str] = set()
     for c in cands:
-        stack, mine, ok = [c], set(), True
+        stack = [c]
         while stack:
             t = stack.pop()
-            if t in vocab or t in mine or t in needed:
+            if t in vocab or t in needed or t in left_out:
                 continue
             if not is_hangul_token(t, base.kind):
-                ok = False
-                break
-            mine.add(t)
+                left_out.add(t)
+                continue
+            needed.add(t)
             if t in inter_merge:
                 stack.extend(inter_merge[t])
-        if ok:
-            needed |= mine
-        else:
-            skipped.append(c)
-    return needed, skipped
+    return needed, sorted(left_out)
 
 
 def ensure_reachable(exp: Expansion, log: dict | None = None) -> list[str]:
@@ -391,7 +404,7 @@ def ensure_reachable(exp: Expansion, log: dict | None = None) -> list[str]:
         changed = False
         for t in list(exp.new_tokens):
             if len(t) == 1:
-                continue
+                continue  # a character in the vocabulary is its own initial symbol
             pieces, _ = sim.derive(t)
             if pieces == [t]:
                 continue
@@ -413,7 +426,7 @@ def ensure_reachable(exp: Expansion, log: dict | None = None) -> list[str]:
         if dropped:
             drop = set(dropped)
             exp.new_tokens = [t for t in exp.new_tokens if t not in drop]
-            exp.new_merges = [m for m in exp.new_merges if m[0] + m[1] not in drop]
+            exp.new_merges = [m for m in exp.new_merges if not ({m[0], m[1], m[0] + m[1]} & drop)]
             sim = exp.sim()
             vocab = sim.vocab
             dropped_all += dropped
@@ -448,7 +461,8 @@ def restrict(exp: Expansion, keep: set[str], add_chars: list[str]) -> Expansion:
     """Keep only `keep` (order and merges preserved: removing a merge that never fires in a kept token's derivation
     leaves that derivation unchanged) and append single characters."""
     toks = [t for t in exp.new_tokens if t in keep] + [c for c in add_chars if c not in keep]
-    merges = [m for m in exp.new_merges if m[0] + m[1] in keep]
+    have = set(exp.base.vocab) | set(toks)
+    merges = [m for m in exp.new_merges if m[0] + m[1] in have and m[0] in have and m[1] in have and m[0] + m[1] not in exp.base.vocab]
     return Expansion(exp.base, exp.base_size, toks, merges)
 
 
@@ -490,14 +504,17 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
                    key=lambda t: (inter_rank.get(t, -1), t))
     needed, skipped = _closure(cands, inter_merge, base)
     say(f"candidates: {len(cands):,} Hangul tokens absent from the base ({len(needed) - len(set(cands) & needed):,} "
-        f"ancestors added{f', {len(skipped)} skipped' if skipped else ''})")
+        f"ancestors added{f', {len(skipped)} non-Hangul ancestors left out' if skipped else ''})")
     base_size = base_vocab_size(base)
     order = sorted(needed, key=lambda t: (inter_rank.get(t, -1), t))  # single chars (rank -1) first
-    exp = Expansion(base, base_size, order, [inter_merge[t] for t in order if t in inter_merge])
+    have = needed | set(base.vocab)
+    merges = [inter_merge[t] for t in order if t in inter_merge and set(inter_merge[t]) <= have]
+    exp = Expansion(base, base_size, order, merges)
     log: dict = {}
     ensure_reachable(exp, log)
 
     iterations = []
+    unaddable: set[str] = set()  # characters whose byte-level merges would need a non-Hangul support token
     counts = None
     char_counts = None
     m = cfg.min_frequency
@@ -507,16 +524,15 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
         if char_counts is None:
             char_counts = counts
         freq = {t: int(counts.tokens[base_size + i]) for i, t in enumerate(exp.new_tokens)}
-        char_ok = lambda t: len(t) == 1 and char_counts.char_count(t) >= m  # noqa: E731
+        char_ok = lambda t: is_single_char(t, base.kind) and char_counts.char_count(token_text(t, base.kind)) >= m  # noqa: E731
         keep = {t for t, f in freq.items() if f >= m or char_ok(t)}
         keep |= required_ancestors(exp, keep)
         dropped = [t for t in exp.new_tokens if t not in keep]
         present = set(exp.vocab())
-        added = sorted(
-            (chr(c + 0x1100) for c in np.nonzero(char_counts.chars >= m)[0]
-             if is_hangul_char(chr(c + 0x1100)) and chr(c + 0x1100) not in present),
-            key=lambda c: -char_counts.char_count(c),
-        )
+        added = [char_token(c, base.kind) for c in sorted(
+            (chr(c + 0x1100) for c in np.nonzero(char_counts.chars >= m)[0] if is_hangul_char(chr(c + 0x1100))),
+            key=lambda c: -char_counts.char_count(c)) if char_token(c, base.kind) not in present]
+        added = [t for t in added if t not in unaddable]
         rec = {"iteration": it, "new_tokens": len(exp.new_tokens), "dropped": len(dropped), "added": len(added),
                "dropped_examples": _examples(sorted(dropped, key=lambda t: freq[t])),
                "added_examples": _examples(added), "seconds": round(time.time() - t1, 2)}
@@ -526,7 +542,7 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
         if not dropped and not added:
             break
         exp = restrict(exp, keep, added)
-        ensure_reachable(exp, log)
+        unaddable |= set(added) & set(ensure_reachable(exp, log))
     else:
         counts = _count(exp, paths, cfg, base_dir)
         say(f"max_iterations={cfg.max_iterations} reached before the vocabulary settled")
