@@ -139,6 +139,7 @@ class DataConfig:
     def from_any(cls, obj: Any) -> "DataConfig":
         """Build from a DataConfig, a dict or an OmegaConf DictConfig (resolved); rejects unknown keys."""
         if isinstance(obj, DataConfig):
+            obj.validate()
             return obj
         try:
             from omegaconf import DictConfig, OmegaConf
@@ -635,7 +636,32 @@ class EEVEDataModule(L.LightningDataModule):
         self.stream: MixtureStream | None = None
         self._train_sampler: GlobalStreamSampler | None = None
         self._resume_consumed: int | None = None
-        self.token_bytes: torch.Tensor | None = None
+        self._token_bytes: torch.Tensor | None = None
+        self._max_steps: int | None = None
+        self._accumulate = 1
+
+    def configure_sampling(self, max_steps: int | None = None, world_size: int | None = None,
+                           accumulate_grad_batches: int | None = None, sample_offset: int | None = None) -> None:
+        """Tell the module the run's shape before a Trainer is attached (an attached Trainer's values win):
+        ``max_steps`` sizes the sampler window (``max_steps × samples_per_step`` global samples),
+        ``sample_offset`` the global sample the run starts at (e.g. a previous stage's consumed samples)."""
+        if max_steps is not None:
+            self._max_steps = int(max_steps)
+        if world_size is not None:
+            self._world = int(world_size)
+            if not 0 <= self._rank < self._world:
+                self._rank = 0
+        if accumulate_grad_batches is not None:
+            self._accumulate = int(accumulate_grad_batches)
+        if sample_offset is not None:
+            self.sample_offset = int(sample_offset)
+
+    @property
+    def token_bytes(self) -> torch.Tensor:
+        """LongTensor[vocab_size]: UTF-8 bytes each token id decodes to (special and padding ids 0)."""
+        if self._token_bytes is None:
+            self._token_bytes = self.tokenizer.token_bytes()
+        return self._token_bytes
 
     # -- paths / tokenizer
     def _abs(self, p: str | os.PathLike, what: str) -> Path:
@@ -704,7 +730,6 @@ class EEVEDataModule(L.LightningDataModule):
         shares = [np.asarray(p.new_counts, dtype=np.float64) / T for p in self.train_sources.values()]
         self._shares = shares
         self.stream = MixtureStream([s.ratio for s in self.cfg.sources.values()], shares, self.cfg.new_token_bias, self.seed)
-        self.token_bytes = self.tokenizer.token_bytes()
         rank_zero_info(self.describe())
 
     def describe(self) -> str:
@@ -735,7 +760,7 @@ class EEVEDataModule(L.LightningDataModule):
         t = self._trainer_or_none()
         if t is not None:
             return int(t.global_rank), int(t.world_size), int(getattr(t, "accumulate_grad_batches", 1) or 1)
-        return self._rank, self._world, 1
+        return self._rank, self._world, self._accumulate
 
     def _trainer_or_none(self):
         return getattr(self, "trainer", None)
@@ -781,6 +806,8 @@ class EEVEDataModule(L.LightningDataModule):
         t = self._trainer_or_none()
         if t is not None and t.max_steps is not None and t.max_steps > 0:
             return int(t.max_steps) * sps
+        if self._max_steps is not None and self._max_steps > 0:
+            return self._max_steps * sps
         if self.num_samples is not None:
             return max(sps, (int(self.num_samples) // sps) * sps)
         total = sum(p.n for p in self.train_sources.values())
@@ -794,7 +821,8 @@ class EEVEDataModule(L.LightningDataModule):
         if t is not None and world > 1 and getattr(t._accelerator_connector, "use_distributed_sampler", False):
             raise RuntimeError("EEVEDataModule shards by rank itself: build the Trainer with use_distributed_sampler=False")
         origin = self.sample_offset - self.sample_offset % world
-        single = t is not None and t.max_steps is not None and t.max_steps > 0
+        single = (t is not None and t.max_steps is not None and t.max_steps > 0) or (
+            t is None and self._max_steps is not None and self._max_steps > 0)
         self._train_sampler = GlobalStreamSampler(self.stream, self._epoch_samples(), rank, world, origin=origin,
                                                   start_fn=self._start_position, single_window=single)
         folders = [self._folders[f"train:{n}"] for n in self.cfg.sources]
