@@ -176,3 +176,54 @@ def test_split_modules_match_plain_ops(base, extra, seed):
     t[5] = -100
     ref = F.cross_entropy(h @ O.T, t, reduction="none", ignore_index=-100)
     torch.testing.assert_close(head.token_losses(h, t), ref)
+
+
+_FSDP_SCRIPT = r'''
+import os, socket, sys, torch, torch.distributed as dist
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1")
+dist.init_process_group("gloo")
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from transformers import LlamaConfig, LlamaForCausalLM
+from eeve.param_groups import STAGE_GROUPS, group_of, merge_split_state_dict, set_trainable, split_vocab, trainable_parameters
+torch.manual_seed(0)
+m = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2))
+split_vocab(m, 48)
+mesh = init_device_mesh("cpu", (1,))
+for mod in [*m.model.layers, m.model.embed_tokens.old, m.model.embed_tokens.new, m.model, m.lm_head.old, m.lm_head.new]:
+    fully_shard(mod, mesh=mesh)
+for stage in (3, 2):  # 3 then 2 with a fresh optimizer: new_input rows trained, then frozen
+    counts = set_trainable(m, STAGE_GROUPS[stage])
+    full = lambda p: p.detach().full_tensor() if hasattr(p, "full_tensor") else p.detach()  # noqa: E731
+    plain = [n for n, p in m.named_parameters() if not hasattr(p, "full_tensor")]
+    if plain:
+        print("unsharded at stage start:", plain)
+    before = {n: full(p).clone() for n, p in m.named_parameters()}
+    opt = torch.optim.AdamW(trainable_parameters(m), lr=1e-2, weight_decay=0.1)
+    for k in range(2):
+        ids = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(k))
+        opt.zero_grad()
+        h = m.model(input_ids=ids[:, :-1]).last_hidden_state
+        m.lm_head.token_losses(h, ids[:, 1:]).mean().backward()
+        opt.step()
+    for n, p in m.named_parameters():
+        moved = not torch.equal(full(p), before[n])
+        assert moved == (group_of(n) in STAGE_GROUPS[stage]), (stage, n, moved)
+sd = get_model_state_dict(m, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+merged = merge_split_state_dict(sd)
+assert merged["model.embed_tokens.weight"].shape == (64, 32) and merged["lm_head.weight"].shape == (64, 32)
+dist.destroy_process_group()
+print("FSDP2-OK")
+'''
+
+
+def test_fsdp2_exact_freezing_subprocess():
+    """FSDP2 (fully_shard, DTensor params, gloo, world size 1): same exact freezing, full state dict merges."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _FSDP_SCRIPT], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0 and "FSDP2-OK" in r.stdout, r.stderr[-3000:]
