@@ -391,3 +391,37 @@ def test_demo_config_loads(corpus):
     assert list(demo.validation) == ["ko", "en"]
     solar = OmegaConf.load(root / "solar.yaml")
     assert solar.seq_len == 4096 and OmegaConf.is_missing(solar.sources.ko_web, "paths")
+
+
+def test_workers_match_single_process(corpus, cache_dir):
+    a = _batches(_dm(corpus, cache_dir, seed=7, num_samples=32))
+    b = _batches(_dm(corpus, cache_dir, seed=7, num_samples=32, cfg={"num_workers": 1}))
+    assert len(a) == len(b) == 8 and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(not (REPO / ".cache" / "demo" / "manifest.json").is_file(), reason="demo data not built")
+def test_demo_config_end_to_end(corpus, tmp_path):
+    """conf/data/demo.yaml on the demo corpus, with the expanded demo tokenizer when tokenize.py has made one."""
+    from omegaconf import OmegaConf
+
+    tok_dir = REPO / "outputs" / "tokenize" / "demo" / "tokenizer"
+    if not (tok_dir / "expansion.json").is_file():
+        tok_dir = corpus["tok"]
+    dm = EEVEDataModule(OmegaConf.load(REPO / "conf" / "data" / "demo.yaml"), tok_dir, tmp_path, base_dir=REPO,
+                        num_samples=64)
+    dm.prepare_data()
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))["input_ids"]
+    assert batch.shape == (8, 128) and int(batch.max()) < dm.vocab_size
+    assert [len(dl.dataset) for dl in dm.val_dataloader()] == [64, 64]
+    assert dm.new_token_share(True) > dm.new_token_share(False) > 0
+    ko = dm.train_sources["ko_web"]
+    ids = np.asarray(ko.tokens[:8]).reshape(-1)
+    tb = dm.token_bytes
+    # bits-per-byte denominator: token bytes of the packed Korean ≈ its UTF-8 size (one ▁ per document extra)
+    text = dm.tokenizer.tok.decode(ids.tolist(), skip_special_tokens=True)
+    n_docs = int((ids == dm.tokenizer.bos_id).sum())
+    assert abs(int(tb[torch.from_numpy(ids.astype(np.int64))].sum()) - len(text.encode())) <= 2 * n_docs + 2
