@@ -1,0 +1,216 @@
+"""The expanded tokenizer's guarantees, on the real demo data (one build per module, shared by the tests)."""
+from __future__ import annotations
+
+import json
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer
+
+from eeve.base_tokenizer import load_base
+from eeve.token_counting import count_tokens, has_hangul, is_hangul_char, merge_counts
+from eeve.tokenizer_build import bpe_pieces, run_from_config
+
+HYP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def lines(path: Path) -> list[str]:
+    return [x for x in path.read_text(encoding="utf-8").split("\n") if x.strip()]
+
+
+@pytest.fixture(scope="module")
+def built(demo_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok") / "expanded"
+    cfg = {
+        "base_tokenizer": str(demo_data / "base_tokenizer" / "tokenizer.model"),
+        "corpus": {"paths": [str(demo_data / "ko" / "train.txt")]},
+        "heldout": {"ko": str(demo_data / "ko" / "heldout.txt"), "en": str(demo_data / "en" / "heldout.txt")},
+        "output_dir": str(out),
+        "intermediate_vocab_size": 8000,
+        "min_frequency": 8,
+        "progress": False,
+    }
+    run_from_config(cfg)
+    report = json.loads((out / "expansion.json").read_text(encoding="utf-8"))
+    return {
+        "dir": out,
+        "report": report,
+        "target": Tokenizer.from_file(str(out / "tokenizer.json")),
+        "base": Tokenizer.from_file(str(out / "base_tokenizer" / "tokenizer.json")),
+    }
+
+
+def enc(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
+    return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
+def test_layout_and_ids(built):
+    r, t = built["report"], built["target"]
+    assert r["base_vocab_size"] == 32000 and r["base_kind"] == "sentencepiece_bpe"
+    assert r["vocab_size"] == t.get_vocab_size() and r["vocab_size"] % 64 == 0
+    ids = [x["id"] for x in r["new_tokens"]]
+    assert ids == list(range(32000, r["vocab_size"]))  # contiguous from the base size
+    vocab = t.get_vocab()
+    assert all(vocab[x["token"]] == x["id"] for x in r["new_tokens"])
+    assert len(r["new_tokens"]) > 1000 and all(has_hangul(x["token"]) for x in r["new_tokens"])
+    base_vocab = built["base"].get_vocab()
+    assert all(vocab[k] == v for k, v in base_vocab.items())  # base ids unchanged
+    assert r["iterations"] and r["compression"]["ko"]["ratio"] >= 2.0
+    assert r["config"]["min_frequency"] == 8
+
+
+def test_every_new_token_reachable(built):
+    t = built["target"]
+    bad = [x["token"] for x in built["report"]["new_tokens"] if bpe_pieces(t, x["token"]) != [x["token"]]]
+    assert bad == []
+
+
+def test_new_merges_after_base_merges(built):
+    tj = json.loads((built["dir"] / "tokenizer.json").read_text(encoding="utf-8"))
+    bj = json.loads((built["dir"] / "base_tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
+    n = len(bj["model"]["merges"])
+    assert tj["model"]["merges"][:n] == bj["model"]["merges"]
+    assert all(has_hangul(a + b) for a, b in tj["model"]["merges"][n:])
+
+
+def test_min_frequency_respected(built):
+    r = built["report"]
+    m = r["config"]["min_frequency"]
+    rare = [x for x in r["new_tokens"] if x["frequency"] < m and len(x["token"]) > 1]
+    # rare multi-character tokens survive only as merge ancestors of kept tokens
+    t = built["target"]
+    tokens = {x["token"] for x in r["new_tokens"]}
+    for x in rare[:50]:
+        assert any(x["token"] in y and y != x["token"] for y in tokens), x
+
+
+def test_non_hangul_text_exactly_as_base(built, demo_data):
+    texts = lines(demo_data / "en" / "heldout.txt") + lines(demo_data / "en" / "train.txt")[:4000]
+    texts += ["".join(c for c in s if not is_hangul_char(c)) for s in lines(demo_data / "ko" / "heldout.txt")]
+    texts = [s for s in texts if s.strip()]
+    assert enc(built["target"], texts) == enc(built["base"], texts)
+
+
+def test_roundtrip_mixed_scripts(built):
+    t = built["target"]
+    samples = [
+        "한국어 텍스트와 English text, 숫자 12345 그리고 emoji 😀👍🏽!",
+        "  leading and   multiple   spaces\t\ttabs\nnewlines\n\n",
+        "혼합: 漢字 ひらがな Кириллица العربية עברית ไทย",
+        "   ",
+        "끝.",
+        "\u200b zero width \ufeff bom",
+    ]
+    for s in samples:
+        assert t.decode(t.encode(s, add_special_tokens=False).ids) == s
+
+
+def test_nfd_korean_is_normalised(built, demo_data):
+    t, b = built["target"], built["base"]
+    ko = lines(demo_data / "ko" / "heldout.txt")[:300]
+    nfd = [unicodedata.normalize("NFD", s) for s in ko]
+    assert enc(t, nfd) == enc(t, ko)
+    assert sum(map(len, enc(t, nfd))) * 2 < sum(map(len, enc(b, nfd)))  # the base explodes NFD into jamo/bytes
+
+
+def test_autotokenizer_loads_and_adds_bos(built):
+    from transformers import AutoTokenizer
+
+    t = AutoTokenizer.from_pretrained(str(built["dir"]))
+    b = AutoTokenizer.from_pretrained(str(built["dir"] / "base_tokenizer"))
+    s = "데이터베이스 함수를 사용합니다. Use the function."
+    ids, bids = t(s).input_ids, b(s).input_ids
+    assert ids[0] == bids[0] == 1 and len(t) == built["report"]["vocab_size"]
+    assert len(ids) < len(bids)
+    assert t.decode(ids, skip_special_tokens=True) == s
+    assert t.bos_token == "<s>" and t.eos_token == "</s>"
+
+
+# ------------------------------------------------------------------------------------------- property tests
+HANGUL = st.characters(min_codepoint=0xAC00, max_codepoint=0xD7A3)
+JAMO = st.characters(min_codepoint=0x1100, max_codepoint=0x11FF)
+MIXED = st.text(
+    st.one_of(HANGUL, HANGUL, JAMO, st.sampled_from(list(" \t\n▁.,!?0123456789")), st.characters(codec="utf-8")),
+    max_size=60,
+)
+NON_HANGUL = st.text(st.characters(codec="utf-8").filter(lambda c: not is_hangul_char(c)), max_size=60)
+
+
+@HYP
+@given(MIXED)
+def test_property_roundtrip_is_nfc(built, x):
+    t = built["target"]
+    assert t.decode(t.encode(x, add_special_tokens=False).ids) == unicodedata.normalize("NFC", x)
+
+
+@HYP
+@given(NON_HANGUL)
+def test_property_non_hangul_as_base(built, x):
+    y = unicodedata.normalize("NFC", x)
+    if any(is_hangul_char(c) for c in y):  # NFC never creates Hangul from non-Hangul, but be explicit
+        return
+    assert built["target"].encode(x, add_special_tokens=False).ids == built["base"].encode(y, add_special_tokens=False).ids
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(0, 400), min_size=0, max_size=4), st.integers(64, 4096))
+def test_property_shard_counts_equal_single_pass(built, demo_data, cuts, batch_bytes):
+    docs = lines(demo_data / "ko" / "heldout.txt")[:400]
+    t = built["target"]
+    edges = [0, *sorted(cuts), len(docs)]
+    parts = [count_tokens(t, docs[a:b], batch_bytes=batch_bytes, count_chars=True) for a, b in zip(edges, edges[1:])]
+    whole = count_tokens(t, docs, count_chars=True)
+    merged = merge_counts(parts)
+    assert np.array_equal(merged.tokens, whole.tokens) and np.array_equal(merged.chars, whole.chars)
+    assert merged.tokens.sum() == sum(map(len, enc(t, docs)))
+
+
+# ------------------------------------------------------------------------------------------- byte-level base
+@pytest.fixture(scope="module")
+def byte_level(demo_data, tmp_path_factory):
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    root = tmp_path_factory.mktemp("bl")
+    base_dir = root / "base"
+    base_dir.mkdir()
+    en = lines(demo_data / "en" / "train.txt")[:3000]
+    ko = lines(demo_data / "ko" / "train.txt")[:300]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=3000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=["<|endoftext|>"], show_progress=False)
+    tok.train_from_iterator(en + ko, trainer)
+    tok.save(str(base_dir / "tokenizer.json"))
+    (base_dir / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>", "bos_token": None}))
+    out = root / "expanded"
+    run_from_config({
+        "base_tokenizer": str(base_dir),
+        "corpus": {"paths": [str(demo_data / "ko" / "train.txt")]},
+        "heldout": {"ko": str(demo_data / "ko" / "heldout.txt"), "en": str(demo_data / "en" / "heldout.txt")},
+        "output_dir": str(out), "intermediate_vocab_size": 4000, "min_frequency": 5, "progress": False,
+    })
+    return {"dir": out, "report": json.loads((out / "expansion.json").read_text(encoding="utf-8")),
+            "target": Tokenizer.from_file(str(out / "tokenizer.json")), "base": Tokenizer.from_file(str(base_dir / "tokenizer.json"))}
+
+
+def test_byte_level_base(byte_level, demo_data):
+    r, t, b = byte_level["report"], byte_level["target"], byte_level["base"]
+    assert r["base_kind"] == "byte_level_bpe" and r["vocab_size"] % 64 == 0 and len(r["new_tokens"]) > 500
+    assert [x["id"] for x in r["new_tokens"]] == list(range(r["base_vocab_size"], r["vocab_size"]))
+    assert [x["token"] for x in r["new_tokens"] if bpe_pieces(t, x["token"]) != [x["token"]]] == []
+    en = lines(demo_data / "en" / "heldout.txt")
+    stripped = ["".join(c for c in s if not is_hangul_char(c)) for s in lines(demo_data / "ko" / "heldout.txt")]
+    assert enc(t, en + stripped) == enc(b, en + stripped)
+    assert r["compression"]["ko"]["ratio"] > 1.3
+    for s in ["한국어 텍스트 hello 😀  x", "ㅋㅋㅋ 뷁 똠방각하", unicodedata.normalize("NFD", "한글")]:
+        assert t.decode(t.encode(s).ids) == unicodedata.normalize("NFC", s)
+
+
+def test_base_kinds(byte_level, built):
+    assert load_base(byte_level["dir"]).kind == "byte_level_bpe"
+    assert load_base(built["dir"] / "base_tokenizer").kind == "sentencepiece_bpe"
