@@ -115,3 +115,14 @@ def test_export_atomic(tok_dir, tmp_path):
     export_hf(model, None, tok_dir, tmp_path / "hf", {"v": 2})
     assert json.loads((out / "metrics.json").read_text()) == {"v": 2}
     assert sorted(os.listdir(tmp_path)) == ["hf"]
+
+
+def test_export_loads_back_through_load_base_model(tok_dir, tmp_path):
+    """The local-folder path of load_base_model (safetensors, no remote code) reads an export back exactly."""
+    model = expanded_split_model(tok_dir)
+    merged = merge_split_state_dict(model.state_dict())
+    out = export_hf(model, None, tok_dir, tmp_path / "hf")
+    back = load_base_model({"name_or_path": str(out), "dtype": "bfloat16"})
+    assert back.dtype == torch.bfloat16 and back.config.vocab_size == 334
+    for k, v in back.state_dict().items():
+        assert torch.equal(v, merged[k].to(torch.bfloat16)), k
