@@ -33,8 +33,12 @@ Resume
   ``state_dict()`` (saved by Lightning into every checkpoint) holds ``consumed_samples`` = ``sample_offset +
   trainer.global_step × samples_per_step`` where ``samples_per_step = micro_batch_size × world_size ×
   accumulate_grad_batches``; after ``load_state_dict`` the train loader starts at that global sample, so a
-  resumed run sees exactly the continuation of the uninterrupted stream. ``sample_offset`` (settable) lets a
-  later stage continue the stream of the previous one instead of replaying it.
+  resumed run sees exactly the continuation of the uninterrupted stream (also when the world size or gradient
+  accumulation changed: the offset is re-based on the restored ``global_step``). Each new training iterator
+  starts at the current position, so it does not matter whether Lightning resumes mid-epoch or opens a new
+  epoch. The train DataLoader is a :class:`ResumableLoader` so Lightning does not warn about an unresumable
+  loader. ``sample_offset`` (settable, also via ``configure_sampling``) lets a later stage continue the stream
+  of the previous one instead of replaying it.
 
 Length
   With ``trainer.max_steps > 0`` one "epoch" covers exactly ``max_steps × samples_per_step`` global samples
@@ -797,8 +801,15 @@ class EEVEDataModule(L.LightningDataModule):
             return
         if int(state.get("seed", self.seed)) != self.seed:
             rank_zero_info(f"[data] checkpoint seed {state.get('seed')} != {self.seed}: the stream continues with {self.seed}")
-        self.sample_offset = int(state.get("sample_offset", 0))
-        self._resume_consumed = int(state["consumed_samples"])
+        consumed = int(state["consumed_samples"])
+        self._resume_consumed = consumed
+        t = self._trainer_or_none()
+        if t is not None and state.get("global_step") is not None:
+            # continue at `consumed` even if samples_per_step changed (other world size / accumulation):
+            # start = sample_offset + global_step × samples_per_step must equal `consumed` at the restored step
+            self.sample_offset = consumed - int(state["global_step"]) * self.samples_per_step
+        else:
+            self.sample_offset = int(state.get("sample_offset", 0))
 
     # -- loaders
     def _epoch_samples(self) -> int:
