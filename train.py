@@ -22,11 +22,19 @@ def fail(msg: str) -> None:
     sys.exit(2)
 
 
-def check_argv(argv: list[str]) -> None:
-    """Errors Hydra would report in many lines, reported in one."""
+def check_argv(argv: list[str]) -> list[str]:
+    """`stage=3` as the user types it: Hydra parses 3 as an int, and group choices must be strings, so quote it.
+    An unknown stage is reported in one line instead of Hydra's many."""
+    out = []
     for arg in argv:
-        if arg.startswith("stage=") and arg.split("=", 1)[1] not in STAGES and "," not in arg:
-            fail(f"{arg} is outside 1-7: use stage=1 .. stage=7, or stage=all")
+        if arg.startswith("stage="):
+            choices = arg.split("=", 1)[1].split(",")
+            bad = [c for c in choices if c.strip("'\"") not in STAGES]
+            if bad:
+                fail(f"stage={bad[0]} is outside 1-7: use stage=1 .. stage=7, or stage=all")
+            arg = "stage=" + ",".join(f"'{c.strip(chr(39) + chr(34))}'" for c in choices)
+        out.append(arg)
+    return out
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -45,14 +53,13 @@ def main(dcfg: DictConfig) -> None:
         if hc.mode == RunMode.MULTIRUN and (cfg.trainer.strategy != "single" or cfg.trainer.num_nodes > 1):
             raise ConfigError("Hydra multirun (-m) with a multi-process strategy re-runs the sweep in every rank: "
                               "launch one job per configuration (see README, 'Multi-GPU and SLURM')")
-        if cfg.stage.number == 0:  # stage=all: compose each stage file with the command line's stage.* overrides
-            stage_overrides = [o for o in hc.overrides.task if o.startswith("stage.")]
-            results = []
-            for n in range(1, 8):
-                cfg.stage = load_stage_config(ROOT / "conf", n, stage_overrides)
-                results.append(run_stage(cfg, n))
-        else:
-            results = [run_stage(cfg, cfg.stage.number)]
+        # Each stage: conf/stage/<N>.yaml + schedule["<N>"] (experiment files) + the command line's stage.* overrides.
+        stage_overrides = [o for o in hc.overrides.task if o.startswith("stage.")]
+        results = []
+        for n in range(1, 8) if cfg.stage.number == 0 else [cfg.stage.number]:
+            base = cfg.stage if cfg.stage.number == n else ROOT / "conf" / "stage" / f"{n}.yaml"
+            cfg.stage = load_stage_config(base, n, cfg.schedule, stage_overrides)
+            results.append(run_stage(cfg, n))
     except (ConfigError, CorpusError, StageError, NonFiniteLossError, OSError) as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
@@ -61,5 +68,5 @@ def main(dcfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    check_argv(sys.argv[1:])
+    sys.argv[1:] = check_argv(sys.argv[1:])
     main()

@@ -3,7 +3,7 @@ config file or on the command line fails at start-up instead of being silently i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -97,6 +97,8 @@ class TrainConfig:
     """auto = continue this stage from its newest good checkpoint; never; or a checkpoint path."""
     overwrite: bool = False
     """Re-train a stage whose export already exists (otherwise it is skipped)."""
+    schedule: dict[str, Any] = field(default_factory=dict)
+    """Per-stage overrides {"<N>": {lr: ..., max_tokens: ...}} applied on top of conf/stage/<N>.yaml."""
 
 
 INIT_METHODS = ("mean_subwords", "mean", "mean_cov", "random")

@@ -30,8 +30,7 @@ def shard_model(model: nn.Module, mesh: DeviceMesh, param_dtype: torch.dtype) ->
         fully_shard(layer, **kw)
     fully_shard(backbone.embed_tokens.old, **kw)
     fully_shard(backbone.embed_tokens.new, **kw)
-    fully_shard(backbone, **kw)  # root of the backbone: final norm, rotary buffers
-    # The head's parts are roots of their own: the module calls the backbone and the head separately
-    # (so stages 2 and 4 can run the backbone without autograd).
     fully_shard(model.lm_head.old, **kw)
     fully_shard(model.lm_head.new, **kw)
+    fully_shard(model.model, **kw)  # final norm
+    fully_shard(model, **kw)  # root; the module's forward method is registered with it (module.py)

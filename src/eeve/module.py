@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import types
 
 import lightning as L
 import torch
@@ -37,6 +38,7 @@ class EEVEModule(L.LightningModule):
         self.tokens_per_step = tokens_per_step  # micro batch x seq_len x data-parallel ranks x accumulation
         self.model = None
         self.trainable_counts: dict[str, int] = {}
+        self.start_fingerprints: dict[str, tuple[float, float]] = {}
         # Stages that train neither input rows nor the transformer need no backward through the backbone.
         self.backbone_grad = any(g in stage.trainable for g in ("old_input", "new_input", "transformer"))
         self.last_val: dict[str, dict[str, float]] = {}
@@ -49,24 +51,26 @@ class EEVEModule(L.LightningModule):
             return
         model = self._build_model()
         self.trainable_counts = set_trainable(model, self.stage.trainable)
+        self.start_fingerprints = group_fingerprints(model)
         model.config.use_cache = False
+        model.eeve_token_losses = types.MethodType(_eeve_token_losses, model)
         if self.cfg.trainer.strategy == "fsdp":
+            from torch.distributed.fsdp import register_fsdp_forward_method
+
             from eeve.distributed import apply_activation_checkpointing, shard_model
 
             if self.cfg.trainer.activation_checkpointing:
                 apply_activation_checkpointing(model)
             shard_model(model, self.device_mesh, getattr(torch, self.cfg.trainer.param_dtype))
+            register_fsdp_forward_method(model, "eeve_token_losses")  # the root's hooks run around it
         elif self.cfg.trainer.activation_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = model
 
     def token_losses(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token next-token cross-entropy (nats, fp32) and the targets, both [B, T-1]."""
-        inputs, targets = input_ids[:, :-1], input_ids[:, 1:]
-        grad = self.backbone_grad and torch.is_grad_enabled()
-        with contextlib.nullcontext() if grad else torch.no_grad():
-            hidden = self.model.model(input_ids=inputs, use_cache=False).last_hidden_state
-        return self.model.lm_head.token_losses(hidden, targets), targets
+        targets = input_ids[:, 1:]
+        return self.model.eeve_token_losses(input_ids[:, :-1], targets, self.backbone_grad), targets
 
     # ---- training ----------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -162,6 +166,14 @@ class EEVEModule(L.LightningModule):
             self.last_val[name] = res
             self.log(f"val_{name}/loss", res["loss"], sync_dist=False, batch_size=1)
             self.log(f"val_{name}/bpb", res["bpb"], sync_dist=False, batch_size=1)
+
+
+def _eeve_token_losses(model, inputs: torch.Tensor, targets: torch.Tensor, backbone_grad: bool) -> torch.Tensor:
+    """Bound onto the HF model as a forward method: backbone, then the split head's fused cross-entropy.
+    Without gradients through the backbone (stages 2 and 4) it runs without autograd: no activations kept."""
+    with contextlib.nullcontext() if backbone_grad and torch.is_grad_enabled() else torch.no_grad():
+        hidden = model.model(input_ids=inputs, use_cache=False).last_hidden_state
+    return model.lm_head.token_losses(hidden, targets)
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:

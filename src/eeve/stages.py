@@ -36,10 +36,16 @@ def stage_dir(cfg: TrainConfig, number: int) -> Path:
     return Path(cfg.paths.run_dir) / f"stage{number}"
 
 
-def load_stage_config(conf_dir: Path, number: int, overrides: list[str]) -> StageConfig:
-    """conf/stage/<N>.yaml with the command line's `stage.*` overrides applied (used by stage=all)."""
-    node = OmegaConf.merge(OmegaConf.structured(StageConfig), OmegaConf.load(conf_dir / "stage" / f"{number}.yaml"),
-                           OmegaConf.from_dotlist([o.removeprefix("stage.") for o in overrides]))
+def load_stage_config(base: StageConfig | Path, number: int, schedule: dict, overrides: list[str]) -> StageConfig:
+    """The stage's config (`base`: the Hydra-composed one, or a conf/stage/<N>.yaml file for stage=all), then the
+    config's `schedule["<N>"]`, then the command line's `stage.*` overrides (which win)."""
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(StageConfig),
+                               OmegaConf.load(base) if isinstance(base, Path) else OmegaConf.structured(base),
+                               schedule.get(str(number)) or {},
+                               OmegaConf.from_dotlist([o.removeprefix("stage.") for o in overrides]))
+    except Exception as e:
+        raise ConfigError(f"stage {number}: {str(e).splitlines()[0]} (check schedule and stage.* keys)") from None
     return OmegaConf.to_object(node)
 
 
@@ -67,8 +73,8 @@ def build_stage_model(cfg: TrainConfig, number: int, tokenizer_dir: Path, expans
 
         model = load_base_model(cfg.model)
         base_tok = Tokenizer.from_file(str(tokenizer_dir / "base_tokenizer" / "tokenizer.json"))
-        new_tokens = {t["id"]: t["token"] for t in expansion["new_tokens"]}
-        model = expand_model(model, base_tok, new_tokens, base_vocab, cfg.init, cfg.seed)
+        model = expand_model(model, base_tok, expansion["new_tokens"], base_vocab, cfg.init, cfg.seed,
+                             vocab_size=expansion["vocab_size"], untie=cfg.model.untie_embeddings)
     else:
         if not (src / "config.json").is_file():
             hint = f"run `python train.py stage={number - 1}` first (or stage=all)" if not cfg.init_from else "fix init_from"
@@ -126,7 +132,8 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     expansion = read_expansion(tok_dir)
     stage = cfg.stage
 
-    dm = EEVEDataModule(cfg.data, tok_dir, resolve(cfg.paths.cache_dir, root), base_dir=root, seed=cfg.seed)
+    # Each stage draws its own sample stream (seed + stage), deterministic for reruns and resumes.
+    dm = EEVEDataModule(cfg.data, tok_dir, resolve(cfg.paths.cache_dir, root), base_dir=root, seed=cfg.seed + number)
     ckpt_dir = Path(cfg.paths.run_dir) / "checkpoints" / f"stage{number}"
     # World size is only known from a trainer; build a throwaway one cheaply to read it.
     probe = L.Trainer(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
@@ -158,12 +165,11 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     if resume is None:
         trainer.validate(module, datamodule=dm, verbose=False)
         start_val = dict(module.last_val)
-    start_fp = module.start_fingerprints if hasattr(module, "start_fingerprints") else group_fingerprints(module.model)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
     if trainer.is_global_zero:
         print(f"stage {number}: trainable parameters {module.trainable_counts} (total {sum(module.trainable_counts.values()):,})")
-    trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
     trainer.validate(module, datamodule=dm, verbose=False)
-    end_fp = group_fingerprints(module.model)
+    start_fp, end_fp = module.start_fingerprints, group_fingerprints(module.model)
     metrics = {
         "stage": number, "trainable": stage.trainable, "steps": trainer.global_step,
         "tokens": trainer.global_step * tokens_per_step, "trainable_parameters": module.trainable_counts,
