@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -107,15 +108,28 @@ def count_tokens(
     total = np.zeros(vocab_size, dtype=np.int64)
     chars = np.zeros(CHAR_END - CHAR_BASE, dtype=np.int64) if count_chars else None
     ndocs = nchars = 0
-    batches = iter_batches(docs, batch_bytes)
-    for batch in _prefetch(batches) if prefetch else batches:
-        encs = tokenizer.encode_batch_fast(batch, add_special_tokens=False)
+
+    def absorb(fut, batch):
+        nonlocal total, chars, ndocs, nchars
+        encs = fut.result()
         ids = np.fromiter((i for e in encs for i in e.ids), dtype=np.int64)
         total += np.bincount(ids, minlength=vocab_size)[:vocab_size]
         if chars is not None:
             chars += hangul_char_counts(batch)
         ndocs += len(batch)
         nchars += sum(map(len, batch))
+
+    batches = iter_batches(docs, batch_bytes)
+    # pipeline: Rust encodes batch k+1 (GIL released) while Python bincounts batch k; a reader thread prepares k+2
+    with ThreadPoolExecutor(1) as pool:
+        pending = None
+        for batch in _prefetch(batches) if prefetch else batches:
+            fut = pool.submit(tokenizer.encode_batch_fast, batch, add_special_tokens=False)
+            if pending is not None:
+                absorb(*pending)
+            pending = (fut, batch)
+        if pending is not None:
+            absorb(*pending)
     return Counts(total, chars, ndocs, nchars)
 
 
