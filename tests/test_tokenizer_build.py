@@ -214,3 +214,17 @@ def test_byte_level_base(byte_level, demo_data):
 def test_base_kinds(byte_level, built):
     assert load_base(byte_level["dir"]).kind == "byte_level_bpe"
     assert load_base(built["dir"] / "base_tokenizer").kind == "sentencepiece_bpe"
+
+
+def test_packed_counting_equals_per_document(built, demo_data):
+    from eeve.corpus import iter_documents
+    from eeve.token_counting import pack_separator_id
+
+    t = built["target"]
+    assert pack_separator_id(t) is not None and pack_separator_id(Tokenizer.from_str(t.to_str())) == t.token_to_id("<0x0A>")
+    docs = list(iter_documents([demo_data / "pairs" / "heldout.jsonl"]))[:300]  # documents with inner newlines
+    docs += lines(demo_data / "ko" / "heldout.txt")[:300] + ["  lead", "trail  ", "\n", " \n x", "a\n\n", "끝\n"]
+    packed = count_tokens(t, docs, batch_bytes=2000, pack=7)
+    single = count_tokens(t, docs, pack=0)
+    assert np.array_equal(packed.tokens, single.tokens)
+    assert single.tokens.sum() == sum(map(len, enc(t, docs)))

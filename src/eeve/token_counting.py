@@ -7,10 +7,13 @@ counting shards separately and adding the arrays (`merge_counts`) equals one pas
 """
 from __future__ import annotations
 
+import json
+import operator
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -62,6 +65,9 @@ class Counts:
 CHAR_BASE, CHAR_END = 0x1100, 0xD800  # one array covers every Hangul range (about 200 KB of int32... int64)
 
 
+_IDS = operator.attrgetter("ids")
+
+
 def _prefetch(it: Iterable, depth: int = 2) -> Iterator:
     """Run `it` in a background thread, `depth` items ahead (reading + NFC overlap with Rust encoding)."""
     q: queue.Queue = queue.Queue(maxsize=depth)
@@ -96,14 +102,44 @@ def hangul_char_counts(batch: list[str]) -> np.ndarray:
     return np.bincount(cps, minlength=CHAR_END - CHAR_BASE).astype(np.int64)
 
 
+PACK_SEP = "\n "
+
+
+def pack_separator_id(tokenizer: Tokenizer) -> int | None:
+    """The id of the byte token "\n" turns into, if documents can be packed for counting, else None.
+
+    For a SentencePiece-style tokenizer (normalizer Prepend("▁") + Replace(" ", "▁"), no pre-tokenizer, byte
+    fallback, no vocabulary entry containing a newline) `a + "\n " + b` normalises to `▁a\n▁b`: the newline is a
+    byte-fallback token that takes part in no merge, so BPE on each side runs exactly as on `a` and `b` alone, and
+    `b` gets the "▁" the normaliser would have prepended. Counting packed strings minus one newline token per
+    separator therefore equals counting each document (tests check it); it saves the per-document Python work that
+    otherwise costs ~30% of encoding time on short documents."""
+    tj = json.loads(tokenizer.to_str())
+    model, norm = tj.get("model") or {}, tj.get("normalizer") or {}
+    norms = norm.get("normalizers", [norm]) if norm else []
+    kinds = {n.get("type") for n in norms}
+    ok = (
+        model.get("type") == "BPE" and model.get("byte_fallback") and tj.get("pre_tokenizer") is None
+        and {"Prepend", "Replace"} <= kinds and kinds <= {"Prepend", "Replace", "NFC"}
+        and any(n.get("type") == "Prepend" and n.get("prepend") == "▁" for n in norms)
+        and any(n.get("type") == "Replace" and n.get("pattern") == {"String": " "} and n.get("content") == "▁" for n in norms)
+        and not any("\n" in t for t in model.get("vocab", {}))
+        and not any("\n" in t.get("content", "") for t in tj.get("added_tokens", []))
+    )
+    return model["vocab"].get("<0x0A>") if ok else None
+
+
 def count_tokens(
     tokenizer: Tokenizer,
     docs: Iterable[str],
     batch_bytes: int = 1 << 20,
     count_chars: bool = False,
     prefetch: bool = True,
+    pack: int = 64,
 ) -> Counts:
-    """Frequency of every token id (no special tokens added) over `docs`; optionally Hangul character counts."""
+    """Frequency of every token id (no special tokens added) over `docs`; optionally Hangul character counts.
+    `pack` documents are encoded as one string where that is exact (see `pack_separator_id`; 0/1: never)."""
+    sep_id = pack_separator_id(tokenizer) if pack > 1 else None
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     total = np.zeros(vocab_size, dtype=np.int64)
     chars = np.zeros(CHAR_END - CHAR_BASE, dtype=np.int64) if count_chars else None
@@ -112,25 +148,44 @@ def count_tokens(
     def absorb(fut, batch):
         nonlocal total, chars, ndocs, nchars
         encs = fut.result()
-        ids = np.fromiter((i for e in encs for i in e.ids), dtype=np.int64)
+        ids = np.fromiter(chain.from_iterable(map(_IDS, encs)), dtype=np.int64)  # fastest pure-Python way out
         total += np.bincount(ids, minlength=vocab_size)[:vocab_size]
+        if sep_id is not None:
+            total[sep_id] -= len(batch) - len(encs)  # one newline token per separator
         if chars is not None:
             chars += hangul_char_counts(batch)
         ndocs += len(batch)
         nchars += sum(map(len, batch))
 
+    def encode(batch):
+        if sep_id is not None:
+            batch = [PACK_SEP.join(batch[i : i + pack]) for i in range(0, len(batch), pack)]
+        return tokenizer.encode_batch_fast(batch, add_special_tokens=False)
+
     batches = iter_batches(docs, batch_bytes)
+    if not prefetch:
+        for batch in batches:
+            absorb(_Done(encode(batch)), batch)
+        return Counts(total, chars, ndocs, nchars)
     # pipeline: Rust encodes batch k+1 (GIL released) while Python bincounts batch k; a reader thread prepares k+2
     with ThreadPoolExecutor(1) as pool:
         pending = None
-        for batch in _prefetch(batches) if prefetch else batches:
-            fut = pool.submit(tokenizer.encode_batch_fast, batch, add_special_tokens=False)
+        for batch in _prefetch(batches):
+            fut = pool.submit(encode, batch)
             if pending is not None:
                 absorb(*pending)
             pending = (fut, batch)
         if pending is not None:
             absorb(*pending)
     return Counts(total, chars, ndocs, nchars)
+
+
+class _Done:
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
 
 
 def merge_counts(parts: Iterable[Counts | str | Path]) -> Counts:

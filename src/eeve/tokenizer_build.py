@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 import unicodedata
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -139,13 +140,18 @@ def _resolve_key(key: str) -> str | None:
 
 
 def check_overrides(argv: list[str]) -> str | None:
-    """Validate Hydra command-line overrides against TokenizeConfig before Hydra sees them (Hydra's own message
-    is several lines with a traceback hint). Returns a one-line error or None."""
-    for arg in argv:
-        if arg.startswith("-") or "=" not in arg and not arg.startswith("~"):
-            continue
-        key = arg.split("=", 1)[0].lstrip("+~")
-        if key.startswith("hydra.") or key.startswith("hydra/") or key == "hydra":
+    """Validate Hydra command-line overrides against TokenizeConfig before Hydra sees them (Hydra's own messages
+    span several lines). Returns a one-line error or None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [a for a in argv if not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except Exception as e:  # noqa: BLE001 - hydra's OverrideParseException and friends
+        return f"cannot parse command-line overrides ({str(e).splitlines()[0]}): write key=value, lists as key=[a,b]"
+    for o in overrides:
+        key = o.key_or_group
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
             continue
         err = _resolve_key(key)
         if err:
@@ -620,9 +626,21 @@ def _runtime_dirs() -> tuple[str, str]:
         return os.getcwd(), os.getcwd()
 
 
-def _uses_demo(cfg: TokenizeConfig) -> bool:
-    ps = [cfg.base_tokenizer, *cfg.corpus.paths, cfg.heldout.ko or "", cfg.heldout.en or ""]
-    return any(str(p).startswith(".cache/demo/") for p in ps)
+DEMO_PREFIX = ".cache/demo/"
+
+
+def _use_demo(cfg: TokenizeConfig) -> None:
+    """Paths under .cache/demo/ (the defaults) point at `ensure_demo_data()` (fetched on first use; honours
+    $EEVE_CACHE)."""
+    if not any(str(p).startswith(DEMO_PREFIX) for p in [cfg.base_tokenizer, *cfg.corpus.paths, cfg.heldout.ko, cfg.heldout.en] if p):
+        return
+    from eeve.demo_data import ensure_demo_data
+
+    demo = str(ensure_demo_data()) + "/"
+    fix = lambda p: demo + p[len(DEMO_PREFIX):] if p and p.startswith(DEMO_PREFIX) else p  # noqa: E731
+    cfg.base_tokenizer = fix(cfg.base_tokenizer)
+    cfg.corpus.paths = [fix(p) for p in cfg.corpus.paths]
+    cfg.heldout.ko, cfg.heldout.en = fix(cfg.heldout.ko), fix(cfg.heldout.en)
 
 
 class _AtomicDir:
@@ -669,10 +687,8 @@ def run_from_config(dcfg) -> Path:
     CorpusError with one-line messages on bad input."""
     cfg = to_config(dcfg)
     cwd, run_dir = _runtime_dirs()
-    if _uses_demo(cfg):
-        from eeve.demo_data import ensure_demo_data
-
-        ensure_demo_data(Path(cwd) / ".cache")
+    _use_demo(cfg)
+    cfg.progress = cfg.progress and sys.stderr.isatty()  # bars only for humans: logs and errors stay clean
     if cfg.mode not in ("build", "count"):
         raise TokenizerBuildError(f"mode={cfg.mode!r} is unknown: use mode=build or mode=count")
     if cfg.intermediate_vocab_size < 256 or cfg.min_frequency < 1 or cfg.max_iterations < 1 or cfg.vocab_multiple_of < 0:
