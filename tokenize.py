@@ -21,8 +21,9 @@ else:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))  # run from a checkout without install
 
-    from eeve.tokenizer_build import TokenizerBuildError, check_overrides, run_from_config
     from eeve.corpus import CorpusError
+    from eeve.demo_data import DemoDataError
+    from eeve.tokenizer_build import TokenizerBuildError, check_overrides, run_from_config
 
     import hydra
     from omegaconf import DictConfig
@@ -35,7 +36,7 @@ else:
     def main(cfg: DictConfig) -> None:
         try:
             run_from_config(cfg)
-        except (TokenizerBuildError, CorpusError) as e:  # bad input: one line, no traceback
+        except (TokenizerBuildError, CorpusError, DemoDataError) as e:  # bad input: one line, no traceback
             fail(str(e))
 
     if (err := check_overrides(sys.argv[1:])) is not None:

@@ -575,7 +575,7 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
             ensure_reachable(exp, log)
             counts = _count(exp, paths, cfg, base_dir)
             say(f"vocab_multiple_of={mult}: dropped the {len(trimmed)} rarest removable new tokens, recounted")
-    return {"expansion": exp, "counts": counts, "iterations": iterations, "stats": stats, "log": log,
+    return {"expansion": exp, "counts": counts, "char_counts": char_counts, "iterations": iterations, "stats": stats, "log": log,
             "trimmed": trimmed, "candidates": len(cands), "intermediate_vocab": len(inter_vocab), "skipped": skipped}
 
 
@@ -721,7 +721,11 @@ def run_from_config(dcfg) -> Path:
             "base_kind": base.kind,
             "base_tokenizer": base.source,
             "num_new_tokens": len(exp.new_tokens),
-            "new_tokens": [{"id": exp.base_size + i, "token": t, "frequency": int(counts.tokens[exp.base_size + i])}
+            # frequency = times the token occurs in the expanded tokenization of the corpus; single characters also
+            # carry char_frequency (occurrences of the character, inside longer tokens included: the card's rule)
+            "new_tokens": [{"id": exp.base_size + i, "token": t, "frequency": int(counts.tokens[exp.base_size + i]),
+                            **({"char_frequency": res["char_counts"].char_count(token_text(t, base.kind))}
+                               if is_single_char(t, base.kind) else {})}
                            for i, t in enumerate(exp.new_tokens)],
             "new_merges": len(exp.new_merges),
             "iterations": res["iterations"],
