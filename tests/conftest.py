@@ -12,3 +12,22 @@ def demo_data() -> Path:
     from eeve.demo_data import ensure_demo_data
 
     return ensure_demo_data()
+
+
+@pytest.fixture(scope="session")
+def expanded_tokenizer(demo_data, tmp_path_factory) -> Path:
+    """A real expanded tokenizer folder built from the demo data (the demo's settings, ~5 s), shared by the
+    training tests."""
+    from eeve.tokenizer_build import run_from_config
+
+    out = tmp_path_factory.mktemp("expanded") / "tokenizer"
+    run_from_config({
+        "base_tokenizer": str(demo_data / "base_tokenizer" / "tokenizer.model"),
+        "corpus": {"paths": [str(demo_data / "ko" / "train.txt")]},
+        "heldout": {"ko": str(demo_data / "ko" / "heldout.txt"), "en": str(demo_data / "en" / "heldout.txt")},
+        "output_dir": str(out),
+        "intermediate_vocab_size": 8000,
+        "min_frequency": 8,
+        "progress": False,
+    })
+    return out

@@ -88,14 +88,15 @@ def build_stage_model(cfg: TrainConfig, number: int, tokenizer_dir: Path, expans
     return model
 
 
-def make_trainer(cfg: TrainConfig, number: int, max_steps: int, ckpt_dir: Path, batches_per_epoch: int) -> L.Trainer:
+def make_trainer(cfg: TrainConfig, number: int, max_steps: int, ckpt_dir: Path, batches_per_epoch: int,
+                 world: int) -> L.Trainer:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     t = cfg.trainer
     if t.strategy == "fsdp":
         from lightning.pytorch.strategies import ModelParallelStrategy
 
-        strategy = ModelParallelStrategy(data_parallel_size="auto", tensor_parallel_size=1)
+        strategy = ModelParallelStrategy(data_parallel_size=world, tensor_parallel_size=1)  # pure FSDP
     elif t.strategy == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
 
@@ -144,7 +145,7 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     max_steps = math.ceil(stage.max_tokens / tokens_per_step) if stage.max_tokens else stage.max_steps
     dm.configure_sampling(max_steps=max_steps, world_size=world,
                           accumulate_grad_batches=cfg.trainer.accumulate_grad_batches)
-    trainer = make_trainer(cfg, number, max_steps, ckpt_dir, max_steps * cfg.trainer.accumulate_grad_batches)
+    trainer = make_trainer(cfg, number, max_steps, ckpt_dir, max_steps * cfg.trainer.accumulate_grad_batches, world)
 
     module = EEVEModule(cfg, stage, lambda: build_stage_model(cfg, number, tok_dir, expansion),
                         expansion["base_vocab_size"], dm.token_bytes, dm.val_names, tokens_per_step)
