@@ -99,6 +99,8 @@ class TokenizeConfig:
     """Where the expanded tokenizer folder goes (default: <hydra run dir>/tokenizer). Replaced only on success."""
     intermediate_vocab_size: int = 12000
     """Vocabulary of the intermediate Korean BPE (EEVE/SOLAR: 40000 on Korean web text)."""
+    intermediate_max_mb: Optional[float] = None
+    """Train the intermediate BPE on the first N MB of the corpus only (null: all of it); counting always reads all."""
     min_frequency: int = 10
     """Drop new tokens / skip single characters seen fewer times (EEVE: 6000 over ~100 GB)."""
     max_iterations: int = 10
@@ -488,11 +490,15 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
     stats = CorpusStats()
     seen_hangul = [False]
 
+    limit = cfg.intermediate_max_mb * 1e6 if cfg.intermediate_max_mb else float("inf")
+
     def train_docs():
         for d in iter_documents(paths, cfg.corpus.text_field, stats=stats, progress=cfg.progress, base_dir=base_dir):
             if not seen_hangul[0] and has_hangul(d):
                 seen_hangul[0] = True
             yield d
+            if stats.text_bytes >= limit:
+                break
 
     t0 = time.time()
     inter_vocab, inter_merges = train_intermediate(base, train_docs(), cfg.intermediate_vocab_size)
@@ -500,7 +506,7 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
         raise CorpusError(f"corpus {cfg.corpus.paths} holds no documents (empty files or blank lines only): give non-empty Korean text")
     if not seen_hangul[0]:
         raise CorpusError(f"corpus {cfg.corpus.paths} contains no Hangul: EEVE expansion needs Korean text in corpus.paths")
-    say(f"corpus: {len(paths)} files, {stats.documents:,} documents, {stats.text_bytes / 1e6:.2f} MB text"
+    say(f"corpus{' (intermediate sample)' if stats.text_bytes >= limit else ''}: {len(paths)} files, {stats.documents:,} documents, {stats.text_bytes / 1e6:.2f} MB text"
         f"{f', {stats.invalid_utf8_lines} invalid UTF-8 lines skipped' if stats.invalid_utf8_lines else ''}")
     say(f"intermediate BPE: {len(inter_vocab):,} tokens, {len(inter_merges):,} merges ({time.time() - t0:.1f}s)")
 
@@ -734,8 +740,9 @@ def run_from_config(dcfg) -> Path:
             "unreachable_dropped": res["log"].get("unreachable_dropped", []),
             "intermediate_vocab_size": res["intermediate_vocab"],
             "candidates": res["candidates"],
-            "corpus": {"files": stats.files, "documents": stats.documents, "text_bytes": stats.text_bytes,
-                       "invalid_utf8_lines": stats.invalid_utf8_lines, "counted_characters": counts.characters},
+            "corpus": {"files": stats.files, "documents": counts.documents, "characters": counts.characters,
+                       ("intermediate_sample_bytes" if cfg.intermediate_max_mb else "text_bytes"): stats.text_bytes,
+                       "invalid_utf8_lines": stats.invalid_utf8_lines},
             "compression": comp,
             "normalizer": "NFC (the base has none: non-NFC input encodes as the base encodes its NFC form)",
             "config": asdict(cfg),
