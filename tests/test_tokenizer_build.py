@@ -234,3 +234,27 @@ def test_packed_counting_equals_per_document(built, demo_data):
     single = count_tokens(t, docs, pack=0)
     assert np.array_equal(packed.tokens, single.tokens)
     assert single.tokens.sum() == sum(map(len, enc(t, docs)))
+
+
+def test_hub_style_sentencepiece_json_base(demo_data, tmp_path):
+    """A HF tokenizer.json of a SentencePiece BPE in the newer (legacy=False) layout: Metaspace pre-tokenizer, no
+    normalizer. Loaded as sentencepiece_bpe, expanded, and still exact on non-Hangul text."""
+    base = load_base(demo_data / "base_tokenizer" / "tokenizer.model")
+    tj = json.loads(json.dumps(base.tokenizer_json))
+    tj["normalizer"] = None
+    tj["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": False}
+    (tmp_path / "hub").mkdir()
+    (tmp_path / "hub" / "tokenizer.json").write_text(json.dumps(tj), encoding="utf-8")
+    ko = lines(demo_data / "ko" / "train.txt")[:3000]
+    (tmp_path / "ko.txt").write_text("\n".join(ko) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    run_from_config({"base_tokenizer": str(tmp_path / "hub"), "corpus": {"paths": [str(tmp_path / "ko.txt")]},
+                     "heldout": {"ko": None, "en": str(demo_data / "en" / "heldout.txt")}, "output_dir": str(out),
+                     "intermediate_vocab_size": 3000, "min_frequency": 3, "progress": False})
+    r = json.loads((out / "expansion.json").read_text(encoding="utf-8"))
+    t = Tokenizer.from_file(str(out / "tokenizer.json"))
+    assert r["base_kind"] == "sentencepiece_bpe" and r["vocab_size"] % 64 == 0 and r["num_new_tokens"] > 200
+    assert r["compression"]["en"]["non_hangul_mismatches"] == 0 and "ko" not in r["compression"]
+    assert [x["token"] for x in r["new_tokens"] if bpe_pieces(t, x["token"]) != [x["token"]]] == []
+    s = "데이터베이스 함수 hello  world"
+    assert t.decode(t.encode(s).ids) == s and len(t.encode(s).ids) < len(base.tokenizer().encode(s).ids)
