@@ -44,6 +44,8 @@ def main(dcfg: DictConfig) -> None:
 
     from eeve.config import ConfigError, to_train_config
     from eeve.corpus import CorpusError
+    from eeve.expansion import ExpansionError
+    from eeve.export import ExportError
     from eeve.module import NonFiniteLossError
     from eeve.stages import StageError, load_stage_config, run_stage, summary_table
 
@@ -60,13 +62,59 @@ def main(dcfg: DictConfig) -> None:
             base = cfg.stage if cfg.stage.number == n else ROOT / "conf" / "stage" / f"{n}.yaml"
             cfg.stage = load_stage_config(base, n, cfg.schedule, stage_overrides)
             results.append(run_stage(cfg, n))
-    except (ConfigError, CorpusError, StageError, NonFiniteLossError, OSError) as e:
+    except (ConfigError, CorpusError, StageError, NonFiniteLossError, ExpansionError, ExportError, OSError) as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
         print("\n" + summary_table(results))
         print(f"\nexports: {cfg.paths.run_dir}/stage<N>/   TensorBoard: tensorboard --logdir {cfg.paths.run_dir}")
 
 
+def schema_keys() -> list[str]:
+    """Every dotted key of the training config schema (for 'did you mean')."""
+    import dataclasses
+
+    from eeve.config import TrainConfig
+
+    def walk(cls, prefix):
+        for f in dataclasses.fields(cls):
+            t = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+            yield prefix + f.name
+            if dataclasses.is_dataclass(t):
+                yield from walk(t, prefix + f.name + ".")
+
+    return list(walk(TrainConfig, ""))
+
+
+def hydra_error_line(e: Exception) -> str:
+    """Hydra's composition errors (several lines plus a HYDRA_FULL_ERROR hint) as one line with the fix."""
+    import difflib
+    import re
+
+    text = str(e)
+    m = re.search(r"Could not override '([^']+)'", text)
+    if m:
+        key = m.group(1)
+        keys = schema_keys()
+        siblings = [k for k in keys if k.rpartition(".")[0] == key.rpartition(".")[0]]
+        close = difflib.get_close_matches(key, siblings, n=1) or difflib.get_close_matches(key, keys, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "check its spelling (python train.py --cfg job lists the keys)"
+        return f"unknown config key '{key}' on the command line: {hint}"
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    return (" ".join(lines[:2]) if lines else type(e).__name__) + " (check the command line and conf/)"
+
+
 if __name__ == "__main__":
     sys.argv[1:] = check_argv(sys.argv[1:])
-    main()
+    # Hydra prints composition errors over several lines; have it raise instead, and report them in one line.
+    # Errors of the run itself are reported in one line inside main().
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    from hydra.errors import HydraException
+
+    try:
+        main()
+    except HydraException as e:
+        fail(hydra_error_line(e))
+    except OSError as e:  # Hydra creates the run dir (and .hydra/, train.log) before main() runs
+        where = e.filename or "the run directory"
+        fail(f"cannot write {where} ({e.strerror or type(e).__name__}): set hydra.run.dir=DIR (or run_name=NAME) "
+             "to a writable folder")
