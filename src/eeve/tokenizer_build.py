@@ -470,7 +470,7 @@ def restrict(exp: Expansion, keep: set[str], add_chars: list[str]) -> Expansion:
     leaves that derivation unchanged) and append single characters."""
     toks = [t for t in exp.new_tokens if t in keep] + [c for c in add_chars if c not in keep]
     have = set(exp.base.vocab) | set(toks)
-    merges = [m for m in exp.new_merges if m[0] + m[1] in have and m[0] in have and m[1] in have and m[0] + m[1] not in exp.base.vocab]
+    merges = [m for m in exp.new_merges if m[0] + m[1] in have and m[0] in have and m[1] in have]
     return Expansion(exp.base, exp.base_size, toks, merges)
 
 
