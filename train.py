@@ -94,9 +94,12 @@ def hydra_error_line(e: Exception) -> str:
     m = re.search(r"Could not override '([^']+)'", text)
     if m:
         key = m.group(1)
-        keys = schema_keys()
+        keys, leaf = schema_keys(), key.rpartition(".")[2]
         siblings = [k for k in keys if k.rpartition(".")[0] == key.rpartition(".")[0]]
-        close = difflib.get_close_matches(key, siblings, n=1) or difflib.get_close_matches(key, keys, n=1)
+        close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.8)
+        if not close:  # the same name under another group (trainer.max_steps -> stage.max_steps)
+            by_leaf = {k.rpartition(".")[2]: k for k in keys if "." in k}
+            close = [by_leaf[m] for m in difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.8)]
         hint = f"did you mean '{close[0]}'?" if close else "check its spelling (python train.py --cfg job lists the keys)"
         return f"unknown config key '{key}' on the command line: {hint}"
     lines = [x.strip() for x in text.splitlines() if x.strip()]

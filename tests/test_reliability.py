@@ -171,7 +171,7 @@ def _bad_cases(env, tmp: Path) -> dict:
         "vocab_mismatch": (["stage=1", "model.config.vocab_size=1000", *a], "vocab", "stage1"),
         "tokenizer_missing": (["stage=1", *a, f"tokenizer.path={tmp / 'no_tokenizer'}"], "tokenize.py", "stage1"),
         "unwritable_run_dir": (["stage=1", *a, f"hydra.run.dir={nodir}/sub"], "hydra.run.dir", None),
-        "cli_key_typo": (["stage=1", "trainer.max_stepz=3", *a], "trainer.max_steps", "stage1"),
+        "cli_key_typo": (["stage=1", "trainer.max_stepz=3", *a], "'trainer.max_stepz'", "stage1"),
         "yaml_key_typo": ([f"--config-path={_typo_conf(tmp)}", "stage=1", *a], "lrr", "stage1"),
     }
 
