@@ -28,6 +28,14 @@ class AtomicCheckpoint(L.Callback):
             if step < trainer.max_steps:  # the end of a stage is kept as an export, not a checkpoint
                 self.save(trainer, step)
 
+    def on_exception(self, trainer, pl_module, exception):
+        """A non-finite loss at step N came from the weights saved as step N's checkpoint: set that checkpoint
+        aside (renamed out of the `step-*` pattern) so that a rerun resumes from the previous, good one."""
+        if type(exception).__name__ == "NonFiniteLossError" and trainer.is_global_zero:
+            bad = self.dirpath / f"{PREFIX}{trainer.global_step:08d}.ckpt"
+            if bad.exists():
+                os.replace(bad, self.dirpath / f"nonfinite-{bad.name}")
+
     def save(self, trainer: L.Trainer, step: int) -> Path:
         final = self.dirpath / f"{PREFIX}{step:08d}.ckpt"
         tmp = self.dirpath / f".tmp-{PREFIX}{step:08d}.ckpt"
@@ -35,7 +43,7 @@ class AtomicCheckpoint(L.Callback):
             self.dirpath.mkdir(parents=True, exist_ok=True)
             _remove(tmp)
         trainer.strategy.barrier("eeve_ckpt_pre")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # full state: weights, optimizer, scheduler, data position
         trainer.strategy.barrier("eeve_ckpt_written")
         if trainer.is_global_zero:
             _fsync_tree(tmp)
