@@ -146,6 +146,16 @@ class EEVEModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def on_load_checkpoint(self, checkpoint):
+        """Resuming keeps the schedule's position but uses the stage.lr configured now (e.g. lowered after a
+        non-finite loss); the restored optimizer and scheduler would otherwise bring back the old peak lr."""
+        for st in checkpoint.get("lr_schedulers", []):
+            st["base_lrs"] = [self.stage.lr for _ in st.get("base_lrs", [])]
+        for st in checkpoint.get("optimizer_states", []):
+            for g in st.get("param_groups", []):
+                if g.get("initial_lr"):
+                    g["lr"], g["initial_lr"] = g["lr"] * (self.stage.lr / g["initial_lr"]), self.stage.lr
+
     # ---- validation: loss and bits per byte per language ------------------------------------------------
     def on_validation_epoch_start(self):
         self._val_sums = {n: torch.zeros(3, dtype=torch.float64, device=self.device) for n in self.val_names}
