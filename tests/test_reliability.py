@@ -76,7 +76,7 @@ def error_lines(stderr: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- crash and resume
 def test_sigkill_resume_matches_uninterrupted_run(env, tmp_path):
-    stage = ["stage=1", "stage.max_steps=40", "trainer.checkpoint_every_n_steps=4"]
+    stage = ["stage=1", "stage.max_steps=24", "trainer.checkpoint_every_n_steps=3"]
     a, b = tmp_path / "a", tmp_path / "b"
     # the uninterrupted reference runs alongside the run we kill
     ref = subprocess.Popen(cmd(*stage, *env["args"], f"hydra.run.dir={a}"), cwd=ROOT, stdout=subprocess.PIPE,
@@ -111,7 +111,7 @@ def test_sigkill_resume_matches_uninterrupted_run(env, tmp_path):
     assert f"warning: checkpoint {newest} is unreadable" in text
     assert f"resuming from {older}" in text
     metrics = json.loads((b / "stage1" / "metrics.json").read_text())
-    assert metrics["resumed_from"] == str(older) and metrics["steps"] == 40
+    assert metrics["resumed_from"] == str(older) and metrics["steps"] == 24
     wa, wb = load_export(a / "stage1"), load_export(b / "stage1")
     assert wa.keys() == wb.keys()
     for k in wa:  # CPU, fixed seeds, data position restored from the checkpoint: bit-identical
@@ -211,8 +211,8 @@ def test_nonfinite_loss_stops_and_keeps_good_checkpoint(env, tmp_path):
     from eeve.checkpoint import find_resume_checkpoint, is_loadable
 
     rd = tmp_path / "nan"
-    r = run("stage=1", "stage.max_steps=12", "trainer.checkpoint_every_n_steps=1", "stage.lr=1e30", *env["args"],
-            f"hydra.run.dir={rd}")
+    stage = ["stage=1", "stage.max_steps=6", "trainer.checkpoint_every_n_steps=1"]
+    r = run(*stage, "stage.lr=1e30", *env["args"], f"hydra.run.dir={rd}")
     assert r.returncode != 0
     errs = error_lines(r.stderr)
     assert len(errs) == 1 and "loss is" in errs[0] and "stage.lr" in errs[0], r.stderr[-2000:]
@@ -228,6 +228,13 @@ def test_nonfinite_loss_stops_and_keeps_good_checkpoint(env, tmp_path):
     assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
     # the checkpoint holding the weights that gave the non-finite loss is not the one a rerun resumes from
     assert 0 < ck["global_step"] < failed_at
+    assert (ckpts / f"nonfinite-step-{failed_at:08d}.ckpt").exists()
+
+    # following the message's advice (a lower stage.lr) resumes from that checkpoint at the new learning rate
+    r = run(*stage, "stage.lr=1e-3", *env["args"], f"hydra.run.dir={rd}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((rd / "stage1" / "metrics.json").read_text())
+    assert m["resumed_from"] == str(resume) and m["steps"] == 6
 
 
 # ------------------------------------------------------------------------------------------------- safe loading
