@@ -23,18 +23,9 @@ def lines(path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def built(demo_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tok") / "expanded"
-    cfg = {
-        "base_tokenizer": str(demo_data / "base_tokenizer" / "tokenizer.model"),
-        "corpus": {"paths": [str(demo_data / "ko" / "train.txt")]},
-        "heldout": {"ko": str(demo_data / "ko" / "heldout.txt"), "en": str(demo_data / "en" / "heldout.txt")},
-        "output_dir": str(out),
-        "intermediate_vocab_size": 8000,
-        "min_frequency": 8,
-        "progress": False,
-    }
-    run_from_config(cfg)
+def built(expanded_tokenizer):
+    """The session's demo expansion (tests/conftest.py: intermediate_vocab_size=8000, min_frequency=8)."""
+    out = expanded_tokenizer
     report = json.loads((out / "expansion.json").read_text(encoding="utf-8"))
     return {
         "dir": out,
