@@ -81,7 +81,6 @@ def sentencepiece_to_tokenizer_json(model_path: str | os.PathLike) -> tuple[dict
                 ranked.append((-p.score, i, k, a, b))
     ranked.sort()
     merges = [[a, b] for *_, a, b in ranked]
-    special = {p.type for p in proto.pieces}
     unk = proto.pieces[ts.unk_id].piece
     added = [
         {"id": i, "content": p.piece, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
@@ -125,7 +124,6 @@ def sentencepiece_to_tokenizer_json(model_path: str | os.PathLike) -> tuple[dict
             "vocab": vocab, "merges": merges,
         },
     }
-    del special
     cfg = {
         "bos_token": bos, "eos_token": eos, "unk_token": unk, "add_bos_token": bos is not None, "add_eos_token": False,
         "clean_up_tokenization_spaces": False, "model_max_length": 1_000_000_000_000_000_019_884_624_838_656,
