@@ -37,6 +37,13 @@ def check_argv(argv: list[str]) -> list[str]:
     return out
 
 
+def swept_name(task_overrides) -> str:
+    """A multirun job's folder name from the values swept on the command line (`init=a,b` -> `init=a`)."""
+    swept = {a.split("=", 1)[0].lstrip("+~") for a in sys.argv[1:] if "=" in a and "," in a.split("=", 1)[1]}
+    parts = [o for o in task_overrides if o.split("=", 1)[0].lstrip("+~") in swept]
+    return ",".join(parts).replace("/", "_").replace("'", "") or "job"
+
+
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(dcfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
@@ -107,6 +114,9 @@ def hydra_error_line(e: Exception) -> str:
 
 
 if __name__ == "__main__":
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("swept", swept_name)
     sys.argv[1:] = check_argv(sys.argv[1:])
     # Hydra prints composition errors over several lines; have it raise instead, and report them in one line.
     # Errors of the run itself are reported in one line inside main().

@@ -90,6 +90,7 @@ def build_stage_model(cfg: TrainConfig, number: int, tokenizer_dir: Path, expans
 
 def make_trainer(cfg: TrainConfig, number: int, max_steps: int, ckpt_dir: Path, batches_per_epoch: int,
                  world: int) -> L.Trainer:
+    from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import TensorBoardLogger
 
     t = cfg.trainer
@@ -110,7 +111,8 @@ def make_trainer(cfg: TrainConfig, number: int, max_steps: int, ckpt_dir: Path, 
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
         precision=t.precision, max_steps=max_steps, accumulate_grad_batches=t.accumulate_grad_batches,
         logger=logger, log_every_n_steps=t.log_every_n_steps, enable_checkpointing=False,
-        callbacks=[AtomicCheckpoint(ckpt_dir, t.checkpoint_every_n_steps, t.keep_checkpoints)],
+        callbacks=[AtomicCheckpoint(ckpt_dir, t.checkpoint_every_n_steps, t.keep_checkpoints),
+                   LearningRateMonitor(logging_interval="step")],
         val_check_interval=min(val_every, batches_per_epoch) if val_every > 0 else None,
         check_val_every_n_epoch=None, num_sanity_val_steps=0, use_distributed_sampler=False,
         deterministic=t.deterministic, enable_model_summary=False, enable_progress_bar=False)
