@@ -59,7 +59,11 @@ def main(dcfg: DictConfig) -> None:
     try:
         cfg = to_train_config(dcfg)
         hc = HydraConfig.get()
-        if hc.mode == RunMode.MULTIRUN and (cfg.trainer.strategy != "single" or cfg.trainer.num_nodes > 1):
+        # The basic launcher runs jobs in this process; Lightning would re-launch the script for its extra ranks
+        # and each rank would run the whole sweep. Launchers that start one job per allocation (submitit) are fine.
+        launcher = hc.runtime.choices.get("hydra/launcher", "basic")
+        if hc.mode == RunMode.MULTIRUN and launcher == "basic" and (
+                cfg.trainer.strategy != "single" or cfg.trainer.num_nodes > 1):
             raise ConfigError("Hydra multirun (-m) with a multi-process strategy re-runs the sweep in every rank: "
                               "launch one job per configuration (see README, 'Multi-GPU and SLURM')")
         # Each stage: conf/stage/<N>.yaml + schedule["<N>"] (experiment files) + the command line's stage.* overrides.

@@ -28,7 +28,7 @@ def test_import_from_repo_root_gives_stdlib():
 
 def test_pytest_collection_from_repo_root():
     # `python -m pytest` puts the root on sys.path; pytest, hypothesis and inspect all import `tokenize`
-    r = sh("-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests/test_tokenize_shadow.py",
+    r = sh("-m", "pytest", "--collect-only", "-qq", "-p", "no:cacheprovider", "tests/test_tokenize_shadow.py",
            "tests/test_tokenizer_build.py")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "test_tokenize_shadow.py: 3" in r.stdout and "Error" not in r.stdout
