@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 
-from eeve.checkpoint import AtomicCheckpoint, find_resume_checkpoint
+from eeve.checkpoint import AtomicCheckpoint, find_resume_checkpoint, is_loadable
 from eeve.config import ConfigError, StageConfig, TrainConfig
 
 STAGE_NUMBERS = range(1, 8)
@@ -158,6 +158,9 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
         resume = resolve(cfg.resume, root)
         if not resume.exists():
             raise StageError(f"resume={cfg.resume} does not exist: give a checkpoint under {ckpt_dir} or resume=auto")
+        ok, why = is_loadable(resume)
+        if not ok:
+            raise StageError(f"resume={cfg.resume} is unreadable ({why}): give another checkpoint or resume=auto")
     if trainer.is_global_zero:
         print(f"stage {number}: trains {stage.trainable}; {max_steps} steps x {tokens_per_step} tokens/step "
               f"= {max_steps * tokens_per_step:,} tokens; world size {world}"
@@ -168,7 +171,8 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     if resume is None:
         trainer.validate(module, datamodule=dm, verbose=False)
         start_val = dict(module.last_val)
-    trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+    # weights_only: a checkpoint is data, never code (find_resume_checkpoint already refused any that is not)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
     if trainer.is_global_zero:
         print(f"stage {number}: trainable parameters {module.trainable_counts} (total {sum(module.trainable_counts.values()):,})")
     trainer.validate(module, datamodule=dm, verbose=False)
