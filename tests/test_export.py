@@ -23,7 +23,7 @@ def _base_tokenizer():
 
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory):
-    """An expanded tokenizer folder in the docs/CONTRACTS.md layout (new tokens added as extra entries here;
+    """An expanded tokenizer folder in the layout tokenize.py writes (new tokens added as extra entries here;
     how they are added does not matter for export)."""
     from transformers import PreTrainedTokenizerFast
 

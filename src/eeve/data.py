@@ -78,6 +78,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from eeve.corpus import CorpusError, CorpusStats, iter_batches, iter_documents, resolve_paths
+from eeve.tokenizer_build import byte_level_alphabet
 
 FORMAT_VERSION = 1
 """Bump when the packed-cache layout or the packing rule changes (invalidates every cache)."""
@@ -259,7 +260,7 @@ class TokenizerInfo:
             vocab = {p[0]: i for i, p in enumerate(vocab)}
         byte_level = _is_byte_level(self.spec)
         byte_fallback = bool(model.get("byte_fallback", False))
-        inv = {c: b for b, c in _bytes_to_unicode().items()}
+        inv = byte_level_alphabet()[1]  # printable character -> byte
         special = {t["id"] for t in self.spec.get("added_tokens", []) if t.get("special")}
         for piece, i in vocab.items():
             if i >= len(out) or i in special:
@@ -287,19 +288,6 @@ def _is_byte_level(spec: dict) -> bool:
         return False
 
     return has(spec.get("pre_tokenizer")) or has(spec.get("decoder"))
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable unicode map."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
 
 
 # ----------------------------------------------------------------------------------------------- packing

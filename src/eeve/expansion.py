@@ -409,10 +409,11 @@ def expand_model(model, base_tokenizer, new_tokens, base_vocab_size: int, init: 
 
 # --------------------------------------------------------------------------------------- expanded tokenizer folders
 def read_expansion(tokenizer_dir: str | Path) -> dict:
-    """``expansion.json`` of an expanded tokenizer folder (see docs/CONTRACTS.md)."""
+    """``expansion.json`` of an expanded tokenizer folder (written by tokenize.py)."""
     p = Path(tokenizer_dir) / "expansion.json"
     if not p.exists():
-        raise ExpansionError(f"{p} missing: tokenizer_dir must be an expanded tokenizer folder written by tokenize.py")
+        raise ExpansionError(f"no expanded tokenizer at {tokenizer_dir} (expansion.json missing): run `python "
+                             "tokenize.py` first or set tokenizer.path=FOLDER")
     return json.loads(p.read_text(encoding="utf-8"))
 
 

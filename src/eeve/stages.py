@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from eeve.checkpoint import AtomicCheckpoint, find_resume_checkpoint, is_loadable
 from eeve.config import ConfigError, StageConfig, TrainConfig
+from eeve.expansion import read_expansion
 
 STAGE_NUMBERS = range(1, 8)
 
@@ -47,14 +48,6 @@ def load_stage_config(base: StageConfig | Path, number: int, schedule: dict, ove
     except Exception as e:
         raise ConfigError(f"stage {number}: {str(e).splitlines()[0]} (check schedule and stage.* keys)") from None
     return OmegaConf.to_object(node)
-
-
-def read_expansion(tokenizer_dir: Path) -> dict:
-    f = tokenizer_dir / "expansion.json"
-    if not f.is_file():
-        raise StageError(f"no expanded tokenizer at {tokenizer_dir} (expansion.json missing): run `python tokenize.py` "
-                         "first or set tokenizer.path=FOLDER")
-    return json.loads(f.read_text())
 
 
 def build_stage_model(cfg: TrainConfig, number: int, tokenizer_dir: Path, expansion: dict):
