@@ -50,6 +50,15 @@ def load_stage_config(base: StageConfig | Path, number: int, schedule: dict, ove
     return OmegaConf.to_object(node)
 
 
+def stage_source(cfg: TrainConfig, number: int) -> Path | None:
+    """The exported model stage `number` starts from (None: the expanded base); checked to exist."""
+    src = resolve(cfg.init_from, cfg.paths.root) if cfg.init_from else (None if number == 1 else stage_dir(cfg, number - 1))
+    if src is not None and not (src / "config.json").is_file():
+        hint = f"run `python train.py stage={number - 1}` first (or stage=all)" if not cfg.init_from else "fix init_from"
+        raise StageError(f"stage {number} starts from {src}, which holds no exported model: {hint}")
+    return src
+
+
 def build_stage_model(cfg: TrainConfig, number: int, tokenizer_dir: Path, expansion: dict):
     """The split HF model holding stage `number`'s starting weights (see module docstring)."""
     from transformers import AutoModelForCausalLM
@@ -58,8 +67,7 @@ def build_stage_model(cfg: TrainConfig, number: int, tokenizer_dir: Path, expans
     from eeve.param_groups import split_vocab
 
     base_vocab = expansion["base_vocab_size"]
-    root = Path(cfg.paths.root)
-    src = resolve(cfg.init_from, root) if cfg.init_from else (None if number == 1 else stage_dir(cfg, number - 1))
+    src = stage_source(cfg, number)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # every rank builds the same weights
     if src is None:
         from tokenizers import Tokenizer
@@ -69,9 +77,6 @@ def build_stage_model(cfg: TrainConfig, number: int, tokenizer_dir: Path, expans
         model = expand_model(model, base_tok, expansion["new_tokens"], base_vocab, cfg.init, cfg.seed,
                              vocab_size=expansion["vocab_size"], untie=cfg.model.untie_embeddings)
     else:
-        if not (src / "config.json").is_file():
-            hint = f"run `python train.py stage={number - 1}` first (or stage=all)" if not cfg.init_from else "fix init_from"
-            raise StageError(f"stage {number} starts from {src}, which holds no exported model: {hint}")
         model = AutoModelForCausalLM.from_pretrained(
             src, dtype=getattr(torch, cfg.model.dtype), trust_remote_code=cfg.model.trust_remote_code)
         if model.get_input_embeddings().weight.shape[0] != expansion["vocab_size"]:
@@ -126,6 +131,7 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     root = Path(cfg.paths.root)
     tok_dir = resolve(cfg.tokenizer.path, root)
     expansion = read_expansion(tok_dir)
+    stage_source(cfg, number)  # fail before any data work if the starting weights are missing
     stage = cfg.stage
 
     # Each stage draws its own sample stream (seed + stage), deterministic for reruns and resumes.
