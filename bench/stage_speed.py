@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/stage_speed.py [--tokenizer DIR] [--text FILE] [--batch 4] [--seq 256] [--hidden 512]
         [--layers 4] [--heads 8] [--kv-heads 4] [--intermediate 1536] [--warmup 2] [--steps 5] [--threads N]
-        [--mem-steps 2] [--stat min|median|mean] [--stages 1,2,...]
+        [--mem-steps 2] [--stat min|median|mean] [--gc] [--stages 1,2,...]
 
 Same model (a mid-size Llama, fp32, vocab 32000 expanded to the tokenizer's size with
 `eeve.expansion.expand_from_tokenizer_dir`, weights saved once and loaded by every worker), same batches (real
@@ -30,7 +30,8 @@ variant computes: forward 2*P*tokens for every matmul parameter (layers + full h
 (2*L*B*T^2*d), backward input-gradients (2*P*tokens + 2x attention) only where a gradient must flow through the
 backbone (stages with input rows or the transformer training), and weight-gradients 2*P_w*tokens only for the
 matmul weights that require grad (the head's trainable blocks for the project, the whole head for the recipe).
-Softmax / norm / elementwise work is not counted.
+Softmax / norm / elementwise work is not counted, nor (with --gc) the recomputed forward. On a shared machine the
+matmul peak is measured under the same load, so MFU is only as good as the load average printed with it.
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def _reset_peak() -> bool:
 
 
 # ------------------------------------------------------------------------------------------------------ worker
-def build(work: Path, stage: int, variant: str):
+def build(work: Path, stage: int, variant: str, gc: bool = False):
     """(model, optimizer, step function) of one variant, weights loaded from the prepared state dict."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -127,6 +128,8 @@ def build(work: Path, stage: int, variant: str):
         def loss_of(x, inp, lab):  # the collator's contiguous input_ids / labels, prepared outside the clock
             return model(input_ids=inp, labels=lab, shift_labels=lab, use_cache=False).loss
 
+    if gc:  # both sides as configured for a 10.7B model; HF then also forces the embedding output to need grad
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.1)
 
@@ -157,7 +160,7 @@ def worker_memory(a) -> dict:
     torch.set_num_threads(a.threads)
     work = Path(a.workdir)
     batches, tps = _batches(work)
-    model, opt, step, n_train = build(work, a.stage, a.variant)
+    model, opt, step, n_train = build(work, a.stage, a.variant, a.gc)
     gc.collect()
     rss_built = _status_kb("VmRSS")
     reset = _reset_peak()
@@ -182,7 +185,7 @@ def worker_timing(a) -> dict:
     torch.set_num_threads(a.threads)
     work = Path(a.workdir)
     batches, tps = _batches(work)
-    steps = {v: build(work, a.stage, v)[2] for v in ("project", "recipe")}
+    steps = {v: build(work, a.stage, v, a.gc)[2] for v in ("project", "recipe")}
     times = {v: [] for v in steps}
     for i in range(a.warmup + a.steps):
         for v in (("project", "recipe") if i % 2 == 0 else ("recipe", "project")):  # alternate who goes first
@@ -282,7 +285,7 @@ def ideal_opt_bytes(meta: dict, a, stage: int) -> int:
 def run_worker(a, work: Path, stage: int, mode: str) -> dict:
     cmd = [sys.executable, __file__, "--_worker", mode, "--_workdir", str(work), "--_stage", str(stage),
            "--threads", str(a.threads), "--warmup", str(a.warmup), "--steps", str(a.steps),
-           "--mem-steps", str(a.mem_steps)]
+           "--mem-steps", str(a.mem_steps)] + (["--gc"] if a.gc else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
@@ -309,6 +312,9 @@ def main(argv=None):
                     help="step time statistic over the timed steps (min: least disturbed by other load)")
     ap.add_argument("--mem-steps", type=int, default=2,
                     help="steps of each single-variant memory worker (the peak is reached by the second)")
+    ap.add_argument("--gc", action="store_true",
+                    help="activation checkpointing on both sides (model.gradient_checkpointing_enable, as Axolotl's "
+                         "gradient_checkpointing: true and the project's trainer.activation_checkpointing do)")
     ap.add_argument("--_worker", choices=("project", "recipe", "timing"), help=argparse.SUPPRESS)
     ap.add_argument("--_workdir", help=argparse.SUPPRESS)
     ap.add_argument("--_stage", type=int, help=argparse.SUPPRESS)
@@ -337,7 +343,8 @@ def main(argv=None):
               f"{a.heads} heads / {a.kv_heads} KV, intermediate {a.intermediate}, vocab {meta['base_vocab_size']} -> "
               f"{meta['vocab_size']} (untied, fp32); batch {a.batch} x seq {a.seq} of Korean demo text "
               f"({100 * meta['new_target_share']:.1f}% of targets are new tokens); warm-up {a.warmup}, timed "
-              f"{a.steps} steps; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s (2048^3, best of 3 s)", flush=True)
+              f"{a.steps} steps; activation checkpointing {'on' if a.gc else 'off'}; "
+              f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s (2048^3, best of 3 s)", flush=True)
         rows = []
         for s in stages:
             res = {v: run_worker(a, work, s, v) for v in ("project", "recipe", "timing")}
