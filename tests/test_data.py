@@ -1,15 +1,11 @@
 """EEVEDataModule: packing, caching, sampling (determinism, ranks, resume, bias, mixture), token_bytes.
 
-Real tokenizer (a small SentencePiece-style BPE with byte fallback trained here on Korean law/bill text from the
-konlpy package and English licence text), real text, no mocks.
+Real tokenizer (a small SentencePiece-style BPE with byte fallback trained here on the demo data's Korean and
+English prose), real text, no mocks.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import sys
-import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -19,39 +15,15 @@ import torch
 from eeve.corpus import CorpusError
 from eeve.data import BLOCK, DataConfig, EEVEDataModule, TokenizerInfo
 
-SITE = Path(np.__file__).resolve().parents[1]
-KO_DIR = SITE / "konlpy" / "data" / "corpus"
+def _korean_paragraphs(demo: Path) -> list[str]:
+    """Real Korean prose from the demo data (LibreOffice help + konlpy), long lines only, capped for speed."""
+    lines = (demo / "ko" / "train.txt").read_text(encoding="utf-8").splitlines()
+    return [x for x in lines if len(x) >= 20][:3000]
 
 
-def _korean_paragraphs() -> list[str]:
-    out = []
-    for p in sorted(KO_DIR.glob("*/*.txt")):
-        for line in p.read_text(encoding="utf-8").splitlines():
-            line = " ".join(unicodedata.normalize("NFC", line).split())
-            if len(line) >= 20:
-                out.append(line)
-    return out
-
-
-def _english_paragraphs() -> list[str]:
-    texts = []
-    lic = Path("/usr/share/common-licenses")
-    if lic.is_dir():
-        for p in sorted(lic.iterdir()):
-            if p.is_file():
-                texts.append(p.read_text(encoding="utf-8", errors="ignore"))
-    if sum(map(len, texts)) < 100_000:  # fall back to stdlib docstrings
-        import pydoc
-
-        for mod in ("argparse", "collections", "typing", "unittest", "logging", "json", "pathlib", "subprocess"):
-            texts.append(pydoc.render_doc(__import__(mod), renderer=pydoc.plaintext))
-    out = []
-    for t in texts:
-        for para in t.split("\n\n"):
-            para = " ".join(para.split())
-            if len(para) >= 40 and para.isascii():
-                out.append(para)
-    return out
+def _english_paragraphs(demo: Path) -> list[str]:
+    lines = (demo / "en" / "train.txt").read_text(encoding="utf-8").splitlines()
+    return [x for x in lines if len(x) >= 40 and x.isascii()][:2000]
 
 
 def _train_tokenizer(folder: Path, texts: list[str], vocab_size: int, new_tokens: int) -> Path:
@@ -83,9 +55,9 @@ def _train_tokenizer(folder: Path, texts: list[str], vocab_size: int, new_tokens
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> dict:
+def corpus(tmp_path_factory, demo_data) -> dict:
     root = tmp_path_factory.mktemp("corpus")
-    ko, en = _korean_paragraphs(), _english_paragraphs()
+    ko, en = _korean_paragraphs(demo_data), _english_paragraphs(demo_data)
     assert len(ko) > 500 and len(en) > 300, (len(ko), len(en))
     files = {
         "ko_train": ko[: int(len(ko) * 0.85)], "ko_val": ko[int(len(ko) * 0.85):],
@@ -335,13 +307,13 @@ def test_token_bytes_matches_utf8(corpus, cache_dir):
         assert int(tb[ids].sum()) == len(d.encode("utf-8")) + (0 if d.startswith(" ") else 1), d
 
 
-def test_token_bytes_byte_level(tmp_path):
+def test_token_bytes_byte_level(tmp_path, demo_data):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(_korean_paragraphs()[:300] + _english_paragraphs()[:300], trainers.BpeTrainer(
+    tok.train_from_iterator(_korean_paragraphs(demo_data)[:300] + _english_paragraphs(demo_data)[:300], trainers.BpeTrainer(
         vocab_size=800, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False))
     tok.save(str(tmp_path / "tokenizer.json"))

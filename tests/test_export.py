@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from eeve.expansion import expand_model, load_base_model
+from eeve.expansion import load_base_model
 from eeve.export import ExportError, export_hf
 from eeve.param_groups import merge_split_state_dict, set_trainable, split_vocab
 

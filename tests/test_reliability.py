@@ -160,7 +160,6 @@ def _typo_conf(tmp: Path) -> Path:
 
 
 def _bad_cases(env, tmp: Path) -> dict:
-    tok = env["tok"]
     a = env["args"]
     nodir = tmp / "a_file"
     nodir.write_text("not a folder\n")

@@ -73,7 +73,6 @@ def test_min_frequency_respected(built):
     m = r["config"]["min_frequency"]
     rare = [x for x in r["new_tokens"] if x["frequency"] < m and len(x["token"]) > 1]
     # rare multi-character tokens survive only as merge ancestors of kept tokens
-    t = built["target"]
     tokens = {x["token"] for x in r["new_tokens"]}
     for x in rare[:50]:
         assert any(x["token"] in y and y != x["token"] for y in tokens), x

@@ -22,7 +22,6 @@ import re
 from typing import Iterable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger(__name__)

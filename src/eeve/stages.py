@@ -119,7 +119,6 @@ def make_trainer(cfg: TrainConfig, number: int, max_steps: int, ckpt_dir: Path, 
 def run_stage(cfg: TrainConfig, number: int) -> dict:
     """Train stage `number` to its export folder and return its metrics (read back if it already finished)."""
     from eeve.data import EEVEDataModule
-    from eeve.export import export_hf
     from eeve.module import EEVEModule, group_fingerprints
 
     out = stage_dir(cfg, number)
