@@ -11,9 +11,9 @@ on either side). Per stage three subprocesses: one per variant alone for memory 
 one holding both variants that alternates their steps (project, recipe, recipe, project, ...) for the speed columns, so that
 load from other processes on a shared machine hits both sides alike.
 
-* project: `split_vocab` + `set_trainable(model, STAGE_GROUPS[s])`, loss from `eeve.module._eeve_token_losses`
+* project: `split_vocab` + `set_trainable(model, STAGE_GROUPS[s])`, loss from `eeve.module._eeve_losses`
   (backbone under no_grad when neither input rows nor the transformer train; the split head's fused
-  `token_losses`, logits never concatenated), AdamW over requires_grad parameters only.
+  fused chunked cross-entropy, logits never concatenated), AdamW over requires_grad parameters only.
 * recipe (Axolotl + the model cards' hook): unsplit `LlamaForCausalLM(input_ids, labels=...)`; any input rows
   training -> the whole `embed_tokens.weight` requires grad, with a hook `grad[:base] = 0` unless old rows train
   too; any output rows -> the whole `lm_head.weight`, with the same hook when only new output rows train; the
@@ -83,7 +83,7 @@ def build(work: Path, stage: int, variant: str, gc: bool = False):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from eeve.module import _eeve_token_losses
+    from eeve.module import _eeve_losses
     from eeve.param_groups import STAGE_GROUPS, set_trainable, split_vocab
 
     meta = json.loads((work / "meta.json").read_text())
@@ -102,8 +102,8 @@ def build(work: Path, stage: int, variant: str, gc: bool = False):
         split_vocab(model, base)
         set_trainable(model, groups)
 
-        def loss_of(x, inp, lab):  # exactly what EEVEModule.token_losses does
-            return _eeve_token_losses(model, x[:, :-1], x[:, 1:], backbone_grad).mean()
+        def loss_of(x, inp, lab):  # exactly what EEVEModule.losses does
+            return _eeve_losses(model, x[:, :-1], x[:, 1:], backbone_grad)[0]
     else:
         for p in model.parameters():
             p.requires_grad_(False)

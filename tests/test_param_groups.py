@@ -31,7 +31,7 @@ def batch(seed=0):
 
 def loss_fn(model, ids):
     hidden = model.model(input_ids=ids).last_hidden_state[:, :-1]
-    return model.lm_head.token_losses(hidden, ids[:, 1:]).mean()
+    return model.lm_head(hidden, ids[:, 1:])[0]
 
 
 def snapshot(model):
@@ -93,7 +93,7 @@ def test_group_counts_and_names():
         set_trainable(tiny_model(), ["new_input"])  # unsplit
 
 
-def test_split_forward_and_token_losses_match_hf():
+def test_split_forward_and_fused_losses_match_hf():
     ref = tiny_model(1)
     model = split_vocab(tiny_model(1), BASE)
     assert isinstance(model.model.embed_tokens, SplitEmbedding) and isinstance(model.lm_head, SplitLMHead)
@@ -105,7 +105,7 @@ def test_split_forward_and_token_losses_match_hf():
         hidden = model.model(input_ids=ids).last_hidden_state[:, :-1]
         targets = ids[:, 1:].clone()
         targets[0, :3] = -100
-        ours = model.lm_head.token_losses(hidden, targets)
+        ours = model.lm_head(hidden, targets)[1]
         full = F.cross_entropy(a[:, :-1].float().reshape(-1, V), targets.reshape(-1), reduction="none",
                                ignore_index=-100).view_as(targets)
         torch.testing.assert_close(ours, full)
@@ -159,7 +159,7 @@ from hypothesis import given, settings, strategies as st
 @settings(max_examples=25, deadline=None)
 @given(base=st.integers(1, 15), extra=st.integers(1, 9), seed=st.integers(0, 10_000))
 def test_split_modules_match_plain_ops(base, extra, seed):
-    """Property: for any split point, SplitEmbedding == F.embedding and token_losses == F.cross_entropy,
+    """Property: for any split point, SplitEmbedding == F.embedding and the fused loss == F.cross_entropy,
     including the boundary ids 0, base-1, base, V-1 and ignored targets."""
     g = torch.Generator().manual_seed(seed)
     V_, H = base + extra, 8
@@ -175,7 +175,7 @@ def test_split_modules_match_plain_ops(base, extra, seed):
     t = ids.clone()
     t[5] = -100
     ref = F.cross_entropy(h @ O.T, t, reduction="none", ignore_index=-100)
-    torch.testing.assert_close(head.token_losses(h, t), ref)
+    torch.testing.assert_close(head(h, t)[1], ref)
 
 
 _FSDP_SCRIPT = r'''
@@ -184,7 +184,6 @@ s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.clos
 os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1")
 dist.init_process_group("gloo")
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from transformers import LlamaConfig, LlamaForCausalLM
 from eeve.param_groups import STAGE_GROUPS, group_of, merge_split_state_dict, set_trainable, split_vocab, trainable_parameters
@@ -193,8 +192,11 @@ m = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_siz
                                  num_attention_heads=4, num_key_value_heads=2))
 split_vocab(m, 48)
 mesh = init_device_mesh("cpu", (1,))
-for mod in [*m.model.layers, m.model.embed_tokens.old, m.model.embed_tokens.new, m.model, m.lm_head.old, m.lm_head.new]:
-    fully_shard(mod, mesh=mesh)
+import types
+from eeve.distributed import shard_model
+from eeve.module import _eeve_losses
+m.eeve_losses = types.MethodType(_eeve_losses, m)  # what EEVEModule.configure_model does
+shard_model(m, mesh, torch.float32)
 for stage in (3, 2):  # 3 then 2 with a fresh optimizer: new_input rows trained, then frozen
     counts = set_trainable(m, STAGE_GROUPS[stage])
     full = lambda p: p.detach().full_tensor() if hasattr(p, "full_tensor") else p.detach()  # noqa: E731
@@ -206,8 +208,7 @@ for stage in (3, 2):  # 3 then 2 with a fresh optimizer: new_input rows trained,
     for k in range(2):
         ids = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(k))
         opt.zero_grad()
-        h = m.model(input_ids=ids[:, :-1]).last_hidden_state
-        m.lm_head.token_losses(h, ids[:, 1:]).mean().backward()
+        m.eeve_losses(ids[:, :-1], ids[:, 1:], True)[0].backward()
         opt.step()
     for n, p in m.named_parameters():
         moved = not torch.equal(full(p), before[n])
@@ -227,3 +228,43 @@ def test_fsdp2_exact_freezing_subprocess():
 
     r = subprocess.run([sys.executable, "-c", _FSDP_SCRIPT], capture_output=True, text=True, timeout=240)
     assert r.returncode == 0 and "FSDP2-OK" in r.stdout, r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("chunk_elements", [1 << 25, 7 * 50])  # one chunk; many ragged chunks
+@pytest.mark.parametrize("trainable", [(True, True, True), (False, True, False), (True, False, True)])
+def test_fused_head_gradients_equal_autograd_reference(chunk_elements, trainable):
+    """SplitHeadCrossEntropy (fused, chunked, gradients computed in forward) == autograd through
+    F.cross_entropy on the concatenated logits, for the loss, the per-token losses and every gradient asked
+    for; ignored targets contribute nothing; frozen blocks get no gradient at all."""
+    from eeve.param_groups import SplitLMHead
+
+    g = torch.Generator().manual_seed(0)
+    H, base, extra, n = 16, 40, 10, 23
+    old, new = torch.nn.Linear(H, base, bias=False), torch.nn.Linear(H, extra, bias=False)
+    with torch.no_grad():
+        old.weight.copy_(torch.randn(base, H, generator=g))
+        new.weight.copy_(torch.randn(extra, H, generator=g))
+    head = SplitLMHead(old, new)
+    head.chunk_elements = chunk_elements
+    need_h, need_old, need_new = trainable
+    old.weight.requires_grad_(need_old)
+    new.weight.requires_grad_(need_new)
+    h = torch.randn(1, n, H, generator=g).requires_grad_(need_h)
+    t = torch.randint(0, base + extra, (1, n), generator=g)
+    t[0, 3] = -100
+    t[0, 5] = base  # first new id
+    t[0, 6] = base - 1  # last old id
+    loss, per_token = head(h, t)
+    grads = torch.autograd.grad(loss, [x for x, w in ((h, need_h), (old.weight, need_old), (new.weight, need_new)) if w])
+
+    h2 = h.detach().clone().requires_grad_(need_h)
+    wo, wn = old.weight.detach().clone().requires_grad_(need_old), new.weight.detach().clone().requires_grad_(need_new)
+    logits = torch.cat([h2 @ wo.T, h2 @ wn.T], -1)
+    ref = F.cross_entropy(logits.view(-1, base + extra), t.view(-1), ignore_index=-100)
+    ref_tok = F.cross_entropy(logits.view(-1, base + extra), t.view(-1), ignore_index=-100, reduction="none")
+    ref_grads = torch.autograd.grad(ref, [x for x, w in ((h2, need_h), (wo, need_old), (wn, need_new)) if w])
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(per_token.view(-1), ref_tok)
+    assert not per_token.requires_grad
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)

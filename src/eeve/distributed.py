@@ -1,8 +1,10 @@
 """FSDP2 sharding of the split model (torchtitan style).
 
-Units: every decoder layer; the old and the new embedding rows; the old and the new head rows; the backbone root
-(final norm). Old and new rows are separate units so a stage that freezes one never gathers, reduces or keeps
-gradient buffers for it. Mixed precision: parameters are gathered in `param_dtype` (bf16 on GPUs), gradients are
+Units: every decoder layer; the old and the new embedding rows (separate, so a stage that freezes one never
+reduces or keeps gradient buffers for it); the head (old and new rows together: every forward needs both for the
+softmax normaliser, and the fused loss reads both weights inside the head's forward); the backbone (final norm);
+the root, around the module's `eeve_losses` forward method. FSDP2 keeps no gradient for frozen parameters, so a
+frozen old block in a mixed unit costs only its all-gather. Mixed precision: parameters are gathered in `param_dtype` (bf16 on GPUs), gradients are
 reduce-scattered in fp32, and the sharded master weights the optimizer updates stay fp32.
 """
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
 
 def apply_activation_checkpointing(model: nn.Module) -> None:
@@ -30,7 +32,8 @@ def shard_model(model: nn.Module, mesh: DeviceMesh, param_dtype: torch.dtype) ->
         fully_shard(layer, **kw)
     fully_shard(backbone.embed_tokens.old, **kw)
     fully_shard(backbone.embed_tokens.new, **kw)
-    fully_shard(model.lm_head.old, **kw)
-    fully_shard(model.lm_head.new, **kw)
-    fully_shard(model.model, **kw)  # final norm
-    fully_shard(model, **kw)  # root; the module's forward method is registered with it (module.py)
+    fully_shard(model.lm_head, **kw)
+    fully_shard(backbone, **kw)  # final norm
+    fully_shard(model, **kw)  # root
+    # The LightningModule calls model.eeve_losses (backbone + fused head loss), not model.forward.
+    register_fsdp_forward_method(model, "eeve_losses")

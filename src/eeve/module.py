@@ -53,29 +53,26 @@ class EEVEModule(L.LightningModule):
         self.trainable_counts = set_trainable(model, self.stage.trainable)
         self.start_fingerprints = group_fingerprints(model)
         model.config.use_cache = False
-        model.eeve_token_losses = types.MethodType(_eeve_token_losses, model)
+        model.eeve_losses = types.MethodType(_eeve_losses, model)
         if self.cfg.trainer.strategy == "fsdp":
-            from torch.distributed.fsdp import register_fsdp_forward_method
-
             from eeve.distributed import apply_activation_checkpointing, shard_model
 
             if self.cfg.trainer.activation_checkpointing:
                 apply_activation_checkpointing(model)
             shard_model(model, self.device_mesh, getattr(torch, self.cfg.trainer.param_dtype))
-            register_fsdp_forward_method(model, "eeve_token_losses")  # the root's hooks run around it
         elif self.cfg.trainer.activation_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = model
 
-    def token_losses(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token next-token cross-entropy (nats, fp32) and the targets, both [B, T-1]."""
+    def losses(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean next-token cross-entropy (for backward), per-token losses (nats, fp32, detached) and targets."""
         targets = input_ids[:, 1:]
-        return self.model.eeve_token_losses(input_ids[:, :-1], targets, self.backbone_grad), targets
+        loss, per_token = self.model.eeve_losses(input_ids[:, :-1], targets, self.backbone_grad)
+        return loss, per_token, targets
 
     # ---- training ----------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        losses, targets = self.token_losses(batch["input_ids"])
-        loss = losses.mean()
+        loss, losses, targets = self.losses(batch["input_ids"])
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss is {loss.item()} at stage {self.stage.number} step {self.global_step}: lower stage.lr or check "
@@ -161,7 +158,7 @@ class EEVEModule(L.LightningModule):
         self._val_sums = {n: torch.zeros(3, dtype=torch.float64, device=self.device) for n in self.val_names}
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
-        losses, targets = self.token_losses(batch["input_ids"])
+        _, losses, targets = self.losses(batch["input_ids"])
         name = self.val_names[dataloader_idx]
         self._val_sums[name] += torch.stack([
             losses.double().sum(), self.token_bytes[targets].double().sum(), torch.tensor(
@@ -178,12 +175,13 @@ class EEVEModule(L.LightningModule):
             self.log(f"val_{name}/bpb", res["bpb"], sync_dist=False, batch_size=1)
 
 
-def _eeve_token_losses(model, inputs: torch.Tensor, targets: torch.Tensor, backbone_grad: bool) -> torch.Tensor:
-    """Bound onto the HF model as a forward method: backbone, then the split head's fused cross-entropy.
-    Without gradients through the backbone (stages 2 and 4) it runs without autograd: no activations kept."""
+def _eeve_losses(model, inputs: torch.Tensor, targets: torch.Tensor, backbone_grad: bool):
+    """Bound onto the HF model as a forward method: the backbone, then the split head's fused, chunked
+    cross-entropy -> (mean loss, per-token losses). Without gradients through the backbone (stages 2 and 4) the
+    backbone runs without autograd: no activations kept, no backward through it."""
     with contextlib.nullcontext() if backbone_grad and torch.is_grad_enabled() else torch.no_grad():
         hidden = model.model(input_ids=inputs, use_cache=False).last_hidden_state
-    return model.lm_head.token_losses(hidden, targets)
+    return model.lm_head(hidden, targets)
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:

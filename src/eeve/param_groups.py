@@ -10,9 +10,9 @@ stage would keep moving rows that are now frozen).
 Groups: ``old_input``, ``new_input``, ``old_output``, ``new_output``, ``transformer`` (= everything else: decoder
 layers and the final norm).
 
-For training, prefer ``hidden = model.model(input_ids).last_hidden_state`` then
-``model.lm_head.token_losses(hidden, targets)``: fp32 per-token cross-entropy without materialising the
-concatenated logits. ``model(input_ids)`` still works and returns full-vocabulary logits.
+For training, ``hidden = model.model(input_ids).last_hidden_state`` then ``model.lm_head(hidden, targets)``:
+the head's matmul and the cross-entropy fused and chunked over tokens (``SplitHeadCrossEntropy``), so no
+[tokens x vocab] logit tensor is kept for backward. ``model(input_ids)`` still returns full-vocabulary logits.
 """
 
 from __future__ import annotations
@@ -88,6 +88,71 @@ class SplitEmbedding(nn.Module):
         return f"base={self.base_vocab_size}, total={self.num_embeddings}, dim={self.embedding_dim}"
 
 
+class SplitHeadCrossEntropy(torch.autograd.Function):
+    """Mean next-token cross-entropy of ``hidden @ [w_old; w_new].T`` against ``targets``, fused and chunked.
+
+    Forward walks the tokens in chunks: logits of one chunk (both blocks, never concatenated), fp32 log-softmax
+    statistics, the chunk's losses and — when a gradient is wanted — at once its logit gradient
+    ``softmax - onehot``, turned into the chunk's hidden gradient and accumulated into the weight gradients of
+    the blocks that train. Backward only scales these by the incoming scalar. Peak memory is one chunk's logits,
+    not [tokens x vocab]; the matmul work is the same as an unfused head (forward, and one product per gradient
+    actually needed: frozen blocks get no weight-gradient product, a frozen backbone no hidden-gradient product).
+    Returns (mean loss over targets != ignore_index, per-token losses detached)."""
+
+    @staticmethod
+    def forward(ctx, hidden, w_old, w_new, targets, chunk_tokens, ignore_index, need):
+        need_h, need_old, need_new = need
+        h = hidden.reshape(-1, hidden.shape[-1])
+        t = targets.reshape(-1).long()
+        n, base = h.shape[0], w_old.shape[0]
+        valid = t != ignore_index
+        n_valid = max(int(valid.sum()), 1)
+        losses = torch.zeros(n, dtype=torch.float32, device=h.device)
+        gh = torch.empty_like(h) if need_h else None
+        g_old = torch.zeros(w_old.shape, dtype=torch.float32, device=h.device) if need_old else None
+        g_new = torch.zeros(w_new.shape, dtype=torch.float32, device=h.device) if need_new else None
+        for a in range(0, n, chunk_tokens):
+            hc, tc, vc = h[a:a + chunk_tokens], t[a:a + chunk_tokens], valid[a:a + chunk_tokens]
+            lo, ln = (hc @ w_old.T).float(), (hc @ w_new.T).float()
+            lse = torch.logaddexp(torch.logsumexp(lo, -1), torch.logsumexp(ln, -1))
+            is_new = tc >= base
+            tgt = torch.where(is_new, ln.gather(-1, (tc - base).clamp(0, ln.shape[-1] - 1)[:, None]).squeeze(-1),
+                              lo.gather(-1, tc.clamp(0, base - 1)[:, None]).squeeze(-1))
+            losses[a:a + chunk_tokens] = torch.where(vc, lse - tgt, 0.0)
+            if not any(need):
+                continue
+            # d(mean loss)/d(logits) = (softmax - onehot) / n_valid, zero for ignored tokens; in place on the logits
+            scale = (vc.float() / n_valid)[:, None]
+            lo.sub_(lse[:, None]).exp_().mul_(scale)
+            ln.sub_(lse[:, None]).exp_().mul_(scale)
+            rows = torch.arange(len(tc), device=h.device)
+            sel = vc & ~is_new
+            lo[rows[sel], tc[sel]] -= scale[sel, 0]
+            sel = vc & is_new
+            ln[rows[sel], tc[sel] - base] -= scale[sel, 0]
+            if need_h:
+                gh[a:a + chunk_tokens] = (lo.to(w_old.dtype) @ w_old + ln.to(w_new.dtype) @ w_new).to(h.dtype)
+            if need_old:
+                g_old += lo.T @ hc.float()
+            if need_new:
+                g_new += ln.T @ hc.float()
+        ctx.save_for_backward(*(x for x in (gh, g_old, g_new) if x is not None))
+        ctx.need, ctx.hidden_shape = need, hidden.shape
+        ctx.dtypes = (w_old.dtype, w_new.dtype)
+        per_token = losses.view(targets.shape)
+        ctx.mark_non_differentiable(per_token)
+        return (losses * valid).sum() / n_valid, per_token
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_losses):
+        saved = iter(ctx.saved_tensors)
+        need_h, need_old, need_new = ctx.need
+        gh = (next(saved) * grad_loss).view(ctx.hidden_shape) if need_h else None
+        g_old = (next(saved) * grad_loss).to(ctx.dtypes[0]) if need_old else None
+        g_new = (next(saved) * grad_loss).to(ctx.dtypes[1]) if need_new else None
+        return gh, g_old, g_new, None, None, None, None
+
+
 class SplitLMHead(nn.Module):
     """Bias-free output head with old rows in ``old`` and new rows in ``new``; returns full-vocabulary logits."""
 
@@ -99,23 +164,20 @@ class SplitLMHead(nn.Module):
         self.in_features = old.in_features
         self.out_features = old.out_features + new.out_features
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.old(hidden), self.new(hidden)], dim=-1)
+    chunk_elements = 1 << 25
+    """Logit elements per chunk of the fused loss (tokens per chunk = this / vocab size): 128 MB of fp32."""
 
-    def token_losses(self, hidden: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
-        """Per-token cross-entropy (fp32), shape of ``targets``; 0 where ``targets == ignore_index``.
-
-        ``hidden[..., t, :]`` predicts ``targets[..., t]`` (shift before calling). The two logit blocks are never
-        concatenated: log Z = logaddexp(lse(old), lse(new)); the target logit is gathered from its block."""
-        lo = self.old(hidden).float()
-        ln = self.new(hidden).float()
-        lse = torch.logaddexp(torch.logsumexp(lo, -1), torch.logsumexp(ln, -1))
-        base, n_new = lo.shape[-1], ln.shape[-1]
-        t = targets.long()
-        g_old = lo.gather(-1, t.clamp(0, base - 1).unsqueeze(-1)).squeeze(-1)
-        g_new = ln.gather(-1, (t - base).clamp(0, n_new - 1).unsqueeze(-1)).squeeze(-1)
-        loss = lse - torch.where(t >= base, g_new, g_old)
-        return loss.masked_fill(t == ignore_index, 0.0)
+    def forward(self, hidden: torch.Tensor, targets: torch.Tensor | None = None, ignore_index: int = -100):
+        """Full-vocabulary logits (what HF's forward expects); with `targets`, the fused chunked cross-entropy:
+        (mean loss, per-token losses) — see SplitHeadCrossEntropy. Called through forward so FSDP2 gathers the
+        head's weights around it."""
+        if targets is None:
+            return torch.cat([self.old(hidden), self.new(hidden)], dim=-1)
+        w_old, w_new = self.old.weight, self.new.weight
+        grad = torch.is_grad_enabled()
+        need = (grad and hidden.requires_grad, grad and w_old.requires_grad, grad and w_new.requires_grad)
+        chunk = max(1, self.chunk_elements // self.out_features)
+        return SplitHeadCrossEntropy.apply(hidden, w_old, w_new, targets, chunk, ignore_index, need)
 
     def extra_repr(self) -> str:
         return f"base={self.base_vocab_size}, total={self.out_features}, in={self.in_features}"
