@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "src"))  # runnable from a checkout without `pip i
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from eeve.cli import check_argv, fail, hydra_error_line, swept_name  # noqa: E402
+from eeve.cli import check_argv, fail, hydra_error_line, single_lightning_log, swept_name  # noqa: E402
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -29,6 +29,7 @@ def main(dcfg: DictConfig) -> None:
     from eeve.module import NonFiniteLossError
     from eeve.stages import StageError, load_stage_config, run_stage, summary_table
 
+    single_lightning_log()
     try:
         cfg = to_train_config(dcfg)
         hc = HydraConfig.get()

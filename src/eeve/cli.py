@@ -68,3 +68,12 @@ def hydra_error_line(e: Exception) -> str:
         return f"unknown config key '{key}' on the command line: {hint}"
     lines = [x.strip() for x in text.splitlines() if x.strip()]
     return (" ".join(lines[:2]) if lines else type(e).__name__) + " (check the command line and conf/)"
+
+
+def single_lightning_log() -> None:
+    """Lightning gives the `lightning` logger its own stderr handler and also lets it propagate to the root logger,
+    which Hydra configures (console + <run_dir>/train.log): every Lightning message would print twice."""
+    import logging
+
+    if logging.getLogger().handlers:
+        logging.getLogger("lightning").handlers.clear()
