@@ -174,3 +174,41 @@ def test_fsdp_two_cpu_ranks_match_one_process(expanded_tokenizer, cache_dir, tmp
         assert torch.equal(a["model.embed_tokens.weight"][:BASE], b["model.embed_tokens.weight"][:BASE])
         assert torch.equal(a["lm_head.weight"], b["lm_head.weight"])
     assert abs(fsdp["val_end"]["ko"]["bpb"] - single["val_end"]["ko"]["bpb"]) < 1e-4
+
+
+def test_fsdp_sigkill_resume_from_distributed_checkpoint(expanded_tokenizer, cache_dir, tmp_path):
+    """Two FSDP2 ranks killed (SIGKILL, whole process group) after a distributed checkpoint; the same command
+    resumes from it and ends where one uninterrupted process ends."""
+    import signal
+    import time
+
+    from eeve.stages import run_stage
+
+    steps = ["stage.max_steps=8", "trainer.checkpoint_every_n_steps=2"]
+    args = ["stage=1", "trainer=fsdp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.param_dtype=float32",
+            f"hydra.run.dir={tmp_path / 'fsdp'}", f"tokenizer.path={expanded_tokenizer}", f"paths.cache_dir={cache_dir}",
+            *FAST, *steps]
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpts = tmp_path / "fsdp" / "checkpoints" / "stage1"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list(ckpts.glob("step-*.ckpt")):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before a checkpoint could be taken"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (ckpt,) = list(ckpts.glob("step-*.ckpt"))[-1:]
+    assert ckpt.is_dir() and (ckpt / ".metadata").is_file()  # one shard per rank + metadata, renamed into place
+    assert not (tmp_path / "fsdp" / "stage1").exists()
+
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    fsdp = json.loads((tmp_path / "fsdp" / "stage1" / "metrics.json").read_text())
+    assert fsdp["resumed_from"] and fsdp["steps"] == 8
+    assert not ckpts.exists()  # the export supersedes the resume checkpoints
+    single = run_stage(compose_cfg(tmp_path / "single", expanded_tokenizer, cache_dir, "data.micro_batch_size=8",
+                                   *steps), 1)
+    a, b = export_state(tmp_path / "single" / "stage1"), export_state(tmp_path / "fsdp" / "stage1")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert abs(fsdp["val_end"]["ko"]["bpb"] - single["val_end"]["ko"]["bpb"]) < 1e-4

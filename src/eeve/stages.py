@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -184,6 +185,12 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
         "new_token_share": {"biased": dm.new_token_share(True), "unbiased": dm.new_token_share(False)},
     }
     _export(trainer, module, cfg, tok_dir, out, metrics)
+    # The export supersedes the stage's resume checkpoints (weights + optimizer state: ~3x the model on SOLAR).
+    # Removing them also keeps `overwrite=true` from resuming the old run instead of starting over.
+    if trainer.is_global_zero and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        print(f"stage {number}: exported to {out}; removed its resume checkpoints")
+    trainer.strategy.barrier("eeve_ckpt_cleanup")
     if trainer.logger is not None and trainer.is_global_zero:
         hp = {k: v for k, v in _flatten(OmegaConf.to_container(OmegaConf.structured(cfg))).items()}
         trainer.logger.log_hyperparams(hp, {f"hparams/val_{k}_bpb": v["bpb"] for k, v in module.last_val.items()})
