@@ -21,16 +21,13 @@ else:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))  # run from a checkout without install
 
+    from eeve.cli import fail
     from eeve.corpus import CorpusError
     from eeve.demo_data import DemoDataError
     from eeve.tokenizer_build import TokenizerBuildError, check_overrides, run_from_config
 
     import hydra
     from omegaconf import DictConfig
-
-    def fail(msg: str) -> None:
-        print(f"error: {msg}", file=sys.stderr)
-        sys.exit(2)
 
     @hydra.main(config_path="conf", config_name="tokenize", version_base="1.3")
     def main(cfg: DictConfig) -> None:
