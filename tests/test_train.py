@@ -146,9 +146,10 @@ def test_multirun_sweep_one_folder_per_job(expanded_tokenizer, cache_dir, tmp_pa
     assert not torch.equal(heads["mean"], heads["random"])
 
 
-@pytest.mark.parametrize("stage", [1, 6])
-def test_fsdp_two_cpu_ranks_match_one_process(expanded_tokenizer, cache_dir, tmp_path, stage):
-    """FSDP2 (ModelParallelStrategy, gloo) on 2 CPU processes x micro-batch 4 == 1 process x micro-batch 8."""
+@pytest.mark.parametrize("strategy,stage", [("fsdp", 1), ("fsdp", 6), ("ddp", 2)])
+def test_two_cpu_ranks_match_one_process(expanded_tokenizer, cache_dir, tmp_path, strategy, stage):
+    """FSDP2 (ModelParallelStrategy) and DDP, gloo, on 2 CPU processes x micro-batch 4 == 1 process x
+    micro-batch 8."""
     from eeve.stages import run_stage
 
     init = []
@@ -159,9 +160,9 @@ def test_fsdp_two_cpu_ranks_match_one_process(expanded_tokenizer, cache_dir, tmp
     cfg = compose_cfg(tmp_path / "single", expanded_tokenizer, cache_dir, f"stage={stage}", "data.micro_batch_size=8",
                       *init)
     single = run_stage(cfg, stage)
-    r = run_cli(f"stage={stage}", "trainer=fsdp", "trainer.devices=2", "trainer.accelerator=cpu",
-                "trainer.param_dtype=float32", f"hydra.run.dir={tmp_path / 'fsdp'}", f"tokenizer.path={expanded_tokenizer}",
-                f"paths.cache_dir={cache_dir}", *FAST, *init)
+    r = run_cli(f"stage={stage}", f"trainer={strategy}", "trainer.devices=2", "trainer.accelerator=cpu",
+                "trainer.param_dtype=float32", "trainer.precision=32-true", f"hydra.run.dir={tmp_path / 'fsdp'}",
+                f"tokenizer.path={expanded_tokenizer}", f"paths.cache_dir={cache_dir}", *FAST, *init)
     assert r.returncode == 0, r.stderr[-3000:]
     fsdp = json.loads((tmp_path / "fsdp" / f"stage{stage}" / "metrics.json").read_text())
     assert fsdp["groups_changed"] == single["groups_changed"] and fsdp["steps"] == single["steps"]
@@ -170,9 +171,10 @@ def test_fsdp_two_cpu_ranks_match_one_process(expanded_tokenizer, cache_dir, tmp
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
     # Frozen rows are exact across ranks, not merely close.
-    if stage == 1:
+    if stage in (1, 2):  # stage 1 freezes the whole head, stage 2 the whole input embedding
+        frozen = "lm_head.weight" if stage == 1 else "model.embed_tokens.weight"
+        assert torch.equal(a[frozen], b[frozen])
         assert torch.equal(a["model.embed_tokens.weight"][:BASE], b["model.embed_tokens.weight"][:BASE])
-        assert torch.equal(a["lm_head.weight"], b["lm_head.weight"])
     assert abs(fsdp["val_end"]["ko"]["bpb"] - single["val_end"]["ko"]["bpb"]) < 1e-4
 
 
