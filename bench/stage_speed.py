@@ -314,7 +314,7 @@ def main(argv=None):
                     help="steps of each single-variant memory worker (the peak is reached by the second)")
     ap.add_argument("--gc", action="store_true",
                     help="activation checkpointing on both sides (model.gradient_checkpointing_enable, as Axolotl's "
-                         "gradient_checkpointing: true and the project's trainer.activation_checkpointing do)")
+                         "gradient_checkpointing: true and the project's model.activation_checkpointing do)")
     ap.add_argument("--_worker", choices=("project", "recipe", "timing"), help=argparse.SUPPRESS)
     ap.add_argument("--_workdir", help=argparse.SUPPRESS)
     ap.add_argument("--_stage", type=int, help=argparse.SUPPRESS)

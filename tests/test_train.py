@@ -162,6 +162,7 @@ def test_two_cpu_ranks_match_one_process(expanded_tokenizer, cache_dir, tmp_path
     single = run_stage(cfg, stage)
     r = run_cli(f"stage={stage}", f"trainer={strategy}", "trainer.devices=2", "trainer.accelerator=cpu",
                 "trainer.param_dtype=float32", "trainer.precision=32-true", f"hydra.run.dir={tmp_path / 'fsdp'}",
+                "model.activation_checkpointing=true",  # recompute per layer (checkpoint_wrapper under FSDP2)
                 f"tokenizer.path={expanded_tokenizer}", f"paths.cache_dir={cache_dir}", *FAST, *init)
     assert r.returncode == 0, r.stderr[-3000:]
     fsdp = json.loads((tmp_path / "fsdp" / f"stage{stage}" / "metrics.json").read_text())

@@ -49,7 +49,6 @@ class TrainerConfig:
     """Lightning precision for single/ddp. Under fsdp, mixed precision comes from param_dtype."""
     param_dtype: str = "float32"
     """fsdp: dtype of the unsharded parameters in forward/backward; gradients are reduced in fp32."""
-    activation_checkpointing: bool = False
     accumulate_grad_batches: int = 1
     gradient_clip: float = 1.0
     """Max global gradient norm over the trainable parameters; 0 disables clipping."""

@@ -53,14 +53,17 @@ class EEVEModule(L.LightningModule):
         self.trainable_counts = set_trainable(model, self.stage.trainable)
         self.start_fingerprints = group_fingerprints(model)
         model.config.use_cache = False
+        model.train()  # from_pretrained returns eval mode; Lightning switches to eval for validation itself
         model.eeve_losses = types.MethodType(_eeve_losses, model)
         if self.cfg.trainer.strategy == "fsdp":
             from eeve.distributed import apply_activation_checkpointing, shard_model
 
-            if self.cfg.trainer.activation_checkpointing:
+            if self.cfg.model.activation_checkpointing:
                 apply_activation_checkpointing(model)
-            shard_model(model, self.device_mesh, getattr(torch, self.cfg.trainer.param_dtype))
-        elif self.cfg.trainer.activation_checkpointing:
+            # Lightning's mesh is 2-D (data_parallel x tensor_parallel); sharding over the whole 2-D mesh would be
+            # HSDP (replicated across data-parallel ranks). Pure FSDP shards over the data-parallel dimension.
+            shard_model(model, self.device_mesh["data_parallel"], getattr(torch, self.cfg.trainer.param_dtype))
+        elif self.cfg.model.activation_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = model
 
@@ -102,22 +105,26 @@ class EEVEModule(L.LightningModule):
                 self.logger.log_metrics({f"params/trainable_{group}": n}, step=self.global_step)
 
     def on_before_optimizer_step(self, optimizer):
-        groups = {g: [p for p in ps if p.grad is not None] for g, ps in group_parameters(self.model).items()}
-        norms = {}
-        for g, ps in groups.items():
-            if ps:
-                norms[g] = _full(torch.linalg.vector_norm(torch.stack([_full(p.grad.float().norm()) for p in ps])))
-        if norms and self.global_step % self.cfg.trainer.log_every_n_steps == 0:
-            for g, n in norms.items():
+        """Gradient norm per group (logged) and clipping of the global norm. Under FSDP2 each rank sums the squares
+        of its local gradient shards and one all-reduce gives every group's norm: no per-tensor gathers."""
+        groups = {g: [p.grad for p in ps if p.grad is not None] for g, ps in group_parameters(self.model).items()}
+        groups = {g: gs for g, gs in groups.items() if gs}
+        if not groups:
+            return
+        sq = torch.stack([sum(_local(x).float().pow(2).sum() for x in gs) for gs in groups.values()])
+        if any(hasattr(x, "to_local") for gs in groups.values() for x in gs):
+            torch.distributed.all_reduce(sq)  # pure FSDP: shards partition every tensor across the world
+        norms = sq.sqrt()
+        if self.global_step % self.cfg.trainer.log_every_n_steps == 0:
+            for g, n in zip(groups, norms):
                 self.log(f"grad_norm/{g}", n, on_step=True, on_epoch=False, batch_size=1)
             self._log_row_norms()
         clip = self.cfg.trainer.gradient_clip
-        if clip > 0 and norms:
-            total = torch.linalg.vector_norm(torch.stack(list(norms.values())))
-            scale = torch.clamp(clip / (total + 1e-6), max=1.0)
-            for ps in groups.values():
-                for p in ps:
-                    p.grad.mul_(scale.to(p.grad.dtype) if not hasattr(p.grad, "to_local") else scale.item())
+        if clip > 0:
+            scale = torch.clamp(clip / (norms.norm() + 1e-6), max=1.0)
+            for gs in groups.values():
+                for x in gs:
+                    _local(x).mul_(scale.to(x.dtype))
 
     @torch.no_grad()
     def _log_row_norms(self):
@@ -184,6 +191,11 @@ def _eeve_losses(model, inputs: torch.Tensor, targets: torch.Tensor, backbone_gr
     return model.lm_head(hidden, targets)
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (FSDP2); plain tensors pass through."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
 def _full(t: torch.Tensor) -> torch.Tensor:
     """A DTensor (FSDP2) reduced to a plain tensor; plain tensors pass through."""
     return t.full_tensor() if hasattr(t, "full_tensor") else t
@@ -194,8 +206,9 @@ def group_fingerprints(model) -> dict[str, tuple[float, float]]:
     out = {}
     with torch.no_grad():
         for g, ps in group_parameters(model).items():
-            s = sum(_full(p.detach().double().sum()).item() for p in ps)
-            q = sum(_full(p.detach().double().pow(2).sum()).item() for p in ps)
+            full = [_full(p.detach()) for p in ps]  # whole tensors: shard-wise sums would round differently
+            s = sum(t.double().sum().item() for t in full)
+            q = sum(t.double().pow(2).sum().item() for t in full)
             out[g] = (s, q)
     return out
 
