@@ -33,6 +33,7 @@ class EEVEModule(L.LightningModule):
         self.cfg, self.stage = cfg, stage
         self._build_model = build_model
         self.base_vocab_size = base_vocab_size
+        self.stage_base_vocab = base_vocab_size
         self.register_buffer("token_bytes", token_bytes.long(), persistent=False)
         self.val_names = list(val_names)
         self.tokens_per_step = tokens_per_step  # micro batch x seq_len x data-parallel ranks x accumulation
@@ -49,22 +50,31 @@ class EEVEModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
-        model = self._build_model()
+        fsdp = self.cfg.trainer.strategy == "fsdp"
+        if fsdp:  # only rank 0 holds the full starting weights; the others build an empty skeleton
+            from eeve.distributed import skeleton_like
+
+            full = self._build_model() if self.global_rank == 0 else None
+            model = skeleton_like(full, self.stage_base_vocab)
+        else:
+            model = self._build_model()
         self.trainable_counts = set_trainable(model, self.stage.trainable)
-        self.start_fingerprints = group_fingerprints(model)
         model.config.use_cache = False
         model.train()  # from_pretrained returns eval mode; Lightning switches to eval for validation itself
         model.eeve_losses = types.MethodType(_eeve_losses, model)
-        if self.cfg.trainer.strategy == "fsdp":
-            from eeve.distributed import apply_activation_checkpointing, shard_model
+        if fsdp:
+            from eeve.distributed import apply_activation_checkpointing, load_from_rank0, shard_model
 
             if self.cfg.model.activation_checkpointing:
                 apply_activation_checkpointing(model)
             # Lightning's mesh is 2-D (data_parallel x tensor_parallel); sharding over the whole 2-D mesh would be
             # HSDP (replicated across data-parallel ranks). Pure FSDP shards over the data-parallel dimension.
             shard_model(model, self.device_mesh["data_parallel"], getattr(torch, self.cfg.trainer.param_dtype))
+            load_from_rank0(model, full, self.device)
+            del full
         elif self.cfg.model.activation_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.start_fingerprints = group_fingerprints(model)
         self.model = model
 
     def losses(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
