@@ -192,7 +192,7 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
         print(f"stage {number}: exported to {out}; removed its resume checkpoints")
     trainer.strategy.barrier("eeve_ckpt_cleanup")
     if trainer.logger is not None and trainer.is_global_zero:
-        hp = {k: v for k, v in _flatten(OmegaConf.to_container(OmegaConf.structured(cfg))).items()}
+        hp = _flatten(OmegaConf.to_container(OmegaConf.structured(cfg)))
         trainer.logger.log_hyperparams(hp, {f"hparams/val_{k}_bpb": v["bpb"] for k, v in module.last_val.items()})
         trainer.logger.finalize("success")
     return metrics
