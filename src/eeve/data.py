@@ -155,10 +155,7 @@ class DataConfig:
         if not isinstance(obj, Mapping):
             raise CorpusError(f"data config must be a mapping, got {type(obj).__name__}")
         d = dict(obj)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise CorpusError(f"unknown data config key(s) {unknown}: valid keys are {sorted(known)}")
+        _check_keys(cls, d, "data config")
         d["sources"] = {k: _sub(SourceConfig, k, v) for k, v in (d.get("sources") or {}).items()}
         d["validation"] = {k: _sub(ValConfig, k, v) for k, v in (d.get("validation") or {}).items()}
         cfg = cls(**d)
@@ -181,16 +178,20 @@ class DataConfig:
             raise CorpusError(f"data.new_token_bias must be finite, got {self.new_token_bias}")
 
 
+def _check_keys(cls, d: Mapping, where: str) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise CorpusError(f"{where} has unknown key(s) {unknown}: valid keys are {sorted(known)}")
+
+
 def _sub(cls, name: str, v: Any):
     if isinstance(v, cls):
         return v
     if not isinstance(v, Mapping):
         raise CorpusError(f"data source/validation {name!r} must be a mapping with paths, got {v!r}")
     v = dict(v)
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(v) - known)
-    if unknown:
-        raise CorpusError(f"data entry {name!r} has unknown key(s) {unknown}: valid keys are {sorted(known)}")
+    _check_keys(cls, v, f"data entry {name!r}")
     paths = v.get("paths")
     if paths is None or paths == "???" or (isinstance(paths, (list, tuple)) and (not paths or "???" in paths)):
         raise CorpusError(f"data entry {name!r} has no paths: set data.…{name}.paths=[FILES] on the command line")

@@ -33,7 +33,6 @@ class EEVEModule(L.LightningModule):
         self.cfg, self.stage = cfg, stage
         self._build_model = build_model
         self.base_vocab_size = base_vocab_size
-        self.stage_base_vocab = base_vocab_size
         self.register_buffer("token_bytes", token_bytes.long(), persistent=False)
         self.val_names = list(val_names)
         self.tokens_per_step = tokens_per_step  # micro batch x seq_len x data-parallel ranks x accumulation
@@ -55,7 +54,7 @@ class EEVEModule(L.LightningModule):
             from eeve.distributed import skeleton_like
 
             full = self._build_model() if self.global_rank == 0 else None
-            model = skeleton_like(full, self.stage_base_vocab)
+            model = skeleton_like(full, self.base_vocab_size)
         else:
             model = self._build_model()
         self.trainable_counts = set_trainable(model, self.stage.trainable)

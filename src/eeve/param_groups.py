@@ -3,7 +3,7 @@
 Old and new vocabulary rows live in SEPARATE parameters (``SplitEmbedding.old/.new``, ``SplitLMHead.old/.new``),
 so a stage's optimizer only ever sees the tensors it trains: no gradient hooks (which do not fire on FSDP2
 DTensors and see local shard row indices), no AdamW decoupled weight decay on "frozen" rows, no Adam state for
-them, and each of the four vocabulary blocks can be its own FSDP unit. Build a NEW optimizer per stage from
+them, and old and new blocks can be separate FSDP units (src/eeve/distributed.py). Build a NEW optimizer per stage from
 ``[p for p in model.parameters() if p.requires_grad]`` after ``set_trainable`` (moments carried from a previous
 stage would keep moving rows that are now frozen).
 

@@ -3,7 +3,7 @@
 EEVE starts from a model that already knows English (SOLAR-10.7B) and has seen little Korean. A randomly
 initialised model has nothing to preserve and no meaningful subword rows to initialise from, so the demo first
 pre-trains the debug-size Llama (conf/model/tiny.yaml) with the *base* tokenizer on the demo's English prose plus
-a little Korean (10 % of sequences, as SOLAR's Mistral base saw some), for about a minute on 2 CPU cores. The
+a little Korean (10 % of sequences, as SOLAR's Mistral base saw some), for about 2½ minutes on 2 CPU cores. The
 result is a standard HF folder (model + base tokenizer) that `model=tiny_pretrained` loads like any checkpoint.
 """
 from __future__ import annotations
