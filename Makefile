@@ -17,10 +17,10 @@ setup: .venv/.installed
 	touch $@
 
 data: setup
-	$(PY) -m eeve.demo_data
+	$(PY) -m eeve.demo.data
 
 base: data
-	$(PY) -m eeve.tiny_base
+	$(PY) -m eeve.demo.tiny_base
 
 tokenizer: data
 	$(PY) tokenize.py

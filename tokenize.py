@@ -21,21 +21,19 @@ else:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))  # run from a checkout without install
 
-    from eeve.cli import fail
-    from eeve.corpus import CorpusError
-    from eeve.demo_data import DemoDataError
-    from eeve.tokenizer_build import TokenizerBuildError, check_overrides, run_from_config
-
     import hydra
     from omegaconf import DictConfig
+
+    from eeve.cli import fail, run_hydra
+    from eeve.config import TokenizeConfig
+    from eeve.errors import EEVEError
+    from eeve.tokenizer.run import run_from_config
 
     @hydra.main(config_path="conf", config_name="tokenize", version_base="1.3")
     def main(cfg: DictConfig) -> None:
         try:
             run_from_config(cfg)
-        except (TokenizerBuildError, CorpusError, DemoDataError) as e:  # bad input: one line, no traceback
+        except EEVEError as e:  # bad input: one line, no traceback
             fail(str(e))
 
-    if (err := check_overrides(sys.argv[1:])) is not None:
-        fail(err)
-    main()
+    run_hydra(main, TokenizeConfig)

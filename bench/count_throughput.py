@@ -43,8 +43,8 @@ def worker(mode: str, tokenizer: str, path: str, batch_bytes: int) -> dict:
     import numpy as np  # noqa: F401
     from tokenizers import Tokenizer
 
-    from eeve.corpus import iter_batches, iter_documents
-    from eeve.token_counting import count_tokens
+    from eeve.text.corpus import iter_batches, iter_documents
+    from eeve.tokenizer.counting import count_tokens
 
     tok = Tokenizer.from_file(tokenizer)
     size = os.path.getsize(path)
@@ -92,8 +92,8 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(ROOT / "src"))
-    from eeve.base_tokenizer import load_base
-    from eeve.demo_data import ensure_demo_data
+    from eeve.tokenizer.base import load_base
+    from eeve.demo.data import ensure_demo_data
 
     demo = ensure_demo_data()
     tok = a.tokenizer or str(ROOT / "outputs/tokenize/demo/tokenizer")

@@ -83,8 +83,8 @@ def build(work: Path, stage: int, variant: str, gc: bool = False):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from eeve.module import _eeve_losses
-    from eeve.param_groups import STAGE_GROUPS, set_trainable, split_vocab
+    from eeve.training.module import _eeve_losses
+    from eeve.model.split import STAGE_GROUPS, set_trainable, split_vocab
 
     meta = json.loads((work / "meta.json").read_text())
     base = meta["base_vocab_size"]
@@ -202,7 +202,7 @@ def prepare(a, work: Path) -> dict:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from eeve.expansion import expand_from_tokenizer_dir, read_expansion
+    from eeve.model.expand import expand_from_tokenizer_dir, read_expansion
 
     torch.set_num_threads(a.threads)
     exp = read_expansion(a.tokenizer)
@@ -324,7 +324,7 @@ def main(argv=None):
         print(json.dumps(worker_timing(a) if a._worker == "timing" else worker_memory(a)))
         return
 
-    from eeve.param_groups import STAGE_GROUPS
+    from eeve.model.split import STAGE_GROUPS
     assert {k: set(v) for k, v in STAGE_GROUPS.items()} == {k: set(v) for k, v in STAGE_TRAINS.items()}, \
         "STAGE_GROUPS changed; update STAGE_TRAINS"
     stages = [int(s) for s in a.stages.split(",") if s.strip()]

@@ -8,8 +8,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def demo_data() -> Path:
-    """The demo data folder (``<cache>/demo``), fetched and built on first use (see ``eeve.demo_data``)."""
-    from eeve.demo_data import ensure_demo_data
+    """The demo data folder (``<cache>/demo``), fetched and built on first use (see ``eeve.demo.data``)."""
+    from eeve.demo.data import ensure_demo_data
 
     return ensure_demo_data()
 
@@ -18,7 +18,7 @@ def demo_data() -> Path:
 def expanded_tokenizer(demo_data, tmp_path_factory) -> Path:
     """A real expanded tokenizer folder built from the demo data (the demo's settings, ~5 s), shared by the
     training tests."""
-    from eeve.tokenizer_build import run_from_config
+    from eeve.tokenizer.run import run_from_config
 
     out = tmp_path_factory.mktemp("expanded") / "tokenizer"
     run_from_config({

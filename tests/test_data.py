@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from eeve.corpus import CorpusError
-from eeve.data import BLOCK, DataConfig, EEVEDataModule, TokenizerInfo
+from eeve.config import DataConfig, to_object
+from eeve.data.datamodule import EEVEDataModule
+from eeve.data.packing import TokenizerInfo
+from eeve.data.sampling import BLOCK
+from eeve.errors import ConfigError, CorpusError
 
 def _korean_paragraphs(demo: Path) -> list[str]:
     """Real Korean prose from the demo data (LibreOffice help + konlpy), long lines only, capped for speed."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eeve import demo_data as dd
+from eeve.demo import data as dd
 
 TEXT_FILES = ("ko/train.txt", "ko/heldout.txt", "en/train.txt", "en/heldout.txt")
 PAIR_FILES = ("pairs/train.jsonl", "pairs/heldout.jsonl")

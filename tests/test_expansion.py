@@ -1,4 +1,4 @@
-"""eeve.expansion: loading, untying, vocab checks and the subword initialisation (checked by hand)."""
+"""eeve.model.expand: loading, untying, vocab checks and the subword initialisation (checked by hand)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +7,12 @@ import pytest
 import torch
 import yaml
 
-from eeve.expansion import (ExpansionError, ModelConfig, bare_bpe_tokenizer, expand_model, load_base_model,
-                            subword_plan, untie_embeddings)
+from eeve.config import ModelConfig, to_object
+from eeve.errors import ExpansionError
+from eeve.model.load import load_base_model, torch_dtype
+from eeve.model.expand import expand_model, untie_embeddings
+from eeve.model.init import subword_plan
+from eeve.tokenizer.base import bpe_pieces
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTS = ["한국어 문장을 토큰화합니다.", "안녕하세요 여러분 반갑습니다.", "Hello world, this is a test.",
@@ -51,22 +55,15 @@ EXPECTED = {  # (pieces of the bare BPE model, literally; input pieces after the
 
 
 def test_bare_pieces_literal(base_tok):
-    bare = bare_bpe_tokenizer(base_tok)
     for t, (pieces, used, out) in EXPECTED.items():
-        assert bare.encode(t, add_special_tokens=False).tokens == pieces
+        assert bpe_pieces(base_tok, t) == pieces
     plan = subword_plan(base_tok, [(330 + i, t) for i, t in enumerate(NEW)])
     for p in plan:
         _, used, out = EXPECTED[p["token"]]
         assert p["pieces"] == used
         assert p["output_id"] == base_tok.token_to_id(out)
-    # the base tokenizer itself is untouched by the helper
+    # the base tokenizer itself is untouched; special-token text inside a token is not matched
     assert base_tok.pre_tokenizer is not None
-    # same pieces as the tokenizer builder's helper; special-token text inside a token is not matched
-    from eeve.tokenizer_build import bpe_pieces as tb_pieces
-    from eeve.expansion import bpe_pieces
-
-    for t in NEW + ["<s>한"]:
-        assert bpe_pieces(base_tok, t) == tb_pieces(base_tok, t)
     assert bpe_pieces(base_tok, "<s>한") == ["<0x3C>", "s", "<0x3E>", "한"]
 
 
@@ -144,15 +141,15 @@ def test_vocab_mismatch_error(base_tok):
 
 
 def test_tiny_yaml_and_seed():
-    cfg = ModelConfig.from_cfg(yaml.safe_load((ROOT / "conf/model/tiny.yaml").read_text()))
+    cfg = to_object(ModelConfig, yaml.safe_load((ROOT / "conf/model/tiny.yaml").read_text()))
     assert cfg.untie_embeddings and not cfg.trust_remote_code and cfg.name_or_path is None
     a, b = load_base_model(cfg, seed=3), load_base_model(cfg, seed=3)
     assert a.config.vocab_size == 32000 and a.config.tie_word_embeddings is False
     assert sum(p.numel() for p in a.parameters()) < 5_000_000
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         assert torch.equal(p, q), n
-    solar = ModelConfig.from_cfg(yaml.safe_load((ROOT / "conf/model/solar.yaml").read_text()))
-    assert solar.torch_dtype == torch.bfloat16 and solar.config["num_hidden_layers"] == 48
+    solar = to_object(ModelConfig, yaml.safe_load((ROOT / "conf/model/solar.yaml").read_text()))
+    assert torch_dtype(solar.dtype) == torch.bfloat16 and solar.config["num_hidden_layers"] == 48
 
 
 def test_expansion_json_list_format(base_tok):

@@ -1,4 +1,4 @@
-"""eeve.export: HF round trip from a split model and from a split-format full state dict; atomic replacement."""
+"""eeve.model.export: HF round trip from a split model and from a split-format full state dict; atomic replacement."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from eeve.expansion import load_base_model
-from eeve.export import ExportError, export_hf
-from eeve.param_groups import merge_split_state_dict, set_trainable, split_vocab
+from eeve.errors import ExportError
+from eeve.model.export import export_hf
+from eeve.model.load import load_base_model
+from eeve.model.split import merge_split_state_dict, split_vocab
+from eeve.training.groups import set_trainable
 
 NEW = ["▁반갑", "국어를", "▁곰", "▁한국인"]
 
@@ -42,11 +44,13 @@ def tok_dir(tmp_path_factory):
 
 
 def expanded_split_model(tok_dir):
-    from eeve.expansion import expand_from_tokenizer_dir
     from test_expansion import tiny_cfg
 
+    from eeve.model.expand import expand_model, read_expansion
+
     model = load_base_model(tiny_cfg(330), seed=0)
-    expand_from_tokenizer_dir(model, tok_dir)
+    meta = read_expansion(tok_dir)
+    expand_model(model, tok_dir / "base_tokenizer", meta["new_tokens"], meta["base_vocab_size"])
     split_vocab(model, 330)
     set_trainable(model, ["new_input", "new_output"])
     with torch.no_grad():  # pretend training happened

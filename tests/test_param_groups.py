@@ -1,13 +1,23 @@
-"""eeve.param_groups: split vocabulary, exact freezing under AdamW weight decay, equivalence with the HF model."""
+"""eeve.model.split: split vocabulary, exact freezing under AdamW weight decay, equivalence with the HF model."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from eeve.param_groups import (GROUPS, STAGE_GROUPS, SplitEmbedding, SplitError, SplitLMHead, group_of,
-                               group_parameters, merge_split_state_dict, merge_vocab, set_trainable, split_vocab,
-                               trainable_parameters)
+from eeve.config import GROUPS
+from eeve.errors import SplitError
+from eeve.model.split import SplitEmbedding, SplitLMHead, merge_split_state_dict, merge_vocab, split_vocab
+from eeve.training.groups import group_of, group_parameters, set_trainable
+from eeve.cli import CONF_DIR
+from omegaconf import OmegaConf
+
+# What each stage trains, read from the stage configs themselves (conf/stage/<N>.yaml).
+STAGE_GROUPS = {n: tuple(OmegaConf.load(CONF_DIR / "stage" / f"{n}.yaml").trainable) for n in range(1, 8)}
+
+
+def trainable_parameters(model):
+    return [p for p in model.parameters() if p.requires_grad]
 
 BASE, V = 48, 64
 
@@ -164,7 +174,7 @@ def test_split_modules_match_plain_ops(base, extra, seed):
     g = torch.Generator().manual_seed(seed)
     V_, H = base + extra, 8
     W, O = torch.randn(V_, H, generator=g), torch.randn(V_, H, generator=g)
-    from eeve.param_groups import _embedding, _linear
+    from eeve.model.split import _embedding, _linear
 
     emb = SplitEmbedding(_embedding(W[:base].clone()), _embedding(W[base:].clone()))
     head = SplitLMHead(_linear(O[:base].clone()), _linear(O[base:].clone()))
@@ -186,15 +196,20 @@ dist.init_process_group("gloo")
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from transformers import LlamaConfig, LlamaForCausalLM
-from eeve.param_groups import STAGE_GROUPS, group_of, merge_split_state_dict, set_trainable, split_vocab, trainable_parameters
+from omegaconf import OmegaConf
+from eeve.cli import CONF_DIR
+from eeve.model.split import merge_split_state_dict, split_vocab
+from eeve.training.groups import group_of, set_trainable
+STAGE_GROUPS = {n: tuple(OmegaConf.load(CONF_DIR / "stage" / f"{n}.yaml").trainable) for n in range(1, 8)}
+trainable_parameters = lambda m: [p for p in m.parameters() if p.requires_grad]
 torch.manual_seed(0)
 m = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                  num_attention_heads=4, num_key_value_heads=2))
 split_vocab(m, 48)
 mesh = init_device_mesh("cpu", (1,))
 import types
-from eeve.distributed import shard_model
-from eeve.module import _eeve_losses
+from eeve.training.distributed import shard_model
+from eeve.training.module import _eeve_losses
 m.eeve_losses = types.MethodType(_eeve_losses, m)  # what EEVEModule.configure_model does
 shard_model(m, mesh, torch.float32)
 for stage in (3, 2):  # 3 then 2 with a fresh optimizer: new_input rows trained, then frozen
@@ -236,7 +251,7 @@ def test_fused_head_gradients_equal_autograd_reference(chunk_elements, trainable
     """SplitHeadCrossEntropy (fused, chunked, gradients computed in forward) == autograd through
     F.cross_entropy on the concatenated logits, for the loss, the per-token losses and every gradient asked
     for; ignored targets contribute nothing; frozen blocks get no gradient at all."""
-    from eeve.param_groups import SplitLMHead
+    from eeve.model.split import SplitLMHead
 
     g = torch.Generator().manual_seed(0)
     H, base, extra, n = 16, 40, 10, 23

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def env(demo_data, tmp_path_factory):
     """Small corpus files, a small expanded tokenizer (intermediate vocab 2000) and a shared packed-token cache."""
-    from eeve.tokenizer_build import run_from_config
+    from eeve.tokenizer.run import run_from_config
 
     d = tmp_path_factory.mktemp("rel")
 
@@ -122,7 +122,7 @@ def test_sigkill_resume_matches_uninterrupted_run(env, tmp_path):
 def test_find_resume_checkpoint_skips_torn_and_malicious(tmp_path):
     import torch
 
-    from eeve.checkpoint import find_resume_checkpoint
+    from eeve.training.checkpoint import find_resume_checkpoint
 
     d = tmp_path / "ck"
     d.mkdir()
@@ -207,7 +207,7 @@ def test_bad_inputs_one_line_errors(env, tmp_path):
 
 
 def test_nonfinite_loss_stops_and_keeps_good_checkpoint(env, tmp_path):
-    from eeve.checkpoint import find_resume_checkpoint, is_loadable
+    from eeve.training.checkpoint import find_resume_checkpoint, is_loadable
 
     rd = tmp_path / "nan"
     stage = ["stage=1", "stage.max_steps=6", "trainer.checkpoint_every_n_steps=1"]
@@ -260,7 +260,7 @@ def _remote_code_folder(tmp: Path, marker: Path) -> Path:
 
 
 def test_remote_code_runs_only_when_asked(tmp_path):
-    from eeve.expansion import load_base_model
+    from eeve.model.load import load_base_model
 
     marker = tmp_path / "ran"
     folder = _remote_code_folder(tmp_path, marker)

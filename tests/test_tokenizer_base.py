@@ -7,7 +7,8 @@ import pytest
 import sentencepiece as spm
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from eeve.base_tokenizer import TokenizerBuildError, load_base, write_hf_folder
+from eeve.errors import TokenizerBuildError
+from eeve.tokenizer.base import load_base, write_hf_folder
 
 
 def demo_lines(demo_data) -> list[str]:
@@ -24,7 +25,7 @@ EDGE = ["", " ", "  ", "a  b", "   x", "x   ", "\t\ttab", "\n\nabc\n", "í•œ\t\tê
 
 def test_sentencepiece_conversion_matches_every_demo_line(demo_data):
     base = load_base(demo_data / "base_tokenizer" / "tokenizer.model")
-    assert base.kind == "sentencepiece_bpe" and len(base.vocab) == 32000
+    assert base.kind.name == "sentencepiece_bpe" and len(base.vocab) == 32000
     sp = spm.SentencePieceProcessor(model_file=str(demo_data / "base_tokenizer" / "tokenizer.model"))
     texts = demo_lines(demo_data) + EDGE
     hf = [e.ids for e in base.tokenizer().encode_batch(texts, add_special_tokens=False)]

@@ -11,9 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from eeve.base_tokenizer import load_base
-from eeve.token_counting import count_tokens, has_hangul, is_hangul_char, merge_counts
-from eeve.tokenizer_build import bpe_pieces, run_from_config
+from eeve.tokenizer.base import load_base
+from eeve.text.scripts import has_hangul, is_hangul_char
+from eeve.tokenizer.base import bpe_pieces
+from eeve.tokenizer.counting import count_tokens, merge_counts
+from eeve.tokenizer.run import run_from_config
 
 HYP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -208,13 +210,13 @@ def test_byte_level_base(byte_level, demo_data):
 
 
 def test_base_kinds(byte_level, built):
-    assert load_base(byte_level["dir"]).kind == "byte_level_bpe"
-    assert load_base(built["dir"] / "base_tokenizer").kind == "sentencepiece_bpe"
+    assert load_base(byte_level["dir"]).kind.name == "byte_level_bpe"
+    assert load_base(built["dir"] / "base_tokenizer").kind.name == "sentencepiece_bpe"
 
 
 def test_packed_counting_equals_per_document(built, demo_data):
-    from eeve.corpus import iter_documents
-    from eeve.token_counting import pack_separator_id
+    from eeve.text.corpus import iter_documents
+    from eeve.tokenizer.counting import pack_separator_id
 
     t = built["target"]
     assert pack_separator_id(t) is not None and pack_separator_id(Tokenizer.from_str(t.to_str())) == t.token_to_id("<0x0A>")

@@ -46,7 +46,7 @@ def test_cli_builds_into_hydra_run_dir(demo_data, small):
 
 
 def test_cli_count_mode_shards(demo_data, small):
-    from eeve.token_counting import merge_counts
+    from eeve.tokenizer.counting import merge_counts
 
     (small / "a.txt").write_text("\n".join(["가나다 라마", "hello 세계"] * 50) + "\n", encoding="utf-8")
     (small / "b.txt").write_text("\n".join(["데이터베이스 함수"] * 30) + "\n", encoding="utf-8")

@@ -31,8 +31,9 @@ def cache_dir(tmp_path_factory):
 def compose_cfg(run_dir: Path, tok: Path, cache: Path, *overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from eeve.config import to_train_config
+    from eeve.config import register_configs, to_train_config
 
+    register_configs()
     # Hydra reads `stage=2` as an int, and group choices must be strings (train.py quotes them the same way).
     overrides = tuple(f"stage='{o[6:]}'" if o.startswith("stage=") else o for o in overrides)
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
@@ -63,16 +64,15 @@ def export_state(d: Path) -> dict[str, torch.Tensor]:
 
 def test_every_stage_changes_exactly_its_groups(expanded_tokenizer, cache_dir, tmp_path):
     """Weight decay 0.1 and fresh AdamW per stage: frozen tensors and frozen rows stay bit-identical."""
-    from eeve.param_groups import merge_vocab
-    from eeve.stages import build_stage_model, load_stage_config, read_expansion, run_stage
+    from eeve.model.split import merge_vocab
+    from eeve.training.stages import build_stage_model, read_expansion, run_stage
 
     cfg = compose_cfg(tmp_path, expanded_tokenizer, cache_dir)
     assert cfg.stage.weight_decay > 0
     start = merge_vocab(build_stage_model(cfg, 1, expanded_tokenizer, read_expansion(expanded_tokenizer))).state_dict()
     start = {k: v.clone() for k, v in start.items()}
     for n in range(1, 8):
-        cfg.stage = load_stage_config(ROOT / "conf" / "stage" / f"{n}.yaml", n, {},
-                                      [o for o in FAST if o.startswith("stage.")])
+        cfg = compose_cfg(tmp_path, expanded_tokenizer, cache_dir, f"stage={n}")
         metrics = run_stage(cfg, n)
         assert set(metrics["groups_changed"]) == EXPECTED[n], n
         end = export_state(tmp_path / f"stage{n}")
@@ -87,7 +87,7 @@ def test_every_stage_changes_exactly_its_groups(expanded_tokenizer, cache_dir, t
 def test_export_loads_with_auto_classes_and_matches_tokenizer(expanded_tokenizer, cache_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from eeve.stages import run_stage
+    from eeve.training.stages import run_stage
 
     cfg = compose_cfg(tmp_path, expanded_tokenizer, cache_dir, "stage=2", f"init_from={tmp_path / 'missing'}")
     with pytest.raises(Exception, match="holds no exported model"):
@@ -150,7 +150,7 @@ def test_multirun_sweep_one_folder_per_job(expanded_tokenizer, cache_dir, tmp_pa
 def test_two_cpu_ranks_match_one_process(expanded_tokenizer, cache_dir, tmp_path, strategy, stage):
     """FSDP2 (ModelParallelStrategy) and DDP, gloo, on 2 CPU processes x micro-batch 4 == 1 process x
     micro-batch 8."""
-    from eeve.stages import run_stage
+    from eeve.training.stages import run_stage
 
     init = []
     if stage != 1:  # start both from the same stage-(N-1)-like weights: a stage-1 export
@@ -185,7 +185,7 @@ def test_fsdp_sigkill_resume_from_distributed_checkpoint(expanded_tokenizer, cac
     import signal
     import time
 
-    from eeve.stages import run_stage
+    from eeve.training.stages import run_stage
 
     steps = ["stage.max_steps=8", "trainer.checkpoint_every_n_steps=2"]
     args = ["stage=1", "trainer=fsdp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.param_dtype=float32",

@@ -1,9 +1,12 @@
-"""Command-line plumbing for train.py: argument fix-ups Hydra needs, one-line errors, multirun job names."""
+"""Command-line plumbing shared by train.py and tokenize.py: argument fix-ups Hydra needs, one-line errors, the
+stage names found in conf/stage/, and multirun job names."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-STAGES = [str(n) for n in range(1, 8)] + ["all"]
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+"""The repository's conf/ folder (the package is used from a checkout: `pip install -e .` or sys.path)."""
 
 
 def fail(msg: str) -> None:
@@ -11,17 +14,42 @@ def fail(msg: str) -> None:
     sys.exit(2)
 
 
+def stage_names() -> list[str]:
+    """Every stage config in conf/stage/ (`1` .. `7` and named variants such as `6_lowlr`), plus `all`."""
+    names = sorted((p.stem for p in (CONF_DIR / "stage").glob("*.yaml") if p.stem != "all"),
+                   key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
+    return names + ["all"]
+
+
+def stage_number(name: str) -> int:
+    """The `number` a stage config sets, following its defaults list (a variant inherits its stage's number)."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(CONF_DIR / "stage" / f"{name}.yaml")
+    if "number" in node:
+        return int(node.number)
+    for d in node.get("defaults", []):
+        if isinstance(d, str) and d != "_self_":
+            return stage_number(d)
+    raise ValueError(f"conf/stage/{name}.yaml sets no number")
+
+
+def stage_numbers(names: list[str]) -> list[int]:
+    return [stage_number(str(n)) for n in names]
+
+
 def check_argv(argv: list[str]) -> list[str]:
     """`stage=3` as the user types it: Hydra parses 3 as an int, and group choices must be strings, so quote it.
     An unknown stage is reported in one line instead of Hydra's many."""
     out = []
+    known = stage_names()
     for arg in argv:
         if arg.startswith("stage="):
-            choices = arg.split("=", 1)[1].split(",")
-            bad = [c for c in choices if c.strip("'\"") not in STAGES]
+            choices = [c.strip("'\"") for c in arg.split("=", 1)[1].split(",")]
+            bad = [c for c in choices if c not in known]
             if bad:
-                fail(f"stage={bad[0]} is outside 1-7: use stage=1 .. stage=7, or stage=all")
-            arg = "stage=" + ",".join(f"'{c.strip(chr(39) + chr(34))}'" for c in choices)
+                fail(f"stage={bad[0]} is unknown: choose one of {', '.join(known)} (conf/stage/*.yaml)")
+            arg = "stage=" + ",".join(f"'{c}'" for c in choices)
         out.append(arg)
     return out
 
@@ -33,11 +61,9 @@ def swept_name(task_overrides) -> str:
     return ",".join(parts).replace("/", "_").replace("'", "") or "job"
 
 
-def schema_keys() -> list[str]:
-    """Every dotted key of the training config schema (for 'did you mean')."""
+def schema_keys(schema) -> list[str]:
+    """Every dotted key of a config schema (for 'did you mean')."""
     import dataclasses
-
-    from eeve.config import TrainConfig
 
     def walk(cls, prefix):
         for f in dataclasses.fields(cls):
@@ -46,28 +72,53 @@ def schema_keys() -> list[str]:
             if dataclasses.is_dataclass(t):
                 yield from walk(t, prefix + f.name + ".")
 
-    return list(walk(TrainConfig, ""))
+    return list(walk(schema, ""))
 
 
-def hydra_error_line(e: Exception) -> str:
+def hydra_error_line(e: Exception, schema) -> str:
     """Hydra's composition errors (several lines plus a HYDRA_FULL_ERROR hint) as one line with the fix."""
     import difflib
     import re
 
     text = str(e)
-    m = re.search(r"Could not override '([^']+)'", text)
+    m = re.search(r"Could not (?:override|append to config\. An item is already at) '([^']+)'", text) or \
+        re.search(r"Key '([^']+)' is not in struct", text)
     if m:
         key = m.group(1)
-        keys, leaf = schema_keys(), key.rpartition(".")[2]
+        keys, leaf = schema_keys(schema), key.rpartition(".")[2]
         siblings = [k for k in keys if k.rpartition(".")[0] == key.rpartition(".")[0]]
         close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.8)
         if not close:  # the same name under another group (trainer.max_steps -> stage.max_steps)
             by_leaf = {k.rpartition(".")[2]: k for k in keys if "." in k}
             close = [by_leaf[m] for m in difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.8)]
-        hint = f"did you mean '{close[0]}'?" if close else "check its spelling (python train.py --cfg job lists the keys)"
+        hint = f"did you mean '{close[0]}'?" if close else "check its spelling (--cfg job lists the keys)"
         return f"unknown config key '{key}' on the command line: {hint}"
+    m = re.search(r"Key '([^']+)' not in '(\w+)'", text)
+    if m:  # a misspelt key inside a YAML file of conf/
+        return f"config: Key '{m.group(1)}' not in '{m.group(2)}' (check the spelling of the key in conf/ or on the command line)"
     lines = [x.strip() for x in text.splitlines() if x.strip()]
     return (" ".join(lines[:2]) if lines else type(e).__name__) + " (check the command line and conf/)"
+
+
+def run_hydra(main, schema) -> None:
+    """Run a @hydra.main function with the schemas registered; composition errors become one line (exit 2)."""
+    import os
+
+    from hydra.errors import HydraException
+
+    from eeve.config import register_configs
+
+    register_configs()
+    # Hydra prints composition errors over several lines; have it raise instead, and report them in one line.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        main()
+    except HydraException as e:
+        fail(hydra_error_line(e, schema))
+    except OSError as e:  # Hydra creates the run dir (and .hydra/, the log) before main() runs
+        where = e.filename or "the run directory"
+        fail(f"cannot write {where} ({e.strerror or type(e).__name__}): set hydra.run.dir=DIR (or run_name=NAME) "
+             "to a writable folder")
 
 
 def single_lightning_log() -> None:

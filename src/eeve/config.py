@@ -1,25 +1,108 @@
-"""Typed training configuration. The YAML under conf/ is merged onto these dataclasses, so a misspelt key in a
-config file or on the command line fails at start-up instead of being silently ignored."""
+"""Every configuration schema, typed and documented, and the one way configs are checked.
+
+The schemas are registered with Hydra's ConfigStore (``train_schema``, ``tokenize_schema``) and sit first in the
+defaults of conf/config.yaml and conf/tokenize.yaml, so composition itself rejects an unknown key, in a YAML file or
+on the command line; :func:`eeve.cli.hydra_error_line` turns Hydra's message into one line with a did-you-mean.
+:func:`to_object` is the single entry for code that builds a config from a dict (tests, notebooks). This module is
+torch-free: importing it costs nothing.
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from eeve.data import DataConfig
-from eeve.expansion import ModelConfig
-from eeve.param_groups import GROUPS
+from eeve.errors import ConfigError
+
+T = TypeVar("T")
+
+GROUPS = ("old_input", "new_input", "old_output", "new_output", "transformer")
+"""Parameter groups of a split model (see eeve.training.groups): what a stage's ``trainable`` may name."""
 
 
-class ConfigError(ValueError):
-    """Bad configuration; the message is one line naming the problem and the fix."""
+# ------------------------------------------------------------------------------------------------- tokenize.py
+@dataclass
+class CorpusConfig:
+    paths: list[str] = field(default_factory=lambda: [".cache/demo/ko/train.txt"])
+    """Korean corpus files or globs (.txt: one document per line; .jsonl: one object per line; .gz ok)."""
+    text_field: str = "text"
+    """Key holding the text in .jsonl files."""
+
+
+@dataclass
+class HeldoutConfig:
+    ko: Optional[str] = ".cache/demo/ko/heldout.txt"
+    """Held-out Korean for the compression report (null to skip)."""
+    en: Optional[str] = ".cache/demo/en/heldout.txt"
+    """Held-out English for the compression report and the non-Hangul identity check (null to skip)."""
+
+
+@dataclass
+class CountConfig:
+    tokenizer_dir: Optional[str] = None
+    """mode=count: the tokenizer folder (or base) whose token frequencies to count."""
+    shard_index: int = 0
+    """mode=count: count files[shard_index::num_shards] of corpus.paths."""
+    num_shards: int = 1
+    out: Optional[str] = None
+    """mode=count: .npz to write (default <hydra run dir>/counts_<i>of<n>.npz); sum shards with merge_counts."""
+
+
+@dataclass
+class TokenizeConfig:
+    run_name: str = "demo"
+    """Names the Hydra run folder outputs/tokenize/<run_name>."""
+    mode: str = "build"
+    """build: expand the tokenizer; count: only count token frequencies of one corpus shard."""
+    base_tokenizer: str = ".cache/demo/base_tokenizer/tokenizer.model"
+    """SentencePiece BPE .model, or a HF folder / tokenizer.json (SentencePiece-style or byte-level BPE)."""
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
+    output_dir: Optional[str] = None
+    """Where the expanded tokenizer folder goes (default: <hydra run dir>/tokenizer). Replaced only on success."""
+    intermediate_vocab_size: int = 12000
+    """Vocabulary of the intermediate Korean BPE (EEVE/SOLAR: 40000 on Korean web text)."""
+    intermediate_max_mb: Optional[float] = None
+    """Train the intermediate BPE on the first N MB of the corpus only (null: all of it); counting always reads all."""
+    min_frequency: int = 10
+    """Drop new tokens / skip single characters seen fewer times (EEVE: 6000 over ~100 GB)."""
+    max_iterations: int = 10
+    """Upper bound on the drop/add rounds (steps 3-6)."""
+    vocab_multiple_of: int = 64
+    """Final vocabulary size is a multiple of this (0 or 1: off), by dropping the rarest removable new tokens."""
+    batch_bytes: int = 1 << 20
+    """Characters per encode batch when counting (memory per batch, not per corpus)."""
+    progress: bool = True
+    """tqdm progress bars on stderr."""
+    count: CountConfig = field(default_factory=CountConfig)
+
+
+
+# ------------------------------------------------------------------------------------------------------ train.py
+@dataclass
+class ModelConfig:
+    """Hydra group ``model`` (conf/model/*.yaml)."""
+
+    name_or_path: Optional[str] = None
+    """Local HF folder or hub id of the base model; ``None`` = build a random-init Llama from ``config``."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """``LlamaConfig`` keyword arguments, used only when ``name_or_path`` is ``None``."""
+    dtype: str = "float32"
+    """Parameter dtype: ``float32`` or ``bfloat16``."""
+    untie_embeddings: bool = True
+    """Clone tied input/output embeddings before expansion (the stage table trains them separately)."""
+    trust_remote_code: bool = False
+    """Pass ``trust_remote_code=True`` to transformers (runs code from the model folder); only when asked."""
+    activation_checkpointing: bool = False
+    """Recompute decoder layers in backward (applied by the training module, not here)."""
 
 
 @dataclass
 class StageConfig:
     number: int = 1
-    """Stage 1..7 of the EEVE schedule (0 in stage/all.yaml = run 1..7 in sequence)."""
+    """The stage's number in the EEVE table (1..7); its export goes to ``<run_dir>/stage<number>/``."""
     trainable: list[str] = field(default_factory=list)
     """Parameter groups this stage trains: old_input, new_input, old_output, new_output, transformer."""
     lr: float = 1e-3
@@ -73,8 +156,68 @@ class PathsConfig:
 
 
 @dataclass
-class LoggerConfig:
-    name: str = "tensorboard"
+class SourceConfig:
+    """One training source of the mixture."""
+
+    paths: list[str]
+    """Files or globs (``.txt``: one document per line; ``.jsonl``: one JSON object per line; optionally ``.gz``).
+    Relative ones resolve against the data module's ``base_dir``."""
+    ratio: float
+    """Mixture weight (normalised over all sources): the expected fraction of training sequences from here."""
+    text_field: str = "text"
+    """Key of the document text in ``.jsonl`` files."""
+    lang: str | None = None
+    """Language tag, informational (e.g. ``ko``, ``en``, ``en-ko``)."""
+
+
+@dataclass
+class ValConfig:
+    """Held-out text for one validation language."""
+
+    paths: list[str]
+    """Files or globs, as for :class:`SourceConfig`."""
+    text_field: str = "text"
+    """Key of the document text in ``.jsonl`` files."""
+    max_sequences: int = 64
+    """Use at most this many packed sequences (over all ranks)."""
+
+
+@dataclass
+class DataConfig:
+    """The ``data`` config group (``conf/data/*.yaml``)."""
+
+    seq_len: int = 2048
+    """Tokens per packed sequence (the model sees ``seq_len`` inputs and predicts ``seq_len - 1`` of them)."""
+    micro_batch_size: int = 1
+    """Sequences per batch per device."""
+    num_workers: int = 0
+    """DataLoader worker processes per device."""
+    new_token_bias: float = 1.0
+    """Sampling strength toward sequences rich in new tokens: weight ∝ exp(bias × new-token share); 0 = uniform."""
+    sources: dict[str, SourceConfig] = field(default_factory=dict)
+    """Training mixture: name -> source."""
+    validation: dict[str, ValConfig] = field(default_factory=dict)
+    """Validation sets: language -> held-out text; one dataloader each, in this order."""
+    seed: int = 0
+    """Sampling seed (the data module's ``seed`` argument overrides it when given)."""
+
+    def validate(self) -> None:
+        if int(self.seq_len) < 2:
+            raise ConfigError(f"data.seq_len must be >= 2, got {self.seq_len}")
+        if int(self.micro_batch_size) < 1:
+            raise ConfigError(f"data.micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        if not self.sources:
+            raise ConfigError("data.sources is empty: give at least one training source with paths and ratio")
+        for name, s in self.sources.items():
+            if not (isinstance(s.ratio, (int, float)) and s.ratio >= 0 and math.isfinite(s.ratio)):
+                raise ConfigError(f"data.sources.{name}.ratio must be a finite number >= 0, got {s.ratio!r}")
+        if sum(s.ratio for s in self.sources.values()) <= 0:
+            raise ConfigError("data.sources ratios sum to 0: give at least one source a positive ratio")
+        if not math.isfinite(self.new_token_bias):
+            raise ConfigError(f"data.new_token_bias must be finite, got {self.new_token_bias}")
+        for name, entry in [*self.sources.items(), *self.validation.items()]:
+            if not entry.paths or "???" in entry.paths:
+                raise ConfigError(f"data entry {name!r} has no paths: set data.…{name}.paths=[FILES] on the command line")
 
 
 @dataclass
@@ -83,7 +226,6 @@ class TrainConfig:
     stage: StageConfig = field(default_factory=StageConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     run_name: str = "demo"
@@ -96,31 +238,59 @@ class TrainConfig:
     """auto = continue this stage from its newest good checkpoint; never; or a checkpoint path."""
     overwrite: bool = False
     """Re-train a stage whose export already exists (otherwise it is skipped)."""
+    stages: list[str] = field(default_factory=lambda: [str(n) for n in range(1, 8)])
+    """What ``stage=all`` runs, in order: names of conf/stage/*.yaml files (a variant such as ``6_lowlr`` may stand
+    in for its stage). Each stage starts from the export of the stage before it in this list."""
     schedule: dict[str, Any] = field(default_factory=dict)
-    """Per-stage overrides {"<N>": {lr: ..., max_tokens: ...}} applied on top of conf/stage/<N>.yaml."""
+    """Per-stage overrides {"<name>": {lr: ..., max_tokens: ...}} applied on top of conf/stage/<name>.yaml (the
+    command line's ``stage.*`` still wins); an entry keyed by the stage number applies to its variants too."""
+
+    def validate(self) -> None:
+        from eeve.model.init import INIT_METHODS  # torch: imported only when a training config is checked
+
+        self.data.validate()
+        bad = [g for g in self.stage.trainable if g not in GROUPS]
+        if bad:
+            raise ConfigError(f"stage.trainable has unknown group(s) {bad}: choose from {list(GROUPS)}")
+        if self.init not in INIT_METHODS:
+            raise ConfigError(f"init={self.init} is unknown: choose one of {', '.join(INIT_METHODS)}")
+        if self.trainer.strategy not in ("single", "ddp", "fsdp"):
+            raise ConfigError(f"trainer.strategy={self.trainer.strategy} is unknown: use trainer=default, trainer=ddp "
+                              "or trainer=fsdp")
 
 
-INIT_METHODS = ("mean_subwords", "mean", "mean_cov", "random")
-
-
-def to_train_config(cfg: DictConfig) -> TrainConfig:
-    """Merge the composed Hydra config onto the schema (resolving interpolations) and check the values."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("experiment", None)
-    plain.pop("hydra", None)
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), plain)
-    except Exception as e:  # omegaconf's messages are multi-line; keep the first line
-        first = str(e).splitlines()[0]
-        raise ConfigError(f"config: {first} (check the spelling of the key in conf/ or on the command line)") from None
-    out: TrainConfig = OmegaConf.to_object(merged)
-    bad = [g for g in out.stage.trainable if g not in GROUPS]
-    if bad:
-        raise ConfigError(f"stage.trainable has unknown group(s) {bad}: choose from {list(GROUPS)}")
-    if out.stage.number not in range(0, 8):
-        raise ConfigError(f"stage={out.stage.number} is outside 1-7: use stage=1 .. stage=7, or stage=all")
-    if out.init not in INIT_METHODS:
-        raise ConfigError(f"init={out.init} is unknown: choose one of {', '.join(INIT_METHODS)}")
-    if out.trainer.strategy not in ("single", "ddp", "fsdp"):
-        raise ConfigError(f"trainer.strategy={out.trainer.strategy} is unknown: use trainer=default, trainer=ddp or trainer=fsdp")
+# ---------------------------------------------------------------------------------------------------- checking
+def to_object(cls: type[T], obj: Any) -> T:
+    """Merge a dict / DictConfig / instance onto the schema ``cls``: unknown keys and wrong types raise a one-line
+    ConfigError; interpolations are resolved; ``validate()`` runs where the schema has one."""
+    if isinstance(obj, cls):
+        out = obj
+    else:
+        try:
+            plain = OmegaConf.to_container(obj, resolve=True) if OmegaConf.is_config(obj) else obj
+            if isinstance(plain, dict):
+                plain = {k: v for k, v in plain.items() if k not in ("hydra", "experiment")}
+            out = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), plain))
+        except Exception as e:  # omegaconf's messages span several lines; keep the first
+            first = str(e).splitlines()[0]
+            raise ConfigError(f"config: {first} (check the spelling of the key in conf/ or on the command line)") from None
+    if hasattr(out, "validate"):
+        out.validate()
     return out
+
+
+def to_train_config(cfg: Any) -> TrainConfig:
+    return to_object(TrainConfig, cfg)
+
+
+def to_tokenize_config(cfg: Any) -> TokenizeConfig:
+    return to_object(TokenizeConfig, cfg)
+
+
+def register_configs() -> None:
+    """Make the schemas available to Hydra's defaults lists (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="tokenize_schema", node=TokenizeConfig)

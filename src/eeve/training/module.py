@@ -1,7 +1,7 @@
 """The LightningModule: one EEVE stage of training on a vocabulary-expanded causal LM.
 
 Exact freezing is by construction: the embedding and head are split into old/new row blocks
-(`eeve.param_groups`), the stage's groups are the only tensors with requires_grad, and the optimizer is built
+(`eeve.model.split`), the stage's groups are the only tensors with requires_grad, and the optimizer is built
 fresh for each stage from those tensors alone — so weight decay and Adam moments can never touch a frozen row.
 """
 from __future__ import annotations
@@ -15,13 +15,10 @@ import lightning as L
 import torch
 
 from eeve.config import StageConfig, TrainConfig
-from eeve.param_groups import GROUPS, group_parameters, set_trainable
+from eeve.errors import NonFiniteLossError
+from eeve.training.groups import group_parameters, set_trainable
 
 LN2 = math.log(2.0)
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised when the training loss is NaN or inf; the last good checkpoint is kept."""
 
 
 class EEVEModule(L.LightningModule):
@@ -51,7 +48,7 @@ class EEVEModule(L.LightningModule):
             return
         fsdp = self.cfg.trainer.strategy == "fsdp"
         if fsdp:  # only rank 0 holds the full starting weights; the others build an empty skeleton
-            from eeve.distributed import skeleton_like
+            from eeve.training.distributed import skeleton_like
 
             full = self._build_model() if self.global_rank == 0 else None
             model = skeleton_like(full, self.base_vocab_size)
@@ -62,7 +59,7 @@ class EEVEModule(L.LightningModule):
         model.train()  # from_pretrained returns eval mode; Lightning switches to eval for validation itself
         model.eeve_losses = types.MethodType(_eeve_losses, model)
         if fsdp:
-            from eeve.distributed import apply_activation_checkpointing, load_from_rank0, shard_model
+            from eeve.training.distributed import apply_activation_checkpointing, load_from_rank0, shard_model
 
             if self.cfg.model.activation_checkpointing:
                 apply_activation_checkpointing(model)
@@ -220,6 +217,3 @@ def group_fingerprints(model) -> dict[str, tuple[float, float]]:
             q = sum(t.double().pow(2).sum().item() for t in full)
             out[g] = (s, q)
     return out
-
-
-__all__ = ["EEVEModule", "NonFiniteLossError", "group_fingerprints", "GROUPS"]

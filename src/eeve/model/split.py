@@ -19,31 +19,17 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import torch
 from torch import nn
 
+from eeve.errors import SplitError
+from eeve.model.fused_ce import SplitHeadCrossEntropy
+
 log = logging.getLogger(__name__)
 
-GROUPS = ("old_input", "new_input", "old_output", "new_output", "transformer")
-
-STAGE_GROUPS: dict[int, tuple[str, ...]] = {
-    1: ("new_input",),
-    2: ("new_output",),
-    3: ("new_input", "new_output"),
-    4: ("new_output", "old_output"),
-    5: ("new_input", "new_output", "old_output"),
-    6: GROUPS,
-    7: ("transformer",),
-}
-"""Which groups train in each stage (METHOD.md stage table)."""
-
 _WRAPPER_PARTS = ("_checkpoint_wrapped_module.", "_orig_mod.", "_fsdp_wrapped_module.")
-
-
-class SplitError(ValueError):
-    pass
 
 
 def _linear(weight: torch.Tensor) -> nn.Linear:
@@ -86,71 +72,6 @@ class SplitEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"base={self.base_vocab_size}, total={self.num_embeddings}, dim={self.embedding_dim}"
-
-
-class SplitHeadCrossEntropy(torch.autograd.Function):
-    """Mean next-token cross-entropy of ``hidden @ [w_old; w_new].T`` against ``targets``, fused and chunked.
-
-    Forward walks the tokens in chunks: logits of one chunk (both blocks, never concatenated), fp32 log-softmax
-    statistics, the chunk's losses and — when a gradient is wanted — at once its logit gradient
-    ``softmax - onehot``, turned into the chunk's hidden gradient and accumulated into the weight gradients of
-    the blocks that train. Backward only scales these by the incoming scalar. Peak memory is one chunk's logits,
-    not [tokens x vocab]; the matmul work is the same as an unfused head (forward, and one product per gradient
-    actually needed: frozen blocks get no weight-gradient product, a frozen backbone no hidden-gradient product).
-    Returns (mean loss over targets != ignore_index, per-token losses detached)."""
-
-    @staticmethod
-    def forward(ctx, hidden, w_old, w_new, targets, chunk_tokens, ignore_index, need):
-        need_h, need_old, need_new = need
-        h = hidden.reshape(-1, hidden.shape[-1])
-        t = targets.reshape(-1).long()
-        n, base = h.shape[0], w_old.shape[0]
-        valid = t != ignore_index
-        n_valid = max(int(valid.sum()), 1)
-        losses = torch.zeros(n, dtype=torch.float32, device=h.device)
-        gh = torch.empty_like(h) if need_h else None
-        g_old = torch.zeros(w_old.shape, dtype=torch.float32, device=h.device) if need_old else None
-        g_new = torch.zeros(w_new.shape, dtype=torch.float32, device=h.device) if need_new else None
-        for a in range(0, n, chunk_tokens):
-            hc, tc, vc = h[a:a + chunk_tokens], t[a:a + chunk_tokens], valid[a:a + chunk_tokens]
-            lo, ln = (hc @ w_old.T).float(), (hc @ w_new.T).float()
-            lse = torch.logaddexp(torch.logsumexp(lo, -1), torch.logsumexp(ln, -1))
-            is_new = tc >= base
-            tgt = torch.where(is_new, ln.gather(-1, (tc - base).clamp(0, ln.shape[-1] - 1)[:, None]).squeeze(-1),
-                              lo.gather(-1, tc.clamp(0, base - 1)[:, None]).squeeze(-1))
-            losses[a:a + chunk_tokens] = torch.where(vc, lse - tgt, 0.0)
-            if not any(need):
-                continue
-            # d(mean loss)/d(logits) = (softmax - onehot) / n_valid, zero for ignored tokens; in place on the logits
-            scale = (vc.float() / n_valid)[:, None]
-            lo.sub_(lse[:, None]).exp_().mul_(scale)
-            ln.sub_(lse[:, None]).exp_().mul_(scale)
-            rows = torch.arange(len(tc), device=h.device)
-            sel = vc & ~is_new
-            lo[rows[sel], tc[sel]] -= scale[sel, 0]
-            sel = vc & is_new
-            ln[rows[sel], tc[sel] - base] -= scale[sel, 0]
-            if need_h:
-                gh[a:a + chunk_tokens] = (lo.to(w_old.dtype) @ w_old + ln.to(w_new.dtype) @ w_new).to(h.dtype)
-            if need_old:
-                g_old += lo.T @ hc.float()
-            if need_new:
-                g_new += ln.T @ hc.float()
-        ctx.save_for_backward(*(x for x in (gh, g_old, g_new) if x is not None))
-        ctx.need, ctx.hidden_shape = need, hidden.shape
-        ctx.dtypes = (w_old.dtype, w_new.dtype)
-        per_token = losses.view(targets.shape)
-        ctx.mark_non_differentiable(per_token)
-        return (losses * valid).sum() / n_valid, per_token
-
-    @staticmethod
-    def backward(ctx, grad_loss, _grad_losses):
-        saved = iter(ctx.saved_tensors)
-        need_h, need_old, need_new = ctx.need
-        gh = (next(saved) * grad_loss).view(ctx.hidden_shape) if need_h else None
-        g_old = (next(saved) * grad_loss).to(ctx.dtypes[0]) if need_old else None
-        g_new = (next(saved) * grad_loss).to(ctx.dtypes[1]) if need_new else None
-        return gh, g_old, g_new, None, None, None, None
 
 
 class SplitLMHead(nn.Module):
@@ -198,7 +119,7 @@ def split_vocab(model, base_vocab_size: int):
     if head is None or getattr(head, "bias", None) is not None:
         raise SplitError("split_vocab needs a bias-free lm_head")
     if head.weight is emb.weight:
-        raise SplitError("input and output embeddings are tied; untie them first (eeve.expansion.untie_embeddings)")
+        raise SplitError("input and output embeddings are tied; untie them first (eeve.model.expand.untie_embeddings)")
     V = emb.weight.shape[0]
     if not 0 < base_vocab_size < V or head.weight.shape[0] != V:
         raise SplitError(f"cannot split {V} rows (lm_head {head.weight.shape[0]}) at base_vocab_size={base_vocab_size}")
@@ -236,54 +157,6 @@ def _clean(name: str) -> str:
 _GROUP_RE = re.compile(r"(?:^|\.)(embed_tokens|wte|embed_in|word_embeddings|lm_head|embed_out)\.(old|new)\.weight$")
 _UNSPLIT_RE = re.compile(r"(?:^|\.)(embed_tokens|wte|embed_in|word_embeddings|lm_head|embed_out)\.weight$")
 _INPUT_NAMES = {"embed_tokens", "wte", "embed_in", "word_embeddings"}
-
-
-def group_of(param_name: str) -> str:
-    """Group of a parameter name of a SPLIT model (wrapper prefixes from checkpointing / compile / FSDP ignored)."""
-    name = _clean(param_name)
-    m = _GROUP_RE.search(name)
-    if m:
-        side = "input" if m.group(1) in _INPUT_NAMES else "output"
-        return f"{m.group(2)}_{side}"
-    if _UNSPLIT_RE.search(name):
-        raise SplitError(f"{param_name} is an unsplit vocabulary matrix; call eeve.param_groups.split_vocab first")
-    return "transformer"
-
-
-def group_parameters(model) -> dict[str, list[nn.Parameter]]:
-    """All parameters of a split model by group (by module identity, so any module naming works)."""
-    if not is_split(model):
-        raise SplitError("model is not split; call eeve.param_groups.split_vocab(model, base_vocab_size) first")
-    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
-    special = {
-        id(emb.old.weight): "old_input", id(emb.new.weight): "new_input",
-        id(head.old.weight): "old_output", id(head.new.weight): "new_output",
-    }
-    out: dict[str, list[nn.Parameter]] = {g: [] for g in GROUPS}
-    for p in model.parameters():
-        out[special.get(id(p), "transformer")].append(p)
-    return out
-
-
-def set_trainable(model, groups: Iterable[str]) -> dict[str, int]:
-    """requires_grad=True exactly for the parameters of ``groups``; returns trainable parameter count per group."""
-    groups = tuple(groups)
-    bad = [g for g in groups if g not in GROUPS]
-    if bad:
-        raise SplitError(f"unknown parameter groups {bad}; choose from {GROUPS}")
-    counts = {}
-    for g, params in group_parameters(model).items():
-        on = g in groups
-        for p in params:
-            p.requires_grad_(on)
-        counts[g] = sum(p.numel() for p in params) if on else 0
-    log.info("trainable parameters: %s", ", ".join(f"{g}={n:,}" for g, n in counts.items() if n))
-    return counts
-
-
-def trainable_parameters(model) -> list[nn.Parameter]:
-    """What to give a (new, per-stage) optimizer."""
-    return [p for p in model.parameters() if p.requires_grad]
 
 
 def merge_split_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -15,25 +15,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from eeve.param_groups import merge_split_state_dict
+from eeve.errors import ExportError
+from eeve.io import atomic_dir
+from eeve.model.split import merge_split_state_dict
 
 log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "expansion.json")
 # transformers 5 no longer writes special_tokens_map.json; copied when present
 OPTIONAL_TOKENIZER_FILES = ("special_tokens_map.json", "tokenizer.model", "chat_template.jinja", "added_tokens.json")
-
-
-class ExportError(RuntimeError):
-    pass
 
 
 def _json_default(o: Any):
@@ -108,9 +104,7 @@ def export_hf(model_or_config, state_dict: Mapping[str, torch.Tensor] | None, to
     if len(dtypes) == 1:
         model.config.dtype = dtypes.pop()
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_dir(out_dir) as tmp:  # the previous export stays in place until the new one is complete
         model.save_pretrained(str(tmp), state_dict=sd, safe_serialization=True, max_shard_size=max_shard_size)
         for f in TOKENIZER_FILES + OPTIONAL_TOKENIZER_FILES:
             if (tokenizer_dir / f).exists():
@@ -119,23 +113,5 @@ def export_hf(model_or_config, state_dict: Mapping[str, torch.Tensor] | None, to
             shutil.copytree(tokenizer_dir / "base_tokenizer", tmp / "base_tokenizer")
         text = json.dumps(metrics or {}, indent=2, sort_keys=True, default=_json_default)
         (tmp / "metrics.json").write_text(text + "\n", encoding="utf-8")
-        _swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("exported HF model (vocab %d) to %s", vocab, out_dir)
     return out_dir
-
-
-def _swap_in(tmp: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        os.replace(out_dir, old)
-        try:
-            os.replace(tmp, out_dir)
-        except BaseException:
-            os.replace(old, out_dir)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)

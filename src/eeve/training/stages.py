@@ -15,18 +15,12 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from omegaconf import OmegaConf
 
-from eeve.checkpoint import AtomicCheckpoint, find_resume_checkpoint, is_loadable
-from eeve.config import ConfigError, StageConfig, TrainConfig
-from eeve.expansion import read_expansion
-
-STAGE_NUMBERS = range(1, 8)
-
-
-class StageError(RuntimeError):
-    """A stage cannot run as configured; one-line message naming the fix."""
+from eeve.config import StageConfig, TrainConfig
+from eeve.errors import ConfigError, StageError
+from eeve.model.expand import read_expansion
+from eeve.training.checkpoint import AtomicCheckpoint, find_resume_checkpoint, is_loadable
 
 
 def resolve(path: str | Path, root: str | Path) -> Path:
@@ -38,24 +32,35 @@ def stage_dir(cfg: TrainConfig, number: int) -> Path:
     return Path(cfg.paths.run_dir) / f"stage{number}"
 
 
-def load_stage_config(base: StageConfig | Path, number: int, schedule: dict, overrides: list[str]) -> StageConfig:
-    """The stage's config (`base`: the Hydra-composed one, or a conf/stage/<N>.yaml file for stage=all), then the
-    config's `schedule["<N>"]`, then the command line's `stage.*` overrides (which win)."""
+def apply_schedule(stage: StageConfig, name: str, schedule: dict, overrides: list[str]) -> StageConfig:
+    """The stage as composed from conf/stage/<name>.yaml, then the config's ``schedule`` entry for it (by name,
+    else by number), then the command line's ``stage.*`` overrides again (they win)."""
+    entry = schedule.get(name) or schedule.get(str(stage.number)) or {}
+    if not entry:
+        return stage
     try:
-        node = OmegaConf.merge(OmegaConf.structured(StageConfig),
-                               OmegaConf.load(base) if isinstance(base, Path) else OmegaConf.structured(base),
-                               schedule.get(str(number)) or {},
+        node = OmegaConf.merge(OmegaConf.structured(stage), entry,
                                OmegaConf.from_dotlist([o.removeprefix("stage.") for o in overrides]))
     except Exception as e:
-        raise ConfigError(f"stage {number}: {str(e).splitlines()[0]} (check schedule and stage.* keys)") from None
+        raise ConfigError(f"schedule[{name!r}]: {str(e).splitlines()[0]} (check its keys against conf/stage/)") from None
     return OmegaConf.to_object(node)
+
+
+def previous_stage(cfg: TrainConfig, number: int) -> int | None:
+    """The number of the stage before ``number`` in the schedule (``cfg.stages``); None for the first stage."""
+    from eeve.cli import stage_numbers
+
+    numbers = stage_numbers(cfg.stages)
+    earlier = [n for n in numbers[: numbers.index(number)]] if number in numbers else [n for n in numbers if n < number]
+    return earlier[-1] if earlier else None
 
 
 def stage_source(cfg: TrainConfig, number: int) -> Path | None:
     """The exported model stage `number` starts from (None: the expanded base); checked to exist."""
-    src = resolve(cfg.init_from, cfg.paths.root) if cfg.init_from else (None if number == 1 else stage_dir(cfg, number - 1))
+    prev = previous_stage(cfg, number)
+    src = resolve(cfg.init_from, cfg.paths.root) if cfg.init_from else (None if prev is None else stage_dir(cfg, prev))
     if src is not None and not (src / "config.json").is_file():
-        hint = f"run `python train.py stage={number - 1}` first (or stage=all)" if not cfg.init_from else "fix init_from"
+        hint = f"run `python train.py stage={prev}` first (or stage=all)" if not cfg.init_from else "fix init_from"
         raise StageError(f"stage {number} starts from {src}, which holds no exported model: {hint}")
     return src
 
@@ -64,8 +69,9 @@ def build_stage_model(cfg: TrainConfig, number: int, tokenizer_dir: Path, expans
     """The split HF model holding stage `number`'s starting weights (see module docstring)."""
     from transformers import AutoModelForCausalLM
 
-    from eeve.expansion import expand_model, load_base_model
-    from eeve.param_groups import split_vocab
+    from eeve.model.expand import expand_model
+    from eeve.model.load import load_base_model, torch_dtype
+    from eeve.model.split import split_vocab
 
     base_vocab = expansion["base_vocab_size"]
     src = stage_source(cfg, number)
@@ -79,7 +85,7 @@ def build_stage_model(cfg: TrainConfig, number: int, tokenizer_dir: Path, expans
                              vocab_size=expansion["vocab_size"], untie=cfg.model.untie_embeddings)
     else:
         model = AutoModelForCausalLM.from_pretrained(
-            src, dtype=getattr(torch, cfg.model.dtype), trust_remote_code=cfg.model.trust_remote_code)
+            src, dtype=torch_dtype(cfg.model.dtype), trust_remote_code=cfg.model.trust_remote_code)
         if model.get_input_embeddings().weight.shape[0] != expansion["vocab_size"]:
             raise StageError(f"{src} has {model.get_input_embeddings().weight.shape[0]} embedding rows but the tokenizer "
                              f"has {expansion['vocab_size']}: use the tokenizer the previous stage was trained with")
@@ -119,15 +125,13 @@ def make_trainer(cfg: TrainConfig, number: int, max_steps: int, ckpt_dir: Path, 
 
 def run_stage(cfg: TrainConfig, number: int) -> dict:
     """Train stage `number` to its export folder and return its metrics (read back if it already finished)."""
-    from eeve.data import EEVEDataModule
-    from eeve.module import EEVEModule, group_fingerprints
+    from eeve.data.datamodule import EEVEDataModule
+    from eeve.training.module import EEVEModule, group_fingerprints
 
     out = stage_dir(cfg, number)
     if (out / "metrics.json").is_file() and not cfg.overwrite:
         print(f"stage {number}: already exported at {out}; skipping (overwrite=true retrains it)")
         return json.loads((out / "metrics.json").read_text())
-    if number not in STAGE_NUMBERS:
-        raise ConfigError(f"stage={number} is outside 1-7: use stage=1 .. stage=7, or stage=all")
     root = Path(cfg.paths.root)
     tok_dir = resolve(cfg.tokenizer.path, root)
     expansion = read_expansion(tok_dir)
@@ -199,7 +203,7 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
 
 
 def _export(trainer, module, cfg, tok_dir, out, metrics):
-    from eeve.export import export_hf
+    from eeve.model.export import export_hf
 
     if cfg.trainer.strategy == "fsdp":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict

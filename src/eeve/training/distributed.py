@@ -30,7 +30,7 @@ def skeleton_like(full: nn.Module | None, base_vocab_size: int) -> nn.Module:
     import torch.distributed as dist
     from transformers import AutoModelForCausalLM
 
-    from eeve.param_groups import split_vocab
+    from eeve.model.split import split_vocab
 
     box = [None if full is None else (full.config, next(full.parameters()).dtype)]
     dist.broadcast_object_list(box, src=0)

@@ -1,4 +1,4 @@
-"""An English-centric debug base model for the demo: `python -m eeve.tiny_base`.
+"""An English-centric debug base model for the demo: `python -m eeve.demo.tiny_base`.
 
 EEVE starts from a model that already knows English (SOLAR-10.7B) and has seen little Korean. A randomly
 initialised model has nothing to preserve and no meaningful subword rows to initialise from, so the demo first
@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from eeve.io import atomic_dir
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def pack(info, lines: list[str], seq_len: int) -> torch.Tensor:
@@ -36,12 +36,7 @@ def bits_per_byte(model, seqs: torch.Tensor, token_bytes: torch.Tensor) -> float
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from omegaconf import OmegaConf
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from eeve.base_tokenizer import load_base, write_hf_folder
-    from eeve.data import TokenizerInfo
-    from eeve.demo_data import default_root, ensure_demo_data
+    from eeve.demo.data import default_root, ensure_demo_data
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300, help="optimizer steps (batch x seq_len tokens each)")
@@ -59,15 +54,26 @@ def main(argv: list[str] | None = None) -> Path:
         print(f"tiny base: {out} exists (--force rebuilds)")
         return out
     torch.manual_seed(0)
-    tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")  # built here, renamed into place when complete
-    shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_dir(out) as tmp:  # built beside `out`, renamed into place when complete
+        _train_into(tmp, demo, args)
+    print(f"tiny base: saved {out}")
+    return out
+
+
+def _train_into(tmp: Path, demo: Path, args) -> None:
+    from omegaconf import OmegaConf
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from eeve.data.packing import TokenizerInfo
+    from eeve.tokenizer.base import load_base, write_hf_folder
+
     base = load_base(demo / "base_tokenizer" / "tokenizer.model")
     write_hf_folder(base.tokenizer_json, base.config, tmp)  # the model's own tokenizer travels with it
     info = TokenizerInfo(tmp)
     read = lambda p: [x for x in p.read_text(encoding="utf-8").splitlines() if x.strip()]  # noqa: E731
     en, ko = (pack(info, read(demo / lang / "train.txt"), args.seq_len) for lang in ("en", "ko"))
     val = {lang: pack(info, read(demo / lang / "heldout.txt"), args.seq_len)[:32] for lang in ("en", "ko")}
-    token_bytes = info.token_bytes()
+    token_bytes = torch.from_numpy(info.token_bytes())
 
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml").config)
     model = LlamaForCausalLM(LlamaConfig(**cfg))
@@ -94,10 +100,6 @@ def main(argv: list[str] | None = None) -> Path:
           + f"; {args.steps * args.batch * args.seq_len:,} tokens in {time.time() - t0:.0f} s")
 
     model.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    print(f"tiny base: saved {out}")
-    return out
 
 
 if __name__ == "__main__":

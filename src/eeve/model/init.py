@@ -1,0 +1,186 @@
+"""How the new rows of an expanded model start: one class per method, registered by name (``init=<name>``).
+
+* ``mean_subwords`` (EEVE's "subword-based" init, the default):
+    - the token's own symbols (e.g. ``"▁한국어"``) are split by the BASE tokenizer's BPE model alone (no normalizer,
+      no pre-tokenizer, no post-processor: exactly the pieces the base model saw for this text in context);
+    - **rule for the leading word marker**: if the first piece is the bare word-start marker (``"▁"`` SentencePiece,
+      ``"Ġ"`` byte-level; the tokenizer kind says which) and other pieces follow, it is DROPPED. Otherwise
+      thousands of word-initial tokens would average in the same marker row (it carries "a word starts here", not
+      the word) and, worse, all of them would get the marker's output row as their "first piece", i.e. identical
+      logits. A token that is only the marker keeps it.
+    - input row  = mean of the base input rows of the remaining pieces. Byte-fallback pieces (``<0xNN>``) ARE
+      included: that is how the base model saw a character missing from its vocabulary.
+    - output row = base output row of the first remaining piece (the first non-marker piece, byte or not): the
+      base model's logit for *starting* this token.
+    - pieces that are the unknown token are ignored; a token with no usable piece falls back to ``mean``.
+* ``mean``: every new row = mean of all old rows (input and output separately).
+* ``mean_cov``: sample from N(mean, 1e-9 * covariance) of the old rows -- exactly transformers'
+  ``resize_token_embeddings(mean_resizing=True)`` default (the 1e-9 factor is theirs).
+* ``random``: N(0, config.initializer_range).
+
+Adding a method: subclass :class:`InitMethod`, decorate it with ``@register``, and it is selectable as
+``init=<name>``. All arithmetic is float32; the caller casts back to the model's dtype.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import ClassVar, Sequence
+
+import torch
+
+from eeve.errors import ExpansionError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InitContext:
+    """What an init method may use. Rows are float32; ``items`` are (id, token) of the new tokens, ids >= base."""
+
+    old_in: torch.Tensor
+    old_out: torch.Tensor
+    items: Sequence[tuple[int, str]]
+    base_tokenizer: object  # tokenizers.Tokenizer of the base
+    base_vocab_size: int
+    generator: torch.Generator
+    std: float
+    model: object = None  # the (unexpanded) base model, for methods that run it
+    stats: dict = field(default_factory=dict)
+    """Filled by the method: counts worth reporting (logged and kept in ``model.eeve_expansion``)."""
+
+
+class InitMethod:
+    """Computes (new input rows, new output rows), each [len(items), hidden]."""
+
+    name: ClassVar[str]
+
+    def rows(self, ctx: InitContext) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+INIT_METHODS: dict[str, type[InitMethod]] = {}
+
+
+def register(cls: type[InitMethod]) -> type[InitMethod]:
+    INIT_METHODS[cls.name] = cls
+    return cls
+
+
+def get_init(name: str) -> InitMethod:
+    try:
+        return INIT_METHODS[name]()
+    except KeyError:
+        raise ExpansionError(f"init={name!r} is unknown: choose one of {', '.join(INIT_METHODS)}") from None
+
+
+@register
+class Mean(InitMethod):
+    name = "mean"
+
+    def rows(self, ctx):
+        n = len(ctx.items)
+        return ctx.old_in.mean(0).expand(n, -1).clone(), ctx.old_out.mean(0).expand(n, -1).clone()
+
+
+@register
+class MeanCov(InitMethod):
+    name = "mean_cov"
+
+    def rows(self, ctx):
+        n = len(ctx.items)
+        return _mean_cov_rows(ctx.old_in, n, ctx.generator), _mean_cov_rows(ctx.old_out, n, ctx.generator)
+
+
+@register
+class Random(InitMethod):
+    name = "random"
+
+    def rows(self, ctx):
+        n, h = len(ctx.items), ctx.old_in.shape[1]
+        rand = lambda: torch.randn(n, h, generator=ctx.generator) * ctx.std  # noqa: E731
+        return rand(), rand()
+
+
+@register
+class MeanSubwords(InitMethod):
+    """EEVE: input row = mean of the pieces' rows, output row = the first piece's row (see module docstring)."""
+
+    name = "mean_subwords"
+
+    def rows(self, ctx):
+        new_in, new_out = Mean().rows(ctx)  # tokens without a usable piece keep the mean
+        plan = subword_plan(ctx.base_tokenizer, ctx.items)
+        flat, seg, out_ids, out_rows = [], [], [], []
+        st = ctx.stats
+        for k in ("n_leading_space_skipped", "n_with_byte_pieces", "n_fallback_mean", "n_single_piece"):
+            st.setdefault(k, 0)
+        n_pieces = 0
+        for k, p in enumerate(plan):
+            st["n_leading_space_skipped"] += p["skipped_marker"]
+            st["n_with_byte_pieces"] += p["byte_pieces"]
+            if not p["input_ids"]:
+                st["n_fallback_mean"] += 1
+                continue
+            n_pieces += len(p["input_ids"])
+            st["n_single_piece"] += len(p["input_ids"]) == 1
+            flat += p["input_ids"]
+            seg += [k] * len(p["input_ids"])
+            out_ids.append(p["output_id"])
+            out_rows.append(k)
+        usable = len(plan) - st["n_fallback_mean"]
+        st["mean_pieces"] = n_pieces / usable if usable else 0.0
+        st["examples"] = [{"token": p["token"], "pieces": p["pieces"]} for p in plan[:5]]
+        if flat:
+            n, h = len(plan), ctx.old_in.shape[1]
+            seg_t = torch.tensor(seg, dtype=torch.long)
+            sums = torch.zeros(n, h).index_add_(0, seg_t, ctx.old_in[torch.tensor(flat)])
+            cnt = torch.zeros(n).index_add_(0, seg_t, torch.ones(len(seg)))
+            rows_t = torch.tensor(out_rows, dtype=torch.long)
+            new_in[rows_t] = sums[rows_t] / cnt[rows_t, None]
+            new_out[rows_t] = ctx.old_out[torch.tensor(out_ids, dtype=torch.long)]
+        return new_in, new_out
+
+
+def subword_plan(base_tokenizer, new_tokens: Sequence[tuple[int, str]]) -> list[dict]:
+    """For each new token: its base pieces, input piece ids, output piece id and flags. Pure; used by the init
+    methods and tests."""
+    from eeve.tokenizer.kinds import kind_of_tokenizer
+
+    kind = kind_of_tokenizer(base_tokenizer)
+    model = base_tokenizer.model
+    unk_tok = getattr(model, "unk_token", None)
+    unk = base_tokenizer.token_to_id(unk_tok) if unk_tok is not None else None
+    plan = []
+    for tid, text in new_tokens:
+        # the BPE model alone: no normalizer / pre-tokenizer, and no added/special-token matching inside the text
+        toks = model.tokenize(text)
+        pieces, ids = [t.value for t in toks], [t.id for t in toks]
+        skipped = False
+        if len(pieces) > 1 and pieces[0] == kind.space_marker:
+            pieces, ids = pieces[1:], ids[1:]
+            skipped = True
+        keep = [(p, i) for p, i in zip(pieces, ids) if i != unk]
+        plan.append({
+            "id": tid,
+            "token": text,
+            "pieces": [p for p, _ in keep],
+            "input_ids": [i for _, i in keep],
+            "output_id": keep[0][1] if keep else None,
+            "skipped_marker": skipped,
+            "byte_pieces": any(kind.is_byte_piece(p) for p, _ in keep),
+        })
+    return plan
+
+
+def _mean_cov_rows(old: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    mean = old.mean(0)
+    centered = old - mean
+    cov = centered.T @ centered / old.shape[0]
+    try:
+        chol = torch.linalg.cholesky(1e-9 * cov)
+    except Exception:  # not positive definite (e.g. fewer rows than dims): fall back to the mean, like transformers
+        log.warning("mean_cov: covariance is not positive definite; using the mean")
+        return mean.expand(n, -1).clone()
+    z = torch.randn(n, old.shape[1], generator=gen, dtype=old.dtype)
+    return mean + z @ chol.T

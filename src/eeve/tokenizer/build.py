@@ -1,0 +1,339 @@
+"""EEVE tokenizer expansion (the model card's construction), used by `python tokenize.py`.
+
+  1. train an intermediate BPE on the Korean corpus with the base's conventions (`tokenizers` BpeTrainer);
+  2. candidates = its tokens of the form `▁?[Hangul]+` absent from the base;
+  3. target = base vocab + new tokens (ids contiguous from the base size) + their merges appended *after* every
+     base merge (lowest priority), with the ancestors each new token needs; verify every new token is reachable
+     by the bare BPE model, repair the ones that are not;
+  4. count token frequencies over the corpus with the target;
+  5. drop new tokens seen < min_frequency times -- except merge ancestors of a kept token (dropping one would make
+     the kept token unreachable) and single characters whose *character* frequency passes (step 6 adds them);
+  6. add the single Hangul characters missing from the vocabulary seen >= min_frequency times;
+  7. repeat 3-6 until nothing is dropped or added; then drop the least frequent removable new tokens until the
+     vocabulary size is a multiple of `vocab_multiple_of`, and recount.
+
+Why non-Hangul text encodes exactly as the base: every new token, and every token a new merge produces, contains
+Hangul (byte-level bases: bytes that only occur inside Hangul characters). A new merge can only fire where its
+result occurs in the text, so text without Hangul sees only base merges; new vocabulary entries that are never
+formed change nothing. The one deliberate difference: the target normalises to NFC (the base does not), so
+non-NFC input encodes as the base encodes its NFC form; NFC text is untouched.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+from tokenizers import Tokenizer, trainers
+
+from eeve.config import TokenizeConfig
+from eeve.errors import CorpusError, TokenizerBuildError
+from eeve.text.corpus import CorpusStats, iter_documents, resolve_paths
+from eeve.tokenizer.base import BaseTokenizer, bpe_pieces
+from eeve.text.scripts import HANGUL
+from eeve.tokenizer.counting import Counts, count_tokens
+from eeve.tokenizer.kinds import TokenizerKind
+
+
+# ----------------------------------------------------------------------------------------------- BPE helpers
+class BPESim:
+    """A pure-Python BPE (same rule as `tokenizers`: lowest-rank pair first, leftmost on ties) over a vocab and
+    merge ranks that grow as merges are appended; used to build and repair, cross-checked by the real model."""
+
+    def __init__(self, vocab: dict[str, int], merges: list[tuple[str, str]], kind: TokenizerKind):
+        self.vocab = vocab
+        self.ranks = {tuple(m): r for r, m in enumerate(merges)}
+        self.kind = kind
+
+    def add_merge(self, a: str, b: str) -> None:
+        self.ranks.setdefault((a, b), len(self.ranks))
+
+    def initial(self, token: str) -> list[str]:
+        return self.kind.initial_symbols(token, self.vocab)
+
+    def derive(self, token: str) -> tuple[list[str], list[str]]:
+        """(final pieces, every intermediate symbol formed on the way, in order)."""
+        syms = self.initial(token)
+        formed: list[str] = []
+        while len(syms) > 1:
+            best, pos = None, -1
+            for i in range(len(syms) - 1):
+                r = self.ranks.get((syms[i], syms[i + 1]))
+                if r is not None and (best is None or r < best):
+                    best, pos = r, i
+            if best is None:
+                break
+            syms[pos : pos + 2] = [syms[pos] + syms[pos + 1]]
+            formed.append(syms[pos])
+        return syms, formed
+
+
+# ----------------------------------------------------------------------------------------------- building
+@dataclass
+class Expansion:
+    """The growing target: base + ordered new tokens + appended merges."""
+
+    base: BaseTokenizer
+    base_size: int
+    script: object  # the target script (eeve.text.scripts): new tokens and merges must imply its characters
+    new_tokens: list[str] = field(default_factory=list)
+    new_merges: list[tuple[str, str]] = field(default_factory=list)
+
+    def vocab(self) -> dict[str, int]:
+        v = dict(self.base.vocab)
+        v.update({t: self.base_size + i for i, t in enumerate(self.new_tokens)})
+        return v
+
+    def tokenizer_json(self) -> dict:
+        tj = json.loads(json.dumps(self.base.tokenizer_json))
+        tj["model"]["vocab"] = self.vocab()
+        tj["model"]["merges"] = [list(m) for m in self.base.merges] + [list(m) for m in self.new_merges]
+        norm = tj.get("normalizer")
+        if norm is None:
+            tj["normalizer"] = {"type": "NFC"}
+        elif norm.get("type") == "Sequence":
+            norm["normalizers"] = [{"type": "NFC"}] + [n for n in norm["normalizers"] if n.get("type") != "NFC"]
+        elif norm.get("type") != "NFC":
+            tj["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "NFC"}, norm]}
+        return tj
+
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer.from_str(json.dumps(self.tokenizer_json()))
+
+    def sim(self) -> BPESim:
+        return BPESim(self.vocab(), self.base.merges + self.new_merges, self.base.kind)
+
+
+def base_vocab_size(base: BaseTokenizer) -> int:
+    ids = list(base.vocab.values()) + [t["id"] for t in base.tokenizer_json.get("added_tokens", [])]
+    return max(ids) + 1
+
+
+def intermediate_tokenizer(base: BaseTokenizer) -> Tokenizer:
+    """An empty BPE with the base's conventions, ready for BpeTrainer."""
+    return Tokenizer.from_str(json.dumps(base.kind.intermediate_json(base.tokenizer_json)))
+
+
+def train_intermediate(base: BaseTokenizer, docs: Iterable[str], vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    tok = intermediate_tokenizer(base)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False, special_tokens=[],
+                                  max_token_length=16, **base.kind.trainer_kwargs())
+    tok.train_from_iterator(docs, trainer=trainer)
+    m = json.loads(tok.to_str())["model"]
+    merges = [tuple(x.split(" ", 1)) if isinstance(x, str) else tuple(x) for x in m["merges"]]
+    return m["vocab"], merges
+
+
+def _closure(cands: list[str], inter_merge: dict[str, tuple[str, str]], base: BaseTokenizer,
+             script) -> tuple[set[str], list[str]]:
+    """New tokens needed for the candidates: candidates + their intermediate merge ancestors missing from the base.
+    Ancestors that are not Hangul-only (byte-level bases: e.g. the last two bytes of a syllable) are left out
+    (returned second); `ensure_reachable` then builds those candidates from their current segmentation."""
+    vocab = base.vocab
+    needed: set[str] = set()
+    left_out: set[str] = set()
+    for c in cands:
+        stack = [c]
+        while stack:
+            t = stack.pop()
+            if t in vocab or t in needed or t in left_out:
+                continue
+            if not base.kind.is_target_token(t, script):
+                left_out.add(t)
+                continue
+            needed.add(t)
+            if t in inter_merge:
+                stack.extend(inter_merge[t])
+    return needed, sorted(left_out)
+
+
+def ensure_reachable(exp: Expansion, log: dict | None = None) -> list[str]:
+    """Make every new token reachable by the bare BPE model (repair by appending left-to-right merges of its
+    current segmentation, adding support tokens as needed); drop tokens that cannot be (non-Hangul support
+    token needed). Cross-checked with the real `tokenizers` model. Returns the dropped tokens."""
+    sim = exp.sim()
+    vocab = sim.vocab
+    kind, script = exp.base.kind, exp.script
+    dropped_all: list[str] = []
+    repaired = 0
+    for _ in range(5):
+        dropped: list[str] = []
+        changed = False
+        for t in list(exp.new_tokens):
+            if len(t) == 1:
+                continue  # a character in the vocabulary is its own initial symbol
+            pieces, _ = sim.derive(t)
+            if pieces == [t]:
+                continue
+            changed = True
+            plan, cur = [], pieces[0]
+            for s in pieces[1:]:
+                plan.append((cur, s, cur + s))
+                cur = cur + s
+            if any(kind.is_byte_piece(p) for p in pieces) or any(r not in vocab and not kind.is_target_token(r, script) for *_, r in plan):
+                dropped.append(t)  # a character missing from the vocab, or a support token that is not Hangul-only
+                continue
+            for a, b, r in plan:
+                if r not in vocab:
+                    vocab[r] = exp.base_size + len(exp.new_tokens)
+                    exp.new_tokens.append(r)
+                exp.new_merges.append((a, b))
+                sim.add_merge(a, b)
+            repaired += 1
+        if dropped:
+            drop = set(dropped)
+            exp.new_tokens = [t for t in exp.new_tokens if t not in drop]
+            exp.new_merges = [m for m in exp.new_merges if not ({m[0], m[1], m[0] + m[1]} & drop)]
+            sim = exp.sim()
+            vocab = sim.vocab
+            dropped_all += dropped
+        if not changed:
+            break
+    if log is not None and dropped_all:
+        log.setdefault("unreachable_dropped", []).extend(dropped_all)
+    # authoritative check with the real model (ignore_merges off: a bare lookup would hide missing merges)
+    tj = exp.tokenizer_json()
+    tj["model"]["ignore_merges"] = False
+    real = Tokenizer.from_str(json.dumps({**tj, "normalizer": None, "pre_tokenizer": None, "post_processor": None}))
+    bad = [t for t in exp.new_tokens if bpe_pieces(real, t) != [t]]
+    if bad:
+        raise TokenizerBuildError(f"{len(bad)} new tokens unreachable after repair (e.g. {bad[:3]}): this is a bug, please report it")
+    if log is not None:
+        log["repaired"] = log.get("repaired", 0) + repaired
+    return dropped_all
+
+
+def required_ancestors(exp: Expansion, keep: Iterable[str]) -> set[str]:
+    """New tokens formed on the way to any token in `keep` (dropping one would make it unreachable)."""
+    sim = exp.sim()
+    new = set(exp.new_tokens)
+    out: set[str] = set()
+    for t in keep:
+        _, formed = sim.derive(t)
+        out.update(x for x in sim.initial(t) + formed if x in new and x != t)
+    return out
+
+
+def restrict(exp: Expansion, keep: set[str], add_chars: list[str]) -> Expansion:
+    """Keep only `keep` (order and merges preserved: removing a merge that never fires in a kept token's derivation
+    leaves that derivation unchanged) and append single characters."""
+    toks = [t for t in exp.new_tokens if t in keep] + [c for c in add_chars if c not in keep]
+    have = set(exp.base.vocab) | set(toks)
+    merges = [m for m in exp.new_merges if m[0] + m[1] in have and m[0] in have and m[1] in have]
+    return Expansion(exp.base, exp.base_size, exp.script, toks, merges)
+
+
+def _count(exp_or_tok, paths, cfg: TokenizeConfig, base_dir, count_chars=False, stats=None) -> Counts:
+    tok = exp_or_tok if isinstance(exp_or_tok, Tokenizer) else exp_or_tok.tokenizer()
+    docs = iter_documents(paths, cfg.corpus.text_field, stats=stats, progress=cfg.progress, base_dir=base_dir)
+    return count_tokens(tok, docs, batch_bytes=cfg.batch_bytes, count_chars=count_chars)
+
+
+def _examples(tokens: Iterable[str], n: int = 8) -> list[str]:
+    return list(tokens)[:n]
+
+
+def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir: str | None = None, say=print) -> dict:
+    """Run steps 1-7. Returns a dict with the Expansion, counts, iteration log and corpus stats."""
+    paths = resolve_paths(cfg.corpus.paths, base_dir)
+    stats = CorpusStats()
+    script, kind = HANGUL, base.kind
+    seen_hangul = [False]
+
+    limit = cfg.intermediate_max_mb * 1e6 if cfg.intermediate_max_mb else float("inf")
+
+    def train_docs():
+        for d in iter_documents(paths, cfg.corpus.text_field, stats=stats, progress=cfg.progress, base_dir=base_dir):
+            if not seen_hangul[0] and script.has_target(d):
+                seen_hangul[0] = True
+            yield d
+            if stats.text_bytes >= limit:
+                break
+
+    t0 = time.time()
+    inter_vocab, inter_merges = train_intermediate(base, train_docs(), cfg.intermediate_vocab_size)
+    if stats.documents == 0:
+        raise CorpusError(f"corpus {cfg.corpus.paths} holds no documents (empty files or blank lines only): give non-empty Korean text")
+    if not seen_hangul[0]:
+        raise CorpusError(f"corpus {cfg.corpus.paths} contains no Hangul: EEVE expansion needs Korean text in corpus.paths")
+    say(f"corpus{' (intermediate sample)' if stats.text_bytes >= limit else ''}: {len(paths)} files, {stats.documents:,} documents, {stats.text_bytes / 1e6:.2f} MB text"
+        f"{f', {stats.invalid_utf8_lines} invalid UTF-8 lines skipped' if stats.invalid_utf8_lines else ''}")
+    say(f"intermediate BPE: {len(inter_vocab):,} tokens, {len(inter_merges):,} merges ({time.time() - t0:.1f}s)")
+
+    inter_rank = {a + b: r for r, (a, b) in enumerate(inter_merges)}
+    inter_merge = {a + b: (a, b) for a, b in reversed(inter_merges)}  # first (lowest-rank) merge wins
+    cands = sorted((t for t in inter_vocab if kind.is_candidate(t, script) and t not in base.vocab),
+                   key=lambda t: (inter_rank.get(t, -1), t))
+    needed, skipped = _closure(cands, inter_merge, base, script)
+    say(f"candidates: {len(cands):,} Hangul tokens absent from the base ({len(needed) - len(set(cands) & needed):,} "
+        f"ancestors added{f', {len(skipped)} non-Hangul ancestors left out' if skipped else ''})")
+    base_size = base_vocab_size(base)
+    order = sorted(needed, key=lambda t: (inter_rank.get(t, -1), t))  # single chars (rank -1) first
+    have = needed | set(base.vocab)
+    merges = [inter_merge[t] for t in order if t in inter_merge and set(inter_merge[t]) <= have]
+    exp = Expansion(base, base_size, script, order, merges)
+    log: dict = {}
+    ensure_reachable(exp, log)
+
+    iterations = []
+    unaddable: set[str] = set()  # characters whose byte-level merges would need a non-Hangul support token
+    counts = None
+    char_counts = None
+    m = cfg.min_frequency
+    for it in range(1, cfg.max_iterations + 1):
+        t1 = time.time()
+        counts = _count(exp, paths, cfg, base_dir, count_chars=char_counts is None)
+        if char_counts is None:
+            char_counts = counts
+        freq = {t: int(counts.tokens[base_size + i]) for i, t in enumerate(exp.new_tokens)}
+        char_ok = lambda t: kind.is_single_char(t) and char_counts.char_count(kind.token_text(t)) >= m  # noqa: E731
+        keep = {t for t, f in freq.items() if f >= m or char_ok(t)}
+        keep |= required_ancestors(exp, keep)
+        dropped = [t for t in exp.new_tokens if t not in keep]
+        present = set(exp.vocab())
+        added = [kind.char_token(c) for c in sorted(
+            (chr(c + 0x1100) for c in np.nonzero(char_counts.chars >= m)[0] if script.is_target_char(chr(c + 0x1100))),
+            key=lambda c: -char_counts.char_count(c)) if kind.char_token(c) not in present]
+        added = [t for t in added if t not in unaddable]
+        rec = {"iteration": it, "new_tokens": len(exp.new_tokens), "dropped": len(dropped), "added": len(added),
+               "dropped_examples": _examples(sorted(dropped, key=lambda t: freq[t])),
+               "added_examples": _examples(added), "seconds": round(time.time() - t1, 2)}
+        iterations.append(rec)
+        say(f"iteration {it}: {len(exp.new_tokens):,} new tokens counted, {len(dropped):,} below min_frequency={m} dropped, "
+            f"{len(added):,} single characters added ({rec['seconds']}s)")
+        if not dropped and not added:
+            break
+        exp = restrict(exp, keep, added)
+        unaddable |= set(added) & set(ensure_reachable(exp, log))
+    else:
+        counts = _count(exp, paths, cfg, base_dir)
+        say(f"max_iterations={cfg.max_iterations} reached before the vocabulary settled")
+
+    # vocab size a multiple of vocab_multiple_of: drop the rarest removable new tokens
+    mult = cfg.vocab_multiple_of
+    trimmed: list[str] = []
+    if mult and mult > 1:
+        excess = (base_size + len(exp.new_tokens)) % mult
+        if excess and excess > len(exp.new_tokens):
+            say(f"warning: only {len(exp.new_tokens)} new tokens, cannot reach a multiple of {mult}")
+            excess = 0
+        freq = {t: int(counts.tokens[base_size + i]) for i, t in enumerate(exp.new_tokens)}
+        while excess:
+            keep = set(exp.new_tokens)
+            needed_by_others = required_ancestors(exp, keep)
+            removable = sorted((t for t in keep if t not in needed_by_others), key=lambda t: (freq[t], t))
+            k = min(excess, len(removable))
+            gone = set(removable[:k])
+            trimmed += removable[:k]
+            exp = restrict(exp, keep - gone, [])
+            excess -= k
+        if trimmed:
+            ensure_reachable(exp, log)
+            counts = _count(exp, paths, cfg, base_dir)
+            say(f"vocab_multiple_of={mult}: dropped the {len(trimmed)} rarest removable new tokens, recounted")
+    return {"expansion": exp, "counts": counts, "char_counts": char_counts, "iterations": iterations, "stats": stats, "log": log,
+            "trimmed": trimmed, "candidates": len(cands), "intermediate_vocab": len(inter_vocab), "skipped": skipped}
+
+
