@@ -92,8 +92,8 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(ROOT / "src"))
-    from eeve.tokenizer.base import load_base
     from eeve.demo.data import ensure_demo_data
+    from eeve.tokenizer.base import load_base
 
     demo = ensure_demo_data()
     tok = a.tokenizer or str(ROOT / "outputs/tokenize/demo/tokenizer")

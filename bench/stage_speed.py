@@ -5,13 +5,13 @@
         [--mem-steps 2] [--stat min|median|mean] [--gc] [--stages 1,2,...]
 
 Same model (a mid-size Llama, fp32, vocab 32000 expanded to the tokenizer's size with
-`eeve.expansion.expand_from_tokenizer_dir`, weights saved once and loaded by every worker), same batches (real
+`eeve.model.expand.expand_model`, weights saved once and loaded by every worker), same batches (real
 Korean demo text encoded with the expanded tokenizer), same thread count, same AdamW (lr 1e-4, wd 0.1, no clipping
 on either side). Per stage three subprocesses: one per variant alone for memory (peak RSS, optimizer state), and
 one holding both variants that alternates their steps (project, recipe, recipe, project, ...) for the speed columns, so that
 load from other processes on a shared machine hits both sides alike.
 
-* project: `split_vocab` + `set_trainable(model, STAGE_GROUPS[s])`, loss from `eeve.module._eeve_losses`
+* project: `split_vocab` + `set_trainable(model, <conf/stage/N.yaml trainable>)`, loss from `eeve.training.module._eeve_losses`
   (backbone under no_grad when neither input rows nor the transformer train; the split head's fused
   fused chunked cross-entropy, logits never concatenated), AdamW over requires_grad parameters only.
 * recipe (Axolotl + the model cards' hook): unsplit `LlamaForCausalLM(input_ids, labels=...)`; any input rows
@@ -46,16 +46,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
-STAGE_TRAINS = {  # mirrors eeve.param_groups.STAGE_GROUPS (checked at start-up)
-    1: ("new_input",),
-    2: ("new_output",),
-    3: ("new_input", "new_output"),
-    4: ("new_output", "old_output"),
-    5: ("new_input", "new_output", "old_output"),
-    6: ("old_input", "new_input", "old_output", "new_output", "transformer"),
-    7: ("transformer",),
-}
+# What each EEVE stage trains, read from the stage configs themselves (conf/stage/<N>.yaml).
+STAGE_TRAINS = {n: tuple(yaml.safe_load((ROOT / "conf" / "stage" / f"{n}.yaml").read_text())["trainable"])
+                for n in range(1, 8)}
 
 
 def _status_kb(field: str) -> int:
@@ -83,12 +79,13 @@ def build(work: Path, stage: int, variant: str, gc: bool = False):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from eeve.model.split import split_vocab
+    from eeve.training.groups import set_trainable
     from eeve.training.module import _eeve_losses
-    from eeve.model.split import STAGE_GROUPS, set_trainable, split_vocab
 
     meta = json.loads((work / "meta.json").read_text())
     base = meta["base_vocab_size"]
-    groups = STAGE_GROUPS[stage]
+    groups = STAGE_TRAINS[stage]
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**meta["config"]))
     sd = torch.load(work / "model.pt", weights_only=True)
@@ -202,7 +199,7 @@ def prepare(a, work: Path) -> dict:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from eeve.model.expand import expand_from_tokenizer_dir, read_expansion
+    from eeve.model.expand import expand_model, read_expansion
 
     torch.set_num_threads(a.threads)
     exp = read_expansion(a.tokenizer)
@@ -212,7 +209,7 @@ def prepare(a, work: Path) -> dict:
                 tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, rms_norm_eps=1e-5)
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**conf))
-    expand_from_tokenizer_dir(model, a.tokenizer)
+    expand_model(model, Path(a.tokenizer) / "base_tokenizer", exp["new_tokens"], base)
     assert model.get_input_embeddings().weight.shape[0] == V
     torch.save(model.state_dict(), work / "model.pt")
     conf["vocab_size"] = V
@@ -324,9 +321,6 @@ def main(argv=None):
         print(json.dumps(worker_timing(a) if a._worker == "timing" else worker_memory(a)))
         return
 
-    from eeve.model.split import STAGE_GROUPS
-    assert {k: set(v) for k, v in STAGE_GROUPS.items()} == {k: set(v) for k, v in STAGE_TRAINS.items()}, \
-        "STAGE_GROUPS changed; update STAGE_TRAINS"
     stages = [int(s) for s in a.stages.split(",") if s.strip()]
     rel = lambda p: os.path.relpath(p, ROOT) if str(p).startswith(str(ROOT)) else str(p)  # noqa: E731
     print("command: " + " ".join(shlex.quote(x) for x in [".venv/bin/python", rel(__file__)] + sys.argv[1:]))

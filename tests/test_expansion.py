@@ -9,9 +9,9 @@ import yaml
 
 from eeve.config import ModelConfig, to_object
 from eeve.errors import ExpansionError
-from eeve.model.load import load_base_model, torch_dtype
 from eeve.model.expand import expand_model, untie_embeddings
 from eeve.model.init import subword_plan
+from eeve.model.load import load_base_model, torch_dtype
 from eeve.tokenizer.base import bpe_pieces
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,13 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
+from eeve.cli import CONF_DIR
 from eeve.config import GROUPS
 from eeve.errors import SplitError
 from eeve.model.split import SplitEmbedding, SplitLMHead, merge_split_state_dict, merge_vocab, split_vocab
 from eeve.training.groups import group_of, group_parameters, set_trainable
-from eeve.cli import CONF_DIR
-from omegaconf import OmegaConf
 
 # What each stage trains, read from the stage configs themselves (conf/stage/<N>.yaml).
 STAGE_GROUPS = {n: tuple(OmegaConf.load(CONF_DIR / "stage" / f"{n}.yaml").trainable) for n in range(1, 8)}
@@ -163,7 +163,8 @@ def test_negative_control_hook_freezing_moves_rows():
     assert not torch.equal(W.detach()[:BASE], old)
 
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 @settings(max_examples=25, deadline=None)

@@ -8,8 +8,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 def test_tiny_base_trains_and_saves_loadable_model(demo_data, tmp_path, capsys):
-    from eeve.model.load import load_base_model
     from eeve.demo.tiny_base import main
+    from eeve.model.load import load_base_model
 
     out = main(["--steps", "12", "--batch", "4", "--seq-len", "64", "--out", str(tmp_path / "base")])
     text = capsys.readouterr().out

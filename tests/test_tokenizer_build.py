@@ -11,9 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from eeve.tokenizer.base import load_base
 from eeve.text.scripts import has_hangul, is_hangul_char
-from eeve.tokenizer.base import bpe_pieces
+from eeve.tokenizer.base import bpe_pieces, load_base
 from eeve.tokenizer.counting import count_tokens, merge_counts
 from eeve.tokenizer.run import run_from_config
 

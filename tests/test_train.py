@@ -131,6 +131,32 @@ def test_cfg_job_prints_composed_config():
     assert "upstage/SOLAR-10.7B-v1.0" in r.stdout and "old_output" in r.stdout
 
 
+@pytest.mark.slow
+def test_stage_all_takes_stage_overrides_variants_and_schedule(expanded_tokenizer, cache_dir, tmp_path):
+    """`stage=all` runs the `stages:` list (a named variant in it), each stage composed as `stage=<name>`; every
+    `stage.*` key of the command line reaches every stage, and an experiment-style `schedule` entry applies too."""
+    r = run_cli("stage=all", "stages=[1,6_lowlr]", "stage.warmup_steps=1", "stage.weight_decay=0.01",
+                "+schedule={'1': {min_lr_ratio: 0.5}}", f"hydra.run.dir={tmp_path}",
+                f"tokenizer.path={expanded_tokenizer}", f"paths.cache_dir={cache_dir}", *FAST)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m1 = json.loads((tmp_path / "stage1" / "metrics.json").read_text())
+    s1 = m1["stage_config"]
+    s6 = json.loads((tmp_path / "stage6" / "metrics.json").read_text())
+    assert (s1["weight_decay"], s1["warmup_steps"], s1["min_lr_ratio"], s1["number"]) == (0.01, 1, 0.5, 1)
+    assert s6["stage_config"]["lr"] == 5e-5 and s6["stage_config"]["weight_decay"] == 0.01  # the variant's rate
+    assert set(s6["groups_changed"]) == EXPECTED[6] and s6["stage_config"]["min_lr_ratio"] == 0.1
+    # stage 6 started from stage 1's export (the stage before it in the list, not "stage 5")
+    assert s6["val_start"]["ko"]["bpb"] == pytest.approx(m1["val_end"]["ko"]["bpb"], abs=1e-6)
+
+
+def test_unknown_stage_and_keys_fail_in_one_line():
+    r = run_cli("stage=9")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "6_lowlr" in r.stderr, r.stderr
+    r = run_cli("stage=all", "stage.warmup_stepz=1")
+    assert r.returncode == 2 and "did you mean 'stage.warmup_steps'" in r.stderr, r.stderr
+
+
+@pytest.mark.slow
 def test_multirun_sweep_one_folder_per_job(expanded_tokenizer, cache_dir, tmp_path):
     r = run_cli("-m", "stage=1", "init=mean_subwords,mean,random", f"hydra.sweep.dir={tmp_path}",
                 f"tokenizer.path={expanded_tokenizer}", f"paths.cache_dir={cache_dir}", *FAST)
@@ -146,6 +172,7 @@ def test_multirun_sweep_one_folder_per_job(expanded_tokenizer, cache_dir, tmp_pa
     assert not torch.equal(heads["mean"], heads["random"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy,stage", [("fsdp", 1), ("fsdp", 6), ("ddp", 2)])
 def test_two_cpu_ranks_match_one_process(expanded_tokenizer, cache_dir, tmp_path, strategy, stage):
     """FSDP2 (ModelParallelStrategy) and DDP, gloo, on 2 CPU processes x micro-batch 4 == 1 process x
@@ -179,6 +206,7 @@ def test_two_cpu_ranks_match_one_process(expanded_tokenizer, cache_dir, tmp_path
     assert abs(fsdp["val_end"]["ko"]["bpb"] - single["val_end"]["ko"]["bpb"]) < 1e-4
 
 
+@pytest.mark.slow
 def test_fsdp_sigkill_resume_from_distributed_checkpoint(expanded_tokenizer, cache_dir, tmp_path):
     """Two FSDP2 ranks killed (SIGKILL, whole process group) after a distributed checkpoint; the same command
     resumes from it and ends where one uninterrupted process ends."""

@@ -61,43 +61,23 @@ def swept_name(task_overrides) -> str:
     return ",".join(parts).replace("/", "_").replace("'", "") or "job"
 
 
-def schema_keys(schema) -> list[str]:
-    """Every dotted key of a config schema (for 'did you mean')."""
-    import dataclasses
-
-    def walk(cls, prefix):
-        for f in dataclasses.fields(cls):
-            t = f.default_factory if f.default_factory is not dataclasses.MISSING else None
-            yield prefix + f.name
-            if dataclasses.is_dataclass(t):
-                yield from walk(t, prefix + f.name + ".")
-
-    return list(walk(schema, ""))
-
-
 def hydra_error_line(e: Exception, schema) -> str:
     """Hydra's composition errors (several lines plus a HYDRA_FULL_ERROR hint) as one line with the fix."""
-    import difflib
     import re
 
+    from eeve.config import unknown_key_message
+
     text = str(e)
-    m = re.search(r"Could not (?:override|append to config\. An item is already at) '([^']+)'", text) or \
-        re.search(r"Key '([^']+)' is not in struct", text)
+    m = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
     if m:
-        key = m.group(1)
-        keys, leaf = schema_keys(schema), key.rpartition(".")[2]
-        siblings = [k for k in keys if k.rpartition(".")[0] == key.rpartition(".")[0]]
-        close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.8)
-        if not close:  # the same name under another group (trainer.max_steps -> stage.max_steps)
-            by_leaf = {k.rpartition(".")[2]: k for k in keys if "." in k}
-            close = [by_leaf[m] for m in difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.8)]
-        hint = f"did you mean '{close[0]}'?" if close else "check its spelling (--cfg job lists the keys)"
-        return f"unknown config key '{key}' on the command line: {hint}"
+        return unknown_key_message(m.group(1), schema)
     m = re.search(r"Key '([^']+)' not in '(\w+)'", text)
     if m:  # a misspelt key inside a YAML file of conf/
         return f"config: Key '{m.group(1)}' not in '{m.group(2)}' (check the spelling of the key in conf/ or on the command line)"
     lines = [x.strip() for x in text.splitlines() if x.strip()]
-    return (" ".join(lines[:2]) if lines else type(e).__name__) + " (check the command line and conf/)"
+    cause = str(e.__cause__).splitlines()[0] if e.__cause__ is not None and str(e.__cause__) else ""
+    return (" ".join(lines[:2]) if lines else type(e).__name__) + (f": {cause}" if cause else "") + \
+        " (check the command line and conf/)"
 
 
 def run_hydra(main, schema) -> None:

@@ -272,11 +272,47 @@ def to_object(cls: type[T], obj: Any) -> T:
                 plain = {k: v for k, v in plain.items() if k not in ("hydra", "experiment")}
             out = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), plain))
         except Exception as e:  # omegaconf's messages span several lines; keep the first
+            from omegaconf.errors import MissingMandatoryValue
+
+            key = getattr(e, "full_key", None)
+            if isinstance(e, MissingMandatoryValue):
+                raise ConfigError(f"config key '{key}' has no value (paths '???' in conf/): set {key}=... on the "
+                                  "command line") from None
+            if type(e).__name__ == "ConfigKeyError" and key:
+                raise ConfigError(unknown_key_message(str(key), cls)) from None
             first = str(e).splitlines()[0]
             raise ConfigError(f"config: {first} (check the spelling of the key in conf/ or on the command line)") from None
     if hasattr(out, "validate"):
         out.validate()
     return out
+
+
+def schema_keys(schema) -> list[str]:
+    """Every dotted key of a config schema."""
+    import dataclasses
+
+    def walk(cls, prefix):
+        for f in dataclasses.fields(cls):
+            t = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+            yield prefix + f.name
+            if dataclasses.is_dataclass(t):
+                yield from walk(t, prefix + f.name + ".")
+
+    return list(walk(schema, ""))
+
+
+def unknown_key_message(key: str, schema) -> str:
+    """One line for a key the schema does not have, with the closest key as a suggestion."""
+    import difflib
+
+    keys, leaf = schema_keys(schema), key.rpartition(".")[2]
+    siblings = [k for k in keys if k.rpartition(".")[0] == key.rpartition(".")[0]]
+    close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.8)
+    if not close:  # the same name under another group (trainer.max_steps -> stage.max_steps)
+        by_leaf = {k.rpartition(".")[2]: k for k in keys if "." in k}
+        close = [by_leaf[m] for m in difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.8)]
+    hint = f"did you mean '{close[0]}'?" if close else "check its spelling (--cfg job lists the keys)"
+    return f"unknown config key '{key}' on the command line: {hint}"
 
 
 def to_train_config(cfg: Any) -> TrainConfig:

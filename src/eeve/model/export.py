@@ -69,8 +69,8 @@ def export_hf(model_or_config, state_dict: Mapping[str, torch.Tensor] | None, to
     ``model_or_config``: a (split or standard) ``PreTrainedModel`` -- its own state dict is used when
     ``state_dict`` is None -- or a ``PretrainedConfig`` together with a full ``state_dict`` (split or merged
     format; a common prefix like ``model.`` is stripped). The model passed in is not modified."""
-    from transformers import PretrainedConfig
     from tokenizers import Tokenizer
+    from transformers import PretrainedConfig
 
     tokenizer_dir, out_dir = Path(tokenizer_dir), Path(out_dir)
     for f in TOKENIZER_FILES:

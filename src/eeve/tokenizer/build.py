@@ -31,8 +31,8 @@ from tokenizers import Tokenizer, trainers
 from eeve.config import TokenizeConfig
 from eeve.errors import CorpusError, TokenizerBuildError
 from eeve.text.corpus import CorpusStats, iter_documents, resolve_paths
-from eeve.tokenizer.base import BaseTokenizer, bpe_pieces
 from eeve.text.scripts import HANGUL
+from eeve.tokenizer.base import BaseTokenizer, bpe_pieces
 from eeve.tokenizer.counting import Counts, count_tokens
 from eeve.tokenizer.kinds import TokenizerKind
 

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -181,7 +182,8 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     trainer.validate(module, datamodule=dm, verbose=False)
     start_fp, end_fp = module.start_fingerprints, group_fingerprints(module.model)
     metrics = {
-        "stage": number, "trainable": stage.trainable, "steps": trainer.global_step,
+        "stage": number, "trainable": stage.trainable, "stage_config": dataclasses.asdict(stage),
+        "steps": trainer.global_step,
         "tokens": trainer.global_step * tokens_per_step, "trainable_parameters": module.trainable_counts,
         "val_start": start_val, "val_end": dict(module.last_val),
         "groups_changed": sorted(g for g in end_fp if end_fp[g] != start_fp[g]),
