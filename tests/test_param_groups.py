@@ -58,6 +58,7 @@ def run_stage(model, stage, steps=3):
     return counts, opt
 
 
+@pytest.mark.slow
 def test_every_stage_freezes_exactly_and_trains_its_groups():
     model = split_vocab(tiny_model(), BASE)
     # every stage, then replays where the previous stage trained rows that are now frozen (3 -> 2, 6 -> 7, 5 -> 1)
@@ -237,6 +238,7 @@ print("FSDP2-OK")
 '''
 
 
+@pytest.mark.slow
 def test_fsdp2_exact_freezing_subprocess():
     """FSDP2 (fully_shard, DTensor params, gloo, world size 1): same exact freezing, full state dict merges."""
     import subprocess

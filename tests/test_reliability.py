@@ -75,6 +75,7 @@ def error_lines(stderr: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- crash and resume
+@pytest.mark.slow
 def test_sigkill_resume_matches_uninterrupted_run(env, tmp_path):
     stage = ["stage=1", "stage.max_steps=24", "trainer.checkpoint_every_n_steps=3"]
     a, b = tmp_path / "a", tmp_path / "b"
@@ -175,6 +176,7 @@ def _bad_cases(env, tmp: Path) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_bad_inputs_one_line_errors(env, tmp_path):
     cases = _bad_cases(env, tmp_path)
 
@@ -206,6 +208,7 @@ def test_bad_inputs_one_line_errors(env, tmp_path):
     assert not failures, "\n\n".join(failures)
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_and_keeps_good_checkpoint(env, tmp_path):
     from eeve.training.checkpoint import find_resume_checkpoint, is_loadable
 

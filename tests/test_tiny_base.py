@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
+@pytest.mark.slow
 def test_tiny_base_trains_and_saves_loadable_model(demo_data, tmp_path, capsys):
     from eeve.demo.tiny_base import main
     from eeve.model.load import load_base_model

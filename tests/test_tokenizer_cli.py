@@ -31,6 +31,7 @@ def common(demo_data, d: Path) -> list[str]:
             "intermediate_vocab_size=3000", "min_frequency=3", f"hydra.run.dir={d / 'run'}"]
 
 
+@pytest.mark.slow
 def test_cli_builds_into_hydra_run_dir(demo_data, small):
     r = run(*common(demo_data, small), "run_name=cli")
     assert r.returncode == 0, r.stderr
@@ -45,6 +46,7 @@ def test_cli_builds_into_hydra_run_dir(demo_data, small):
     assert r2.returncode != 0 and (out / "expansion.json").is_file()
 
 
+@pytest.mark.slow
 def test_cli_count_mode_shards(demo_data, small):
     from eeve.tokenizer.counting import merge_counts
 
@@ -100,6 +102,7 @@ def bad_inputs(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_cli_bad_input_one_line_error(demo_data, bad_inputs, case):
     args, needle = BAD[case]

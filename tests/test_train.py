@@ -62,6 +62,7 @@ def export_state(d: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+@pytest.mark.slow
 def test_every_stage_changes_exactly_its_groups(expanded_tokenizer, cache_dir, tmp_path):
     """Weight decay 0.1 and fresh AdamW per stage: frozen tensors and frozen rows stay bit-identical."""
     from eeve.model.split import merge_vocab
@@ -136,7 +137,7 @@ def test_stage_all_takes_stage_overrides_variants_and_schedule(expanded_tokenize
     """`stage=all` runs the `stages:` list (a named variant in it), each stage composed as `stage=<name>`; every
     `stage.*` key of the command line reaches every stage, and an experiment-style `schedule` entry applies too."""
     r = run_cli("stage=all", "stages=[1,6_lowlr]", "stage.warmup_steps=1", "stage.weight_decay=0.01",
-                "+schedule={'1': {min_lr_ratio: 0.5}}", f"hydra.run.dir={tmp_path}",
+                "+schedule.1.min_lr_ratio=0.5", f"hydra.run.dir={tmp_path}",
                 f"tokenizer.path={expanded_tokenizer}", f"paths.cache_dir={cache_dir}", *FAST)
     assert r.returncode == 0, r.stderr[-3000:]
     m1 = json.loads((tmp_path / "stage1" / "metrics.json").read_text())

@@ -238,7 +238,7 @@ class TrainConfig:
     """auto = continue this stage from its newest good checkpoint; never; or a checkpoint path."""
     overwrite: bool = False
     """Re-train a stage whose export already exists (otherwise it is skipped)."""
-    stages: list[str] = field(default_factory=lambda: [str(n) for n in range(1, 8)])
+    stages: list[str] = field(default_factory=list)
     """What ``stage=all`` runs, in order: names of conf/stage/*.yaml files (a variant such as ``6_lowlr`` may stand
     in for its stage). Each stage starts from the export of the stage before it in this list."""
     schedule: dict[str, Any] = field(default_factory=dict)
@@ -254,6 +254,8 @@ class TrainConfig:
             raise ConfigError(f"stage.trainable has unknown group(s) {bad}: choose from {list(GROUPS)}")
         if self.init not in INIT_METHODS:
             raise ConfigError(f"init={self.init} is unknown: choose one of {', '.join(INIT_METHODS)}")
+        if not self.stages:
+            raise ConfigError("stages is empty: list the stage configs `stage=all` runs, e.g. stages=[1,2,3,4,5,6,7]")
         if self.trainer.strategy not in ("single", "ddp", "fsdp"):
             raise ConfigError(f"trainer.strategy={self.trainer.strategy} is unknown: use trainer=default, trainer=ddp "
                               "or trainer=fsdp")
