@@ -26,17 +26,21 @@ GROUPS = ("old_input", "new_input", "old_output", "new_output", "transformer")
 @dataclass
 class CorpusConfig:
     paths: list[str] = field(default_factory=lambda: [".cache/demo/ko/train.txt"])
-    """Korean corpus files or globs (.txt: one document per line; .jsonl: one object per line; .gz ok)."""
+    """Target-language corpus files or globs (.txt: one document per line; .jsonl: one object per line; .gz ok)."""
     text_field: str = "text"
     """Key holding the text in .jsonl files."""
 
 
 @dataclass
-class HeldoutConfig:
-    ko: Optional[str] = ".cache/demo/ko/heldout.txt"
-    """Held-out Korean for the compression report (null to skip)."""
-    en: Optional[str] = ".cache/demo/en/heldout.txt"
-    """Held-out English for the compression report and the non-Hangul identity check (null to skip)."""
+class TargetConfig:
+    """The target language's characters (eeve.text.scripts): new tokens are built from them."""
+
+    scripts: list[str] = field(default_factory=lambda: ["Hangul"])
+    """Unicode script names (Hangul, Han, Hiragana, Katakana, Devanagari, Cyrillic, Thai, Arabic, ...); several
+    names, e.g. [Han,Hiragana,Katakana] for Japanese, count as one target."""
+    ranges: list[str] = field(default_factory=list)
+    """Explicit code point ranges added to the target, e.g. ['U+1EA0-U+1EF9'], for languages whose letters are a
+    subset of a shared script (Vietnamese in Latin)."""
 
 
 @dataclass
@@ -59,11 +63,15 @@ class TokenizeConfig:
     base_tokenizer: str = ".cache/demo/base_tokenizer/tokenizer.model"
     """SentencePiece BPE .model, or a HF folder / tokenizer.json (SentencePiece-style or byte-level BPE)."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
-    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    heldout: dict[str, Optional[str]] = field(default_factory=lambda: {
+        "ko": ".cache/demo/ko/heldout.txt", "en": ".cache/demo/en/heldout.txt"})
+    """Held-out text per language (language -> file, null to skip) for the compression report and the check that
+    text without target characters encodes exactly as with the base."""
     output_dir: Optional[str] = None
     """Where the expanded tokenizer folder goes (default: <hydra run dir>/tokenizer). Replaced only on success."""
     intermediate_vocab_size: int = 12000
-    """Vocabulary of the intermediate Korean BPE (EEVE/SOLAR: 40000 on Korean web text)."""
+    """Vocabulary of the intermediate BPE trained on the corpus (EEVE/SOLAR: 40000 on Korean web text)."""
     intermediate_max_mb: Optional[float] = None
     """Train the intermediate BPE on the first N MB of the corpus only (null: all of it); counting always reads all."""
     min_frequency: int = 10
@@ -180,6 +188,8 @@ class ValConfig:
     """Key of the document text in ``.jsonl`` files."""
     max_sequences: int = 64
     """Use at most this many packed sequences (over all ranks)."""
+    lang: Optional[str] = None
+    """Language tag of the held-out text (e.g. ``ko``, ``en``), for per-language reports."""
 
 
 @dataclass
@@ -313,7 +323,13 @@ def unknown_key_message(key: str, schema) -> str:
     if not close:  # the same name under another group (trainer.max_steps -> stage.max_steps)
         by_leaf = {k.rpartition(".")[2]: k for k in keys if "." in k}
         close = [by_leaf[m] for m in difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.8)]
-    hint = f"did you mean '{close[0]}'?" if close else "check its spelling (--cfg job lists the keys)"
+    parent = key.rpartition(".")[0]
+    if parent in keys and not any(k.startswith(parent + ".") for k in keys):  # a dict field: new keys need '+'
+        hint = f"'{parent}' is a mapping: add a new entry with '+{key}=...'"
+    elif close:
+        hint = f"did you mean '{close[0]}'?"
+    else:
+        hint = "check its spelling (--cfg job lists the keys)"
     return f"unknown config key '{key}' on the command line: {hint}"
 
 

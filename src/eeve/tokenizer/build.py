@@ -1,20 +1,21 @@
 """EEVE tokenizer expansion (the model card's construction), used by `python tokenize.py`.
 
-  1. train an intermediate BPE on the Korean corpus with the base's conventions (`tokenizers` BpeTrainer);
-  2. candidates = its tokens of the form `▁?[Hangul]+` absent from the base;
+  1. train an intermediate BPE on the target-language corpus with the base's conventions (`tokenizers` BpeTrainer);
+  2. candidates = its tokens absent from the base made of an optional leading space and target-script characters
+     (at least one a target character: EEVE's `▁?[Hangul]+`, generalised by eeve.text.scripts);
   3. target = base vocab + new tokens (ids contiguous from the base size) + their merges appended *after* every
      base merge (lowest priority), with the ancestors each new token needs; verify every new token is reachable
      by the bare BPE model, repair the ones that are not;
   4. count token frequencies over the corpus with the target;
   5. drop new tokens seen < min_frequency times -- except merge ancestors of a kept token (dropping one would make
      the kept token unreachable) and single characters whose *character* frequency passes (step 6 adds them);
-  6. add the single Hangul characters missing from the vocabulary seen >= min_frequency times;
+  6. add the single target characters missing from the vocabulary seen >= min_frequency times;
   7. repeat 3-6 until nothing is dropped or added; then drop the least frequent removable new tokens until the
      vocabulary size is a multiple of `vocab_multiple_of`, and recount.
 
-Why non-Hangul text encodes exactly as the base: every new token, and every token a new merge produces, contains
-Hangul (byte-level bases: bytes that only occur inside Hangul characters). A new merge can only fire where its
-result occurs in the text, so text without Hangul sees only base merges; new vocabulary entries that are never
+Why text without target characters encodes exactly as the base: every new token, and every token a new merge
+produces, contains a target character (byte-level bases: bytes that only occur inside target characters). A new
+merge can only fire where its result occurs in the text, so text without target characters sees only base merges; new vocabulary entries that are never
 formed change nothing. The one deliberate difference: the target normalises to NFC (the base does not), so
 non-NFC input encodes as the base encodes its NFC form; NFC text is untouched.
 """
@@ -31,7 +32,7 @@ from tokenizers import Tokenizer, trainers
 from eeve.config import TokenizeConfig
 from eeve.errors import CorpusError, TokenizerBuildError
 from eeve.text.corpus import CorpusStats, iter_documents, resolve_paths
-from eeve.text.scripts import HANGUL
+from eeve.text.scripts import TargetScripts, target_scripts
 from eeve.tokenizer.base import BaseTokenizer, bpe_pieces
 from eeve.tokenizer.counting import Counts, count_tokens
 from eeve.tokenizer.kinds import TokenizerKind
@@ -77,7 +78,7 @@ class Expansion:
 
     base: BaseTokenizer
     base_size: int
-    script: object  # the target script (eeve.text.scripts): new tokens and merges must imply its characters
+    script: TargetScripts  # new tokens and merges must hold (or byte-imply) its target characters
     new_tokens: list[str] = field(default_factory=list)
     new_merges: list[tuple[str, str]] = field(default_factory=list)
 
@@ -129,7 +130,7 @@ def train_intermediate(base: BaseTokenizer, docs: Iterable[str], vocab_size: int
 def _closure(cands: list[str], inter_merge: dict[str, tuple[str, str]], base: BaseTokenizer,
              script) -> tuple[set[str], list[str]]:
     """New tokens needed for the candidates: candidates + their intermediate merge ancestors missing from the base.
-    Ancestors that are not Hangul-only (byte-level bases: e.g. the last two bytes of a syllable) are left out
+    Ancestors that are not target tokens (byte-level bases: e.g. the last two bytes of a syllable) are left out
     (returned second); `ensure_reachable` then builds those candidates from their current segmentation."""
     vocab = base.vocab
     needed: set[str] = set()
@@ -151,8 +152,8 @@ def _closure(cands: list[str], inter_merge: dict[str, tuple[str, str]], base: Ba
 
 def ensure_reachable(exp: Expansion, log: dict | None = None) -> list[str]:
     """Make every new token reachable by the bare BPE model (repair by appending left-to-right merges of its
-    current segmentation, adding support tokens as needed); drop tokens that cannot be (non-Hangul support
-    token needed). Cross-checked with the real `tokenizers` model. Returns the dropped tokens."""
+    current segmentation, adding support tokens as needed); drop tokens that cannot be (a support token that is
+    not a target token would be needed). Cross-checked with the real `tokenizers` model. Returns the dropped tokens."""
     sim = exp.sim()
     vocab = sim.vocab
     kind, script = exp.base.kind, exp.script
@@ -173,7 +174,7 @@ def ensure_reachable(exp: Expansion, log: dict | None = None) -> list[str]:
                 plan.append((cur, s, cur + s))
                 cur = cur + s
             if any(kind.is_byte_piece(p) for p in pieces) or any(r not in vocab and not kind.is_target_token(r, script) for *_, r in plan):
-                dropped.append(t)  # a character missing from the vocab, or a support token that is not Hangul-only
+                dropped.append(t)  # a character missing from the vocab, or a support token that is not a target token
                 continue
             for a, b, r in plan:
                 if r not in vocab:
@@ -239,15 +240,15 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
     """Run steps 1-7. Returns a dict with the Expansion, counts, iteration log and corpus stats."""
     paths = resolve_paths(cfg.corpus.paths, base_dir)
     stats = CorpusStats()
-    script, kind = HANGUL, base.kind
-    seen_hangul = [False]
+    script, kind = target_scripts(cfg.target.scripts, cfg.target.ranges), base.kind
+    seen_target = [False]
 
     limit = cfg.intermediate_max_mb * 1e6 if cfg.intermediate_max_mb else float("inf")
 
     def train_docs():
         for d in iter_documents(paths, cfg.corpus.text_field, stats=stats, progress=cfg.progress, base_dir=base_dir):
-            if not seen_hangul[0] and script.has_target(d):
-                seen_hangul[0] = True
+            if not seen_target[0] and script.has_target(d):
+                seen_target[0] = True
             yield d
             if stats.text_bytes >= limit:
                 break
@@ -255,9 +256,12 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
     t0 = time.time()
     inter_vocab, inter_merges = train_intermediate(base, train_docs(), cfg.intermediate_vocab_size)
     if stats.documents == 0:
-        raise CorpusError(f"corpus {cfg.corpus.paths} holds no documents (empty files or blank lines only): give non-empty Korean text")
-    if not seen_hangul[0]:
-        raise CorpusError(f"corpus {cfg.corpus.paths} contains no Hangul: EEVE expansion needs Korean text in corpus.paths")
+        raise CorpusError(f"corpus {cfg.corpus.paths} holds no documents (empty files or blank lines only): give "
+                          "non-empty target-language text")
+    if not seen_target[0]:
+        where = " (in the intermediate sample: raise intermediate_max_mb)" if stats.text_bytes >= limit else ""
+        raise CorpusError(f"no character of the target scripts {script.label} in corpus {cfg.corpus.paths}{where}: "
+                          "set target.scripts or corpus.paths")
     say(f"corpus{' (intermediate sample)' if stats.text_bytes >= limit else ''}: {len(paths)} files, {stats.documents:,} documents, {stats.text_bytes / 1e6:.2f} MB text"
         f"{f', {stats.invalid_utf8_lines} invalid UTF-8 lines skipped' if stats.invalid_utf8_lines else ''}")
     say(f"intermediate BPE: {len(inter_vocab):,} tokens, {len(inter_merges):,} merges ({time.time() - t0:.1f}s)")
@@ -267,8 +271,8 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
     cands = sorted((t for t in inter_vocab if kind.is_candidate(t, script) and t not in base.vocab),
                    key=lambda t: (inter_rank.get(t, -1), t))
     needed, skipped = _closure(cands, inter_merge, base, script)
-    say(f"candidates: {len(cands):,} Hangul tokens absent from the base ({len(needed) - len(set(cands) & needed):,} "
-        f"ancestors added{f', {len(skipped)} non-Hangul ancestors left out' if skipped else ''})")
+    say(f"candidates: {len(cands):,} {script.label} tokens absent from the base ({len(needed) - len(set(cands) & needed):,} "
+        f"ancestors added{f', {len(skipped)} non-target ancestors left out' if skipped else ''})")
     base_size = base_vocab_size(base)
     order = sorted(needed, key=lambda t: (inter_rank.get(t, -1), t))  # single chars (rank -1) first
     have = needed | set(base.vocab)
@@ -278,7 +282,7 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
     ensure_reachable(exp, log)
 
     iterations = []
-    unaddable: set[str] = set()  # characters whose byte-level merges would need a non-Hangul support token
+    unaddable: set[str] = set()  # characters whose byte-level merges would need a non-target support token
     counts = None
     char_counts = None
     m = cfg.min_frequency
@@ -294,8 +298,8 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
         dropped = [t for t in exp.new_tokens if t not in keep]
         present = set(exp.vocab())
         added = [kind.char_token(c) for c in sorted(
-            (chr(c + 0x1100) for c in np.nonzero(char_counts.chars >= m)[0] if script.is_target_char(chr(c + 0x1100))),
-            key=lambda c: -char_counts.char_count(c)) if kind.char_token(c) not in present]
+            (chr(c) for c in np.flatnonzero(char_counts.chars >= m).tolist() if script.is_target_char(chr(c))),
+            key=lambda c: (-char_counts.char_count(c), c)) if kind.char_token(c) not in present]
         added = [t for t in added if t not in unaddable]
         rec = {"iteration": it, "new_tokens": len(exp.new_tokens), "dropped": len(dropped), "added": len(added),
                "dropped_examples": _examples(sorted(dropped, key=lambda t: freq[t])),

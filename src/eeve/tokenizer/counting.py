@@ -1,4 +1,4 @@
-"""Token and Hangul-character frequencies over a corpus, in one streaming pass.
+"""Token and character frequencies over a corpus, in one streaming pass.
 
 `count_tokens(tokenizer, docs)` encodes byte-bounded batches with the tokenizer's parallel `encode_batch_fast`
 (Rust threads, GIL released) while a reader thread prepares the next batch, and adds each batch into a numpy
@@ -21,23 +21,12 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from eeve.text.corpus import iter_batches
-
-# Hangul code points: syllables, jamo, compatibility jamo, jamo extended A and B
-HANGUL_RANGES = ((0xAC00, 0xD7A3), (0x1100, 0x11FF), (0x3130, 0x318F), (0xA960, 0xA97F), (0xD7B0, 0xD7FF))
-
-
-def is_hangul_char(c: str) -> bool:
-    o = ord(c)
-    return any(lo <= o <= hi for lo, hi in HANGUL_RANGES)
-
-
-def has_hangul(text: str) -> bool:
-    return any(is_hangul_char(c) for c in text)
-
+from eeve.text.scripts import MAX_CP
 
 @dataclass
 class Counts:
-    """token counts (len = vocab size) and Hangul character counts (indexed by code point - 0x1100)."""
+    """Token counts (len = vocab size) and character counts (indexed by code point, every script: the builder picks
+    the target's characters, so shard counts do not depend on the target)."""
 
     tokens: np.ndarray
     chars: np.ndarray | None = None
@@ -49,20 +38,23 @@ class Counts:
         return Counts(self.tokens + other.tokens, chars, self.documents + other.documents, self.characters + other.characters)
 
     def char_count(self, c: str) -> int:
-        return int(self.chars[ord(c) - CHAR_BASE]) if self.chars is not None and CHAR_BASE <= ord(c) < CHAR_END else 0
+        return int(self.chars[ord(c)]) if self.chars is not None else 0
 
     def save(self, path: str | Path) -> None:
-        np.savez(path, tokens=self.tokens, chars=self.chars if self.chars is not None else np.zeros(0, np.int64),
-                 meta=np.array([self.documents, self.characters], np.int64))
+        """One .npz; character counts stored sparsely (code points seen, their counts)."""
+        seen = np.flatnonzero(self.chars) if self.chars is not None else np.zeros(0, np.int64)
+        np.savez(path, tokens=self.tokens, char_codes=seen,
+                 char_counts=self.chars[seen] if self.chars is not None else seen,
+                 has_chars=np.array(self.chars is not None), meta=np.array([self.documents, self.characters], np.int64))
 
     @classmethod
     def load(cls, path: str | Path) -> "Counts":
         z = np.load(path)
-        chars = z["chars"] if z["chars"].size else None
+        chars = None
+        if bool(z["has_chars"]):
+            chars = np.zeros(MAX_CP, np.int64)
+            chars[z["char_codes"]] = z["char_counts"]
         return cls(z["tokens"], chars, int(z["meta"][0]), int(z["meta"][1]))
-
-
-CHAR_BASE, CHAR_END = 0x1100, 0xD800  # one array covers every Hangul range (about 200 KB of int32... int64)
 
 
 _IDS = operator.attrgetter("ids")
@@ -95,11 +87,13 @@ def _prefetch(it: Iterable, depth: int = 2) -> Iterator:
         raise err[0]
 
 
-def hangul_char_counts(batch: list[str]) -> np.ndarray:
-    """Counts of every code point in [CHAR_BASE, CHAR_END) over the batch (vectorised, via UTF-32)."""
+def add_char_counts(chars: np.ndarray, batch: list[str]) -> None:
+    """Add the count of every code point in the batch to ``chars`` (vectorised, via UTF-32; the bincount only
+    spans up to the largest code point seen, so mostly-BMP text never touches the rest of the array)."""
     cps = np.frombuffer("".join(batch).encode("utf-32-le"), dtype=np.uint32)
-    cps = cps[(cps >= CHAR_BASE) & (cps < CHAR_END)] - CHAR_BASE
-    return np.bincount(cps, minlength=CHAR_END - CHAR_BASE).astype(np.int64)
+    if cps.size:
+        counts = np.bincount(cps)
+        chars[: counts.size] += counts
 
 
 PACK_SEP = "\n "
@@ -140,12 +134,12 @@ def count_tokens(
     prefetch: bool = True,
     pack: int = 64,
 ) -> Counts:
-    """Frequency of every token id (no special tokens added) over `docs`; optionally Hangul character counts.
+    """Frequency of every token id (no special tokens added) over `docs`; optionally every character's count.
     `pack` documents are encoded as one string where that is exact (see `pack_separator_id`; 0/1: never)."""
     sep_id = pack_separator_id(tokenizer) if pack > 1 else None
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     total = np.zeros(vocab_size, dtype=np.int64)
-    chars = np.zeros(CHAR_END - CHAR_BASE, dtype=np.int64) if count_chars else None
+    chars = np.zeros(MAX_CP, dtype=np.int64) if count_chars else None
     ndocs = nchars = 0
 
     def absorb(fut, batch):
@@ -156,7 +150,7 @@ def count_tokens(
         if sep_id is not None:
             total[sep_id] -= len(batch) - len(encs)  # one newline token per separator
         if chars is not None:
-            chars += hangul_char_counts(batch)
+            add_char_counts(chars, batch)
         ndocs += len(batch)
         nchars += sum(map(len, batch))
 

@@ -11,6 +11,7 @@ import re
 from typing import ClassVar
 
 from eeve.errors import TokenizerBuildError
+from eeve.text.scripts import TargetScripts
 
 _BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 
@@ -50,17 +51,17 @@ class TokenizerKind:
         text = self.token_text(token)
         return text is not None and len(text) == 1
 
-    def is_target_token(self, token: str, script) -> bool:
+    def is_target_token(self, token: str, script: TargetScripts) -> bool:
         """Whether a vocabulary entry can only ever be formed inside text that contains a target character."""
         return script.bytes_imply_target(self.token_bytes(token))
 
-    def is_candidate(self, token: str, script) -> bool:
-        """An intermediate-tokenizer token worth adding: optional leading space, then target characters only."""
+    def is_candidate(self, token: str, script: TargetScripts) -> bool:
+        """An intermediate-tokenizer token worth adding: optional leading space, then characters of the target's
+        scripts, at least one a target character (``script.is_candidate_text``)."""
         text = self.token_text(token)
         if text is None:
             return False
-        text = text[1:] if text.startswith(" ") else text
-        return bool(text) and all(script.is_target_char(c) for c in text)
+        return script.is_candidate_text(text[1:] if text.startswith(" ") else text)
 
     def initial_symbols(self, token: str, vocab: dict[str, int]) -> list[str]:
         """The symbols BPE starts from for ``token``'s text, before any merge."""

@@ -7,7 +7,7 @@ import unicodedata
 from tokenizers import Tokenizer
 
 from eeve.text.corpus import iter_documents
-from eeve.text.scripts import HANGUL
+from eeve.text.scripts import TargetScripts
 from eeve.tokenizer.kinds import TokenizerKind
 
 
@@ -18,9 +18,9 @@ def read_lines(path: str | None, base_dir) -> list[str]:
 
 
 def compression_report(base_tok: Tokenizer, target: Tokenizer, kind: TokenizerKind, texts: dict[str, list[str]],
-                       script=HANGUL) -> dict:
+                       script: TargetScripts) -> dict:
     """Characters per token and byte-fallback token rate, base vs target, per held-out language; plus how many
-    lines without Hangul encode differently (must be 0)."""
+    lines, with their target characters removed, encode differently (must be 0)."""
     out: dict = {}
     for lang, lines in texts.items():
         if not lines:
@@ -36,10 +36,10 @@ def compression_report(base_tok: Tokenizer, target: Tokenizer, kind: TokenizerKi
             nb = sum(1 for e in encs for i in e.ids if i in byte_ids)
             row[f"{name}_byte_fallback_rate"] = round(nb / max(n, 1), 6)
         row["ratio"] = round(row["expanded_chars_per_token"] / max(row["base_chars_per_token"], 1e-9), 4)
-        non_hangul = [s for s in ("".join(c for c in x if not script.is_target_char(c)) for x in lines) if s.strip()]
-        a = base_tok.encode_batch_fast(non_hangul, add_special_tokens=False)
-        b = target.encode_batch_fast(non_hangul, add_special_tokens=False)
-        row["non_hangul_lines_checked"] = len(non_hangul)
-        row["non_hangul_mismatches"] = sum(x.ids != y.ids for x, y in zip(a, b))
+        non_target = [s for s in map(script.strip_target, lines) if s.strip()]
+        a = base_tok.encode_batch_fast(non_target, add_special_tokens=False)
+        b = target.encode_batch_fast(non_target, add_special_tokens=False)
+        row["non_target_lines_checked"] = len(non_target)
+        row["non_target_mismatches"] = sum(x.ids != y.ids for x, y in zip(a, b))
         out[lang] = row
     return out

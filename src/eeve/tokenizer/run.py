@@ -14,6 +14,7 @@ from eeve.config import TokenizeConfig, to_tokenize_config
 from eeve.errors import TokenizerBuildError
 from eeve.io import atomic_dir
 from eeve.text.corpus import CorpusStats, iter_documents, resolve_paths
+from eeve.text.scripts import target_scripts
 from eeve.tokenizer.base import load_base, write_hf_folder
 from eeve.tokenizer.build import Expansion, base_vocab_size, build_expanded_tokenizer
 from eeve.tokenizer.counting import Counts, count_tokens
@@ -36,16 +37,20 @@ DEMO_PREFIX = ".cache/demo/"
 
 def _use_demo(cfg: TokenizeConfig) -> None:
     """Paths under .cache/demo/ (the defaults) point at `ensure_demo_data()` (fetched on first use; honours
-    $EEVE_CACHE)."""
-    if not any(str(p).startswith(DEMO_PREFIX) for p in [cfg.base_tokenizer, *cfg.corpus.paths, cfg.heldout.ko, cfg.heldout.en] if p):
+    $EEVE_CACHE); a path under .cache/demo/<lang>/ fetches that demo language too."""
+    paths = [str(p) for p in [cfg.base_tokenizer, *cfg.corpus.paths, *cfg.heldout.values()] if p]
+    if not any(p.startswith(DEMO_PREFIX) for p in paths):
         return
-    from eeve.demo.data import ensure_demo_data
+    from eeve.demo.data import DEFAULT_LANG, LANGUAGES, ensure_demo_data
 
     demo = str(ensure_demo_data()) + "/"
+    for code in {p[len(DEMO_PREFIX):].split("/", 1)[0] for p in paths if p.startswith(DEMO_PREFIX)} & set(LANGUAGES):
+        if code != DEFAULT_LANG:
+            ensure_demo_data(lang=code)
     fix = lambda p: demo + p[len(DEMO_PREFIX):] if p and p.startswith(DEMO_PREFIX) else p  # noqa: E731
     cfg.base_tokenizer = fix(cfg.base_tokenizer)
     cfg.corpus.paths = [fix(p) for p in cfg.corpus.paths]
-    cfg.heldout.ko, cfg.heldout.en = fix(cfg.heldout.ko), fix(cfg.heldout.en)
+    cfg.heldout = {lang: fix(p) for lang, p in cfg.heldout.items()}
 
 
 def run_from_config(dcfg) -> Path:
@@ -61,6 +66,7 @@ def run_from_config(dcfg) -> Path:
         raise TokenizerBuildError("need intermediate_vocab_size >= 256, min_frequency >= 1, max_iterations >= 1, vocab_multiple_of >= 0")
     if cfg.mode == "count":
         return _run_count(cfg, cwd, run_dir)
+    target_scripts(cfg.target.scripts, cfg.target.ranges)  # a misspelt script fails before any work
     base_path = cfg.base_tokenizer if os.path.isabs(os.path.expanduser(cfg.base_tokenizer)) else os.path.join(cwd, cfg.base_tokenizer)
     base = load_base(base_path)
     resolve_paths(cfg.corpus.paths, cwd)  # bad paths fail before any work
@@ -74,8 +80,8 @@ def run_from_config(dcfg) -> Path:
         exp: Expansion = res["expansion"]
         counts: Counts = res["counts"]
         target = exp.tokenizer()
-        texts = {"ko": read_lines(cfg.heldout.ko, cwd), "en": read_lines(cfg.heldout.en, cwd)}
-        comp = compression_report(base.tokenizer(), target, base.kind, texts)
+        texts = {lang: read_lines(path, cwd) for lang, path in cfg.heldout.items()}
+        comp = compression_report(base.tokenizer(), target, base.kind, texts, exp.script)
         write_hf_folder(exp.tokenizer_json(), base.config, tmp)
         write_hf_folder(base.tokenizer_json, base.config, tmp / "base_tokenizer")
         stats: CorpusStats = res["stats"]
@@ -84,6 +90,7 @@ def run_from_config(dcfg) -> Path:
             "vocab_size": exp.base_size + len(exp.new_tokens),
             "base_kind": base.kind.name,
             "base_tokenizer": base.source,
+            "target": {"scripts": list(cfg.target.scripts), "ranges": list(cfg.target.ranges)},
             "num_new_tokens": len(exp.new_tokens),
             # frequency = times the token occurs in the expanded tokenization of the corpus; single characters also
             # carry char_frequency (occurrences of the character, inside longer tokens included: the card's rule)
@@ -112,13 +119,14 @@ def run_from_config(dcfg) -> Path:
     for lang, row in comp.items():
         fb = f", byte fallback {row.get('base_byte_fallback_rate', 0):.2%} -> {row.get('expanded_byte_fallback_rate', 0):.2%}" if "base_byte_fallback_rate" in row else ""
         print(f"held-out {lang}: {row['base_chars_per_token']:.3f} -> {row['expanded_chars_per_token']:.3f} chars/token "
-              f"(x{row['ratio']:.2f}){fb}; non-Hangul lines differing from base: {row['non_hangul_mismatches']}/{row['non_hangul_lines_checked']}")
+              f"(x{row['ratio']:.2f}){fb}; lines without target characters differing from base: "
+              f"{row['non_target_mismatches']}/{row['non_target_lines_checked']}")
     print(f"wrote {out} ({report['seconds']}s)")
     return out
 
 
 def _run_count(cfg: TokenizeConfig, cwd: str, run_dir: str) -> Path:
-    """mode=count: token + Hangul character counts of one shard of the corpus files (sum with merge_counts)."""
+    """mode=count: token + character counts of one shard of the corpus files (sum with merge_counts)."""
     c = cfg.count
     if not c.tokenizer_dir:
         raise TokenizerBuildError("mode=count needs count.tokenizer_dir=PATH (an expanded tokenizer folder)")
