@@ -31,3 +31,19 @@ def expanded_tokenizer(demo_data, tmp_path_factory) -> Path:
         "progress": False,
     })
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_language(demo_data):
+    """``demo_language("ja")`` -> the folder ``<cache>/demo/ja`` (train.txt, heldout.txt, pairs/), built on first use
+    by the demo data builder (``apt-get download libreoffice-help-ja``, as for Korean)."""
+    import shutil
+
+    from eeve.demo.data import ensure_demo_data
+
+    def get(lang: str) -> Path:
+        if not (demo_data / lang / "manifest.json").is_file() and shutil.which("apt-get") is None:
+            pytest.skip(f"demo language {lang} needs apt-get (Debian's libreoffice-help-{lang} package)")
+        return ensure_demo_data(lang=lang) / lang
+
+    return get

@@ -10,6 +10,7 @@ import pytest
 
 from eeve.demo import data as dd
 
+KOREAN = dd.LANGUAGES["ko"].target()
 TEXT_FILES = ("ko/train.txt", "ko/heldout.txt", "en/train.txt", "en/heldout.txt")
 PAIR_FILES = ("pairs/train.jsonl", "pairs/heldout.jsonl")
 
@@ -35,6 +36,8 @@ def test_layout_and_manifest_counts(demo_data: Path, manifest: dict):
         assert entry["bytes"] == path.stat().st_size
         if "lines" in entry:
             assert entry["lines"] == len(path.read_bytes().splitlines())
+        if "sha256" in entry:  # caches built before per-file digests were recorded lack it
+            assert entry["sha256"] == dd._sha256(path)
     pkgs = {s["package"]: s for s in manifest["sources"]}
     assert pkgs["mistral-common"]["version"] == "1.13.1"
     assert pkgs["konlpy"]["version"] == "0.6.0"
@@ -62,7 +65,7 @@ def test_text_lines_are_clean(demo_data: Path):
             assert line and line == line.strip() and "\t" not in line, (rel, line)
             assert unicodedata.is_normalized("NFC", line), (rel, line)
             if rel.startswith("ko/"):
-                assert dd.has_hangul(line), (rel, line)
+                assert KOREAN.has_target(line), (rel, line)
 
 
 def test_pairs_well_formed(demo_data: Path):
@@ -73,7 +76,7 @@ def test_pairs_well_formed(demo_data: Path):
             assert rec["text"] == rec["en"] + "\n" + rec["ko"]
             assert rec["en"] and rec["ko"] and rec["en"] != rec["ko"]
             assert "\n" not in rec["en"] and "\n" not in rec["ko"]
-            assert dd.has_hangul(rec["ko"])
+            assert KOREAN.has_target(rec["ko"])
             assert unicodedata.is_normalized("NFC", rec["text"])
 
 
@@ -115,7 +118,7 @@ def test_no_help_page_on_both_sides(demo_data: Path, manifest: dict):
     heldout = set(_lines(demo_data / "ko/heldout.txt"))
     contributing = 0
     for rel, paras in pages.items():
-        lines = {t for t in paras.values() if dd.has_hangul(t)}
+        lines = {t for t in paras.values() if KOREAN.has_target(t)}
         if rel in held:
             # held-out page: its lines are held out, except exact duplicates of train lines (dropped there)
             assert lines <= heldout | train, rel
@@ -205,7 +208,7 @@ def test_pypi_only_fallback(tmp_path: Path, demo_data: Path, monkeypatch, capsys
     assert f["en/train.txt"]["lines"] > 10 and f["en/heldout.txt"]["lines"] > 0
     assert f["pairs/train.jsonl"]["lines"] == 0
     for line in _lines(demo / "ko/train.txt"):
-        assert dd.has_hangul(line)
+        assert KOREAN.has_target(line)
     assert not set(_lines(demo / "ko/train.txt")) & set(_lines(demo / "ko/heldout.txt"))
 
 
@@ -220,3 +223,51 @@ def test_cached_downloads_not_refetched(tmp_path: Path, demo_data: Path, monkeyp
     (bad / dd.KONLPY_WHEEL.filename).write_bytes(b"corrupt")
     with pytest.raises(pytest.fail.Exception, match="subprocess called"):
         dd.fetch_wheel(dd.KONLPY_WHEEL, tmp_path / "dl")
+
+
+# ------------------------------------------------------------------------------------------- other languages
+@pytest.mark.parametrize("lang", ["ja", "hi", "ru"])
+def test_language_folder(demo_language, manifest, lang):
+    folder = demo_language(lang)
+    m = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    assert m["lang"] == lang and m["target"]["scripts"] == list(dd.LANGUAGES[lang].scripts)
+    for rel, entry in m["files"].items():
+        path = folder / rel
+        assert entry["bytes"] == path.stat().st_size and entry["sha256"] == dd._sha256(path)
+        assert entry["lines"] == len(path.read_bytes().splitlines()) > 0, rel
+    assert {s["package"] for s in m["sources"]} == {f"libreoffice-help-{lang}", "libreoffice-help-en-us"}
+    if _with_apt(manifest):  # the same pages are held out for every language (and for English)
+        assert m["help_pages"]["heldout_pages"] == manifest["help_pages"]["heldout_pages"]
+    target = dd.LANGUAGES[lang].target()
+    train, held = _lines(folder / "train.txt"), _lines(folder / "heldout.txt")
+    assert all(target.has_target(x) and unicodedata.is_normalized("NFC", x) for x in train + held)
+    assert not set(train) & set(held) and len(set(train)) == len(train)
+    for raw in _lines(folder / "pairs" / "heldout.jsonl"):
+        rec = json.loads(raw)
+        assert set(rec) == {"text", "en", lang} and rec["text"] == rec["en"] + "\n" + rec[lang]
+        assert target.has_target(rec[lang]) and rec[lang] != rec["en"]
+
+
+def test_unknown_language_is_one_line(capsys):
+    assert dd.main(["lang=jp"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: demo language 'jp' is unknown") and "ja" in err and "\n" not in err
+    assert dd.main(["ja"]) == 2 and "write lang=LANG" in capsys.readouterr().err
+
+
+def test_language_without_apt_is_one_line(tmp_path: Path, demo_data: Path, monkeypatch):
+    root = _tmp_root_sharing_downloads(tmp_path, demo_data)
+    monkeypatch.setattr(dd, "fetch_deb", lambda *a, **k: None)
+    with pytest.raises(dd.DemoDataError, match="languages other than Korean need Debian's help packages"):
+        dd.ensure_demo_data(root, lang="el")
+    assert not (root / "demo" / "el").exists()
+
+
+def test_korean_rebuild_keeps_other_languages(tmp_path: Path, demo_data: Path, monkeypatch):
+    root = _tmp_root_sharing_downloads(tmp_path, demo_data)
+    monkeypatch.setattr(dd, "fetch_deb", lambda *a, **k: None)  # fast PyPI-only build
+    demo = dd.ensure_demo_data(root)
+    (demo / "ja").mkdir()
+    (demo / "ja" / "manifest.json").write_text("{}")
+    dd.build_demo_data(root, force=True)
+    assert (demo / "ja" / "manifest.json").read_text() == "{}" and (demo / "ko" / "train.txt").is_file()

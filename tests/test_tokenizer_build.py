@@ -11,11 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from eeve.text.scripts import has_hangul, is_hangul_char
+from eeve.demo.byte_level import train_byte_level_base
+from eeve.text.scripts import hangul
 from eeve.tokenizer.base import bpe_pieces, load_base
 from eeve.tokenizer.counting import count_tokens, merge_counts
 from eeve.tokenizer.run import run_from_config
 
+KO = hangul()
 HYP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -48,7 +50,7 @@ def test_layout_and_ids(built):
     assert ids == list(range(32000, r["vocab_size"]))  # contiguous from the base size
     vocab = t.get_vocab()
     assert all(vocab[x["token"]] == x["id"] for x in r["new_tokens"])
-    assert len(r["new_tokens"]) > 1000 and all(has_hangul(x["token"]) for x in r["new_tokens"])
+    assert len(r["new_tokens"]) > 1000 and all(KO.has_target(x["token"]) for x in r["new_tokens"])
     base_vocab = built["base"].get_vocab()
     assert all(vocab[k] == v for k, v in base_vocab.items())  # base ids unchanged
     assert r["iterations"] and r["compression"]["ko"]["ratio"] >= 2.0
@@ -66,7 +68,7 @@ def test_new_merges_after_base_merges(built):
     bj = json.loads((built["dir"] / "base_tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
     n = len(bj["model"]["merges"])
     assert tj["model"]["merges"][:n] == bj["model"]["merges"]
-    assert all(has_hangul(a + b) for a, b in tj["model"]["merges"][n:])
+    assert all(KO.has_target(a + b) for a, b in tj["model"]["merges"][n:])
 
 
 def test_min_frequency_respected(built):
@@ -81,7 +83,7 @@ def test_min_frequency_respected(built):
 
 def test_non_hangul_text_exactly_as_base(built, demo_data):
     texts = lines(demo_data / "en" / "heldout.txt") + lines(demo_data / "en" / "train.txt")[:4000]
-    texts += ["".join(c for c in s if not is_hangul_char(c)) for s in lines(demo_data / "ko" / "heldout.txt")]
+    texts += [KO.strip_target(s) for s in lines(demo_data / "ko" / "heldout.txt")]
     texts = [s for s in texts if s.strip()]
     assert enc(built["target"], texts) == enc(built["base"], texts)
 
@@ -128,7 +130,7 @@ JAMO = st.characters(min_codepoint=0x1100, max_codepoint=0x11FF)
 # (test_literal_metaspace_like_base pins that down).
 SPECIAL = list(" \t\n\r.,!?0123456789😀👍🏽\u200d\u0301\u3000漢字") + ["\u1112\u1161\u11ab"]  # NFD 한
 MIXED = st.lists(st.one_of(HANGUL, HANGUL, JAMO, st.sampled_from(SPECIAL), st.characters(codec="utf-8")), max_size=60).map("".join)
-NON_HANGUL = st.text(st.characters(codec="utf-8").filter(lambda c: not is_hangul_char(c)), max_size=60)
+NON_HANGUL = st.text(st.characters(codec="utf-8").filter(lambda c: not KO.is_target_char(c)), max_size=60)
 
 
 def test_literal_metaspace_like_base(built):
@@ -148,7 +150,7 @@ def test_property_roundtrip_is_nfc(built, x):
 @given(NON_HANGUL)
 def test_property_non_hangul_as_base(built, x):
     y = unicodedata.normalize("NFC", x)
-    if any(is_hangul_char(c) for c in y):  # NFC never creates Hangul from non-Hangul, but be explicit
+    if any(KO.is_target_char(c) for c in y):  # NFC never creates Hangul from non-Hangul, but be explicit
         return
     assert built["target"].encode(x, add_special_tokens=False).ids == built["base"].encode(y, add_special_tokens=False).ids
 
@@ -169,21 +171,10 @@ def test_property_shard_counts_equal_single_pass(built, demo_data, cuts, batch_b
 # ------------------------------------------------------------------------------------------- byte-level base
 @pytest.fixture(scope="module")
 def byte_level(demo_data, tmp_path_factory):
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-
     root = tmp_path_factory.mktemp("bl")
-    base_dir = root / "base"
-    base_dir.mkdir()
     en = lines(demo_data / "en" / "train.txt")[:3000]
     ko = lines(demo_data / "ko" / "train.txt")[:300]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=3000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  special_tokens=["<|endoftext|>"], show_progress=False)
-    tok.train_from_iterator(en + ko, trainer)
-    tok.save(str(base_dir / "tokenizer.json"))
-    (base_dir / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>", "bos_token": None}))
+    base_dir = train_byte_level_base(en + ko, root / "base")
     out = root / "expanded"
     run_from_config({
         "base_tokenizer": str(base_dir),
@@ -201,7 +192,7 @@ def test_byte_level_base(byte_level, demo_data):
     assert [x["id"] for x in r["new_tokens"]] == list(range(r["base_vocab_size"], r["vocab_size"]))
     assert [x["token"] for x in r["new_tokens"] if bpe_pieces(t, x["token"]) != [x["token"]]] == []
     en = lines(demo_data / "en" / "heldout.txt")
-    stripped = ["".join(c for c in s if not is_hangul_char(c)) for s in lines(demo_data / "ko" / "heldout.txt")]
+    stripped = [KO.strip_target(s) for s in lines(demo_data / "ko" / "heldout.txt")]
     assert enc(t, en + stripped) == enc(b, en + stripped)
     assert r["compression"]["ko"]["ratio"] > 1.3
     for s in ["한국어 텍스트 hello 😀  x", "ㅋㅋㅋ 뷁 똠방각하", unicodedata.normalize("NFD", "한글")]:
@@ -245,7 +236,7 @@ def test_hub_style_sentencepiece_json_base(demo_data, tmp_path):
     r = json.loads((out / "expansion.json").read_text(encoding="utf-8"))
     t = Tokenizer.from_file(str(out / "tokenizer.json"))
     assert r["base_kind"] == "sentencepiece_bpe" and r["vocab_size"] % 64 == 0 and r["num_new_tokens"] > 200
-    assert r["compression"]["en"]["non_hangul_mismatches"] == 0 and "ko" not in r["compression"]
+    assert r["compression"]["en"]["non_target_mismatches"] == 0 and "ko" not in r["compression"]
     assert [x["token"] for x in r["new_tokens"] if bpe_pieces(t, x["token"]) != [x["token"]]] == []
     s = "데이터베이스 함수 hello  world"
     assert t.decode(t.encode(s).ids) == s and len(t.encode(s).ids) < len(base.tokenizer().encode(s).ids)

@@ -39,7 +39,7 @@ def test_cli_builds_into_hydra_run_dir(demo_data, small):
     rep = json.loads((out / "expansion.json").read_text(encoding="utf-8"))
     assert rep["vocab_size"] % 64 == 0 and rep["corpus"]["invalid_utf8_lines"] == 1
     assert "1 invalid UTF-8 lines skipped" in r.stdout and "chars/token" in r.stdout
-    assert rep["compression"]["en"]["non_hangul_mismatches"] == 0
+    assert rep["compression"]["en"]["non_target_mismatches"] == 0
     assert not list(small.glob("run/.tokenizer.tmp-*"))
     # re-running replaces the existing output only on success
     r2 = run(*common(demo_data, small), "corpus.paths=[/nonexistent/x.txt]")
@@ -72,7 +72,9 @@ BAD = {
     "missing_file": (["corpus.paths=[{d}/nope.txt]"], "does not exist"),
     "glob_no_match": (["corpus.paths=[{d}/*.zzz]"], "matches no file"),
     "empty_corpus": (["corpus.paths=[{d}/empty.txt]"], "no documents"),
-    "no_hangul": (["corpus.paths=[{d}/en.txt]"], "no Hangul"),
+    "no_target": (["corpus.paths=[{d}/en.txt]"], "no character of the target scripts [Hangul]"),
+    "unknown_script": (["target.scripts=[Devangari]"], "did you mean Devanagari"),
+    "ascii_range": (["target.ranges=[U+0041-U+005A]"], "includes ASCII"),
     "bad_jsonl": (["corpus.paths=[{d}/bad.jsonl]"], "not valid JSON"),
     "missing_field": (["corpus.paths=[{d}/nofield.jsonl]"], "no string field 'text'"),
     "base_missing": (["base_tokenizer={d}/no_such_base"], "does not exist"),
