@@ -5,7 +5,7 @@
 * raw:    `encode_batch_fast` over the same byte-bounded batches, text already in memory, only the encode calls
           timed (not even reading the ids back);
 * count:  `eeve.token_counting.count_tokens` from the file on disk (read + NFC + encode + bincount), i.e. what
-          `tokenize.py` does per iteration. Goal: >= 0.9x raw. Also shown: with Hangul character counts (first
+          `tokenize.py` does per iteration. Goal: >= 0.9x raw. Also shown: with character counts (first
           iteration only) and with packing off (one encode input per document, as for byte-level bases).
 * memory: `count_tokens` over an input of `--mb` MB and of 10x that, each in a fresh subprocess; peak RSS from
           getrusage. Goal: flat (the corpus is streamed; only a few batches are alive at a time).
@@ -119,7 +119,7 @@ def main() -> None:
     print(f"{'':28s}{'MB/s':>8s}{'x raw':>8s}")
     print(f"{'raw encode_batch_fast':28s}{raw:8.2f}{1.0:8.2f}")
     print(f"{'count_tokens (from disk)':28s}{res['count']['mb_per_s']:8.2f}{res['count']['mb_per_s'] / raw:8.2f}")
-    print(f"{'  + Hangul char counts':28s}{res['count_chars']['mb_per_s']:8.2f}{res['count_chars']['mb_per_s'] / raw:8.2f}")
+    print(f"{'  + character counts':28s}{res['count_chars']['mb_per_s']:8.2f}{res['count_chars']['mb_per_s'] / raw:8.2f}")
     print(f"{'  one document per encode':28s}{res['count_unpacked']['mb_per_s']:8.2f}{res['count_unpacked']['mb_per_s'] / raw:8.2f}")
     assert res["raw"]["tokens"] == res["count"]["tokens"] == res["count_unpacked"]["tokens"], "token totals disagree"
     m1 = spawn("count", tok, small, a.batch_bytes, a.threads)

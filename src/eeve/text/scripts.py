@@ -208,7 +208,8 @@ class TargetScripts:
             raise ConfigError(f"{bad[0].title()} cannot be a target script: it holds punctuation, digits, joiners and "
                               "marks that English text uses too; name the language's own script(s)")
         self.ranges = [_parse_range(r) for r in ranges]
-        self.label = "[" + ", ".join([*map(str, scripts), *map(str, ranges)]) + "]"
+        shown = [*map(str, scripts), *map(str, ranges[:3])] + ([f"... {len(ranges)} ranges"] if len(ranges) > 3 else [])
+        self.label = "[" + ", ".join(shown) + "]"
         """The target as the user named it, for messages: ``[Han, Hiragana, Katakana]``."""
 
         target = np.zeros(MAX_CP, dtype=bool)

@@ -19,9 +19,12 @@ def read_lines(path: str | None, base_dir) -> list[str]:
 
 def compression_report(base_tok: Tokenizer, target: Tokenizer, kind: TokenizerKind, texts: dict[str, list[str]],
                        script: TargetScripts) -> dict:
-    """Characters per token and byte-fallback token rate, base vs target, per held-out language; plus how many
-    lines, with their target characters removed, encode differently (must be 0)."""
+    """Characters per token and byte-fallback token rate, base vs target, and the share of new tokens in the
+    expanded encoding, per held-out language; plus how many lines, with their target characters removed, encode
+    differently (must be 0)."""
     out: dict = {}
+    base_vocab = base_tok.get_vocab()
+    new_ids = {i for t, i in target.get_vocab().items() if t not in base_vocab}
     for lang, lines in texts.items():
         if not lines:
             continue
@@ -35,6 +38,8 @@ def compression_report(base_tok: Tokenizer, target: Tokenizer, kind: TokenizerKi
             byte_ids = {i for t, i in tok.get_vocab().items() if kind.is_byte_piece(t)}
             nb = sum(1 for e in encs for i in e.ids if i in byte_ids)
             row[f"{name}_byte_fallback_rate"] = round(nb / max(n, 1), 6)
+        # encs and n are the expanded tokenizer's here (the loop's last pass)
+        row["new_token_share"] = round(sum(1 for e in encs for i in e.ids if i in new_ids) / max(n, 1), 4)
         row["ratio"] = round(row["expanded_chars_per_token"] / max(row["base_chars_per_token"], 1e-9), 4)
         non_target = [s for s in map(script.strip_target, lines) if s.strip()]
         a = base_tok.encode_batch_fast(non_target, add_special_tokens=False)

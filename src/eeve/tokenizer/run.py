@@ -119,8 +119,8 @@ def run_from_config(dcfg) -> Path:
     for lang, row in comp.items():
         fb = f", byte fallback {row.get('base_byte_fallback_rate', 0):.2%} -> {row.get('expanded_byte_fallback_rate', 0):.2%}" if "base_byte_fallback_rate" in row else ""
         print(f"held-out {lang}: {row['base_chars_per_token']:.3f} -> {row['expanded_chars_per_token']:.3f} chars/token "
-              f"(x{row['ratio']:.2f}){fb}; lines without target characters differing from base: "
-              f"{row['non_target_mismatches']}/{row['non_target_lines_checked']}")
+              f"(x{row['ratio']:.2f}){fb}, new tokens {row['new_token_share']:.0%}; lines without target characters "
+              f"differing from base: {row['non_target_mismatches']}/{row['non_target_lines_checked']}")
     print(f"wrote {out} ({report['seconds']}s)")
     return out
 
