@@ -77,8 +77,9 @@ def main() -> int:
                 rep = res["report"]
                 c, e = rep["compression"][lang], rep["compression"]["en"]
                 rows.append(f"| {lang} | {target} | {kind} | {rep['corpus']['text_bytes'] / 1e6:.2f} | "
-                            f"{rep['num_new_tokens']:,} | {c['base_chars_per_token']:.3f} → {c['expanded_chars_per_token']:.3f} "
-                            f"(×{c['ratio']:.2f}) | {c['new_token_share']:.0%} | {e['base_chars_per_token']:.3f} → {e['expanded_chars_per_token']:.3f} | "
+                            f"{rep['num_new_tokens']:,} | {c['base_chars_per_token']:.3f} → "
+                            f"{c['expanded_chars_per_token']:.3f} (×{c['ratio']:.2f}) | {c['new_token_share']:.0%} | "
+                            f"{e['base_chars_per_token']:.3f} → {e['expanded_chars_per_token']:.3f} | "
                             f"{c['non_target_mismatches'] + e['non_target_mismatches']}/"
                             f"{c['non_target_lines_checked'] + e['non_target_lines_checked']} | {res['seconds']:.0f} |")
                 print(rows[-1], file=sys.stderr, flush=True)

@@ -29,7 +29,8 @@ TRAIN_LINES = 3000  # of the language's train.txt (Hindi has 4,701)
 # decomposed (NFD) letters, emoji ZWJ sequences and other scripts around them.
 SAMPLES = {
     "ja": ["データベースの関数を使います。", "カ\u3099ソリン と ハ\u309aン (NFD)", "葛\U000E0100城市と辻\U000E0101",
-           "半角ｶﾀｶﾅ、全角ＡＢＣ、〜ー々〆ゝ㍿", "家族 👨\u200d👩\u200d👧 絵文字 ❤\ufe0f", "Use the 関数 in Calc 2024年"],
+           "半角ｶﾀｶﾅ、全角ＡＢＣ、〜ー々〆ゝ㍿", "家族 👨\u200d👩\u200d👧 絵文字 ❤\ufe0f",
+           "Use the 関数 in Calc 2024年"],
     "hi": ["क्\u200dष और क्\u200cष", "नमस्ते दुनिया। १२३ ॐ", "फ\u093cाइल (NFD nukta) क़िला", "देवनागरी\u0951 स्वर",
            "ज़्यादा ह\ufe0fिंदी 😀 text", "Use the फ़ंक्शन in Calc"],
     "ru": ["большо\u0301й до\u0301м", "и\u0306од и й (NFD)", "Ёлка, ёж и ЁЖИК!", "ѣ Ѣ ԁ Ԁ ꙗ",
@@ -127,7 +128,8 @@ def test_samples_use_new_tokens(built):
     assert sum(map(len, enc(t, samples))) < sum(map(len, enc(b, samples)))
 
 
-MARKS = ["\u200d", "\u200c", "\ufe0f", "\ufe0e", "\U000E0100", "\u0301", "\u0306", "\u3099", "\u093c", "\u094d", "\u0951"]
+MARKS = ["\u200d", "\u200c", "\ufe0f", "\ufe0e", "\U000E0100", "\u0301", "\u0306", "\u3099", "\u093c", "\u094d",
+         "\u0951"]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

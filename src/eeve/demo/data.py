@@ -665,7 +665,8 @@ def _summary(demo: Path, manifest: dict) -> None:
 
 def _summary_lang(folder: Path, manifest: dict) -> None:
     f = manifest["files"]
-    print(f"demo data in {folder}: {manifest['lang']} {(f['train.txt']['bytes'] + f['heldout.txt']['bytes']) / 1e6:.2f} MB "
+    mb = (f["train.txt"]["bytes"] + f["heldout.txt"]["bytes"]) / 1e6
+    print(f"demo data in {folder}: {manifest['lang']} {mb:.2f} MB "
           f"({f['train.txt']['lines']}+{f['heldout.txt']['lines']} lines), pairs with English "
           f"{f['pairs/train.jsonl']['lines']}+{f['pairs/heldout.jsonl']['lines']} (train+heldout)", flush=True)
 

@@ -141,7 +141,8 @@ def byte_tables(proof: np.ndarray) -> ByteTables:
     valid = ~((cps >= 0xD800) & (cps <= 0xDFFF))
     n = 1 + (cps >= 0x80) + (cps >= 0x800) + (cps >= 0x10000)
     b = np.zeros((4, MAX_CP), dtype=np.int64)  # byte k of each encoding (0 beyond its length)
-    b[0] = np.where(n == 1, cps, np.where(n == 2, 0xC0 | (cps >> 6), np.where(n == 3, 0xE0 | (cps >> 12), 0xF0 | (cps >> 18))))
+    b[0] = np.where(n == 1, cps, np.where(n == 2, 0xC0 | (cps >> 6),
+                                          np.where(n == 3, 0xE0 | (cps >> 12), 0xF0 | (cps >> 18))))
     for k in range(1, 4):
         b[k] = np.where(k < n, 0x80 | ((cps >> np.maximum(6 * (n - 1 - k), 0)) & 0x3F), 0)
     bad = valid & ~proof

@@ -15,9 +15,9 @@
 
 Why text without target characters encodes exactly as the base: every new token, and every token a new merge
 produces, contains a target character (byte-level bases: bytes that only occur inside target characters). A new
-merge can only fire where its result occurs in the text, so text without target characters sees only base merges; new vocabulary entries that are never
-formed change nothing. The one deliberate difference: the target normalises to NFC (the base does not), so
-non-NFC input encodes as the base encodes its NFC form; NFC text is untouched.
+merge can only fire where its result occurs in the text, so text without target characters sees only base merges;
+new vocabulary entries that are never formed change nothing. The one deliberate difference: the target normalises
+to NFC (the base does not), so non-NFC input encodes as the base encodes its NFC form; NFC text is untouched.
 """
 from __future__ import annotations
 
@@ -271,8 +271,9 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
     cands = sorted((t for t in inter_vocab if kind.is_candidate(t, script) and t not in base.vocab),
                    key=lambda t: (inter_rank.get(t, -1), t))
     needed, skipped = _closure(cands, inter_merge, base, script)
-    say(f"candidates: {len(cands):,} {script.label} tokens absent from the base ({len(needed) - len(set(cands) & needed):,} "
-        f"ancestors added{f', {len(skipped)} non-target ancestors left out' if skipped else ''})")
+    left_out = f", {len(skipped)} non-target ancestors left out" if skipped else ""
+    say(f"candidates: {len(cands):,} {script.label} tokens absent from the base "
+        f"({len(needed) - len(set(cands) & needed):,} ancestors added{left_out})")
     base_size = base_vocab_size(base)
     order = sorted(needed, key=lambda t: (inter_rank.get(t, -1), t))  # single chars (rank -1) first
     have = needed | set(base.vocab)

@@ -23,6 +23,7 @@ from tokenizers import Tokenizer
 from eeve.text.corpus import iter_batches
 from eeve.text.scripts import MAX_CP
 
+
 @dataclass
 class Counts:
     """Token counts (len = vocab size) and character counts (indexed by code point, every script: the builder picks
