@@ -269,5 +269,7 @@ def test_korean_rebuild_keeps_other_languages(tmp_path: Path, demo_data: Path, m
     demo = dd.ensure_demo_data(root)
     (demo / "ja").mkdir()
     (demo / "ja" / "manifest.json").write_text("{}")
+    (demo / "ko" / "stale.txt").write_text("x")
     dd.build_demo_data(root, force=True)
     assert (demo / "ja" / "manifest.json").read_text() == "{}" and (demo / "ko" / "train.txt").is_file()
+    assert not (demo / "ko" / "stale.txt").exists()  # what the build writes is replaced whole

@@ -642,9 +642,11 @@ def build_demo_data(root: Path | str | None = None, force: bool = False, lang: s
             return demo
         with atomic_dir(demo) as tmp:
             manifest = _build_into(tmp, root / "downloads")
-            for code in LANGUAGES:  # other languages built before stay (same English pages, same downloads)
-                if code != DEFAULT_LANG and (demo / code / "manifest.json").is_file():
-                    os.replace(demo / code, tmp / code)
+            # what this build does not write stays: other languages (same English pages and downloads) and
+            # folders other tools keep in demo/
+            for entry in sorted(demo.iterdir()) if demo.is_dir() else []:
+                if not entry.name.startswith(".") and not (tmp / entry.name).exists():
+                    os.replace(entry, tmp / entry.name)
     _summary(demo, manifest)
     return demo
 
