@@ -107,6 +107,26 @@ class ModelConfig:
     """Recompute decoder layers in backward (applied by the training module, not here)."""
 
 
+ADAPTERS = ("none", "lora", "qlora")
+"""What ``stage.adapter`` may name (see eeve.training.adapters)."""
+
+
+@dataclass
+class LoraSettings:
+    """``stage.lora``: the LoRA adapter that stands in for full training of the ``transformer`` group."""
+
+    rank: int = 16
+    """Rank r of each adapter (A: r x in, B: out x r)."""
+    alpha: float = 32.0
+    """Scale numerator: the adapter adds (alpha / rank) * B @ A to the frozen weight."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input; 0 keeps runs deterministic and FSDP ranks equal to one process."""
+    target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    """Names of the linear layers inside each decoder layer's attention / MLP to adapt (never the embedding or
+    head: their rows train exactly, by group)."""
+
+
 @dataclass
 class StageConfig:
     number: int = 1
@@ -127,6 +147,10 @@ class StageConfig:
     """Optimizer steps in this stage (ignored when max_tokens is set)."""
     max_tokens: Optional[int] = None
     """Token budget of the stage; overrides max_steps as ceil(max_tokens / tokens per step)."""
+    adapter: str = "none"
+    """none: the ``transformer`` group trains fully; lora: it trains as LoRA adapters (base weights frozen, merged
+    at export); qlora: the same over 4-bit base weights (bitsandbytes, CUDA only)."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
 
 
 @dataclass
@@ -231,6 +255,16 @@ class DataConfig:
 
 
 @dataclass
+class ExportConfig:
+    """What a stage writes besides its standard HF export (``<run_dir>/stage<N>/``)."""
+
+    adapter: bool = False
+    """Adapter stages: also save the adapter as a PEFT folder (``stage<N>/adapter/``)."""
+    delta: bool = False
+    """Also write ``stage<N>/delta.safetensors``: only the tensors and rows the stage changed (eeve.model.delta)."""
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     stage: StageConfig = field(default_factory=StageConfig)
@@ -238,6 +272,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     run_name: str = "demo"
     seed: int = 1234
     init: str = "mean_subwords"
@@ -269,6 +304,10 @@ class TrainConfig:
         if self.trainer.strategy not in ("single", "ddp", "fsdp"):
             raise ConfigError(f"trainer.strategy={self.trainer.strategy} is unknown: use trainer=default, trainer=ddp "
                               "or trainer=fsdp")
+        if self.stage.adapter != "none":
+            from eeve.training.adapters import check_adapter_config
+
+            check_adapter_config(self)
 
 
 # ---------------------------------------------------------------------------------------------------- checking

@@ -17,7 +17,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -63,12 +63,15 @@ def _meta_model(config):
 
 
 def export_hf(model_or_config, state_dict: Mapping[str, torch.Tensor] | None, tokenizer_dir: str | Path,
-              out_dir: str | Path, metrics: dict | None = None, *, max_shard_size: str | int = "5GB") -> Path:
+              out_dir: str | Path, metrics: dict | None = None, *, max_shard_size: str | int = "5GB",
+              extras: Sequence[Callable[[Path, Mapping[str, torch.Tensor]], None]] = ()) -> Path:
     """Write a loadable HF folder to ``out_dir`` (atomically); returns ``out_dir``.
 
     ``model_or_config``: a (split or standard) ``PreTrainedModel`` -- its own state dict is used when
     ``state_dict`` is None -- or a ``PretrainedConfig`` together with a full ``state_dict`` (split or merged
-    format; a common prefix like ``model.`` is stripped). The model passed in is not modified."""
+    format; a common prefix like ``model.`` is stripped). The model passed in is not modified. Each of
+    ``extras`` is called as ``extra(folder, standard_state_dict)`` to add files (adapter, delta) to the export
+    before it is renamed into place."""
     from tokenizers import Tokenizer
     from transformers import PretrainedConfig
 
@@ -105,12 +108,15 @@ def export_hf(model_or_config, state_dict: Mapping[str, torch.Tensor] | None, to
         model.config.dtype = dtypes.pop()
 
     with atomic_dir(out_dir) as tmp:  # the previous export stays in place until the new one is complete
+        written = dict(sd)  # save_pretrained empties the dict it is given (it pops each tensor once written)
         model.save_pretrained(str(tmp), state_dict=sd, safe_serialization=True, max_shard_size=max_shard_size)
         for f in TOKENIZER_FILES + OPTIONAL_TOKENIZER_FILES:
             if (tokenizer_dir / f).exists():
                 shutil.copy2(tokenizer_dir / f, tmp / f)
         if (tokenizer_dir / "base_tokenizer").is_dir():
             shutil.copytree(tokenizer_dir / "base_tokenizer", tmp / "base_tokenizer")
+        for extra in extras:
+            extra(tmp, written)
         text = json.dumps(metrics or {}, indent=2, sort_keys=True, default=_json_default)
         (tmp / "metrics.json").write_text(text + "\n", encoding="utf-8")
     log.info("exported HF model (vocab %d) to %s", vocab, out_dir)

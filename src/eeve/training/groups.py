@@ -4,10 +4,14 @@
 ``transformer`` (everything else: decoder layers and the final norm). A stage sets requires_grad exactly for its
 groups and builds a fresh optimizer from those tensors alone: frozen rows are not optimizer parameters, so neither
 weight decay nor Adam moments can move them.
+
+A model carrying LoRA adapters (eeve.training.adapters) has one more group, ``adapter`` (the ``lora_*`` tensors),
+and then a stage that trains ``transformer`` trains the adapter instead: the transformer's own weights stay frozen.
 """
 from __future__ import annotations
 
 import logging
+import re
 from typing import Iterable
 
 from torch import nn
@@ -18,10 +22,16 @@ from eeve.model.split import _GROUP_RE, _INPUT_NAMES, _UNSPLIT_RE, _clean, is_sp
 
 log = logging.getLogger(__name__)
 
+ADAPTER_GROUP = "adapter"
+"""Group of the LoRA tensors of an adapted model; it stands in for ``transformer`` when a stage trains that."""
+_ADAPTER_RE = re.compile(r"(?:^|\.)lora_")  # PEFT names every LoRA tensor lora_A / lora_B / lora_embedding_* ...
+
 
 def group_of(param_name: str) -> str:
     """Group of a parameter name of a SPLIT model (wrapper prefixes from checkpointing / compile / FSDP ignored)."""
     name = _clean(param_name)
+    if _ADAPTER_RE.search(name):
+        return ADAPTER_GROUP
     m = _GROUP_RE.search(name)
     if m:
         side = "input" if m.group(1) in _INPUT_NAMES else "output"
@@ -32,7 +42,8 @@ def group_of(param_name: str) -> str:
 
 
 def group_parameters(model) -> dict[str, list[nn.Parameter]]:
-    """All parameters of a split model by group (by module identity, so any module naming works)."""
+    """All parameters of a split model by group (by module identity, so any module naming works); the
+    ``adapter`` group is present only in a model that carries adapters."""
     if not is_split(model):
         raise SplitError("model is not split; call eeve.model.split.split_vocab(model, base_vocab_size) first")
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
@@ -41,19 +52,24 @@ def group_parameters(model) -> dict[str, list[nn.Parameter]]:
         id(head.old.weight): "old_output", id(head.new.weight): "new_output",
     }
     out: dict[str, list[nn.Parameter]] = {g: [] for g in GROUPS}
-    for p in model.parameters():
-        out[special.get(id(p), "transformer")].append(p)
+    for name, p in model.named_parameters():
+        group = special.get(id(p)) or (ADAPTER_GROUP if _ADAPTER_RE.search(name) else "transformer")
+        out.setdefault(group, []).append(p)
     return out
 
 
 def set_trainable(model, groups: Iterable[str]) -> dict[str, int]:
-    """requires_grad=True exactly for the parameters of ``groups``; returns trainable parameter count per group."""
+    """requires_grad=True exactly for the parameters of ``groups``; returns trainable parameter count per group.
+    In an adapted model, ``transformer`` means its adapter (call this after injecting it: injection freezes all)."""
     groups = tuple(groups)
     bad = [g for g in groups if g not in GROUPS]
     if bad:
         raise SplitError(f"unknown parameter groups {bad}; choose from {GROUPS}")
+    by_group = group_parameters(model)
+    if ADAPTER_GROUP in by_group and "transformer" in groups:
+        groups = tuple(g for g in groups if g != "transformer") + (ADAPTER_GROUP,)
     counts = {}
-    for g, params in group_parameters(model).items():
+    for g, params in by_group.items():
         on = g in groups
         for p in params:
             p.requires_grad_(on)

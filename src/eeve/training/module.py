@@ -7,6 +7,7 @@ fresh for each stage from those tensors alone — so weight decay and Adam momen
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 import types
@@ -16,6 +17,7 @@ import torch
 
 from eeve.config import StageConfig, TrainConfig
 from eeve.errors import NonFiniteLossError
+from eeve.training.adapters import attach_adapter
 from eeve.training.groups import group_parameters, set_trainable
 
 LN2 = math.log(2.0)
@@ -47,13 +49,16 @@ class EEVEModule(L.LightningModule):
         if self.model is not None:
             return
         fsdp = self.cfg.trainer.strategy == "fsdp"
+        # The adapter (stage.adapter) goes in before set_trainable: injecting it freezes every other parameter.
+        adapt = functools.partial(attach_adapter, stage=self.stage, seed=self.cfg.seed,
+                                  device=self.trainer.strategy.root_device)
         if fsdp:  # only rank 0 holds the full starting weights; the others build an empty skeleton
             from eeve.training.distributed import skeleton_like
 
-            full = self._build_model() if self.global_rank == 0 else None
-            model = skeleton_like(full, self.base_vocab_size)
+            full = adapt(self._build_model()) if self.global_rank == 0 else None
+            model = adapt(skeleton_like(full, self.base_vocab_size))
         else:
-            model = self._build_model()
+            model = adapt(self._build_model())
         self.trainable_counts = set_trainable(model, self.stage.trainable)
         model.config.use_cache = False
         model.train()  # from_pretrained returns eval mode; Lightning switches to eval for validation itself

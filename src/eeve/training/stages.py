@@ -206,16 +206,26 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
 
 def _export(trainer, module, cfg, tok_dir, out, metrics):
     from eeve.model.export import export_hf
+    from eeve.training.adapters import prepare_export
 
+    sd = None  # None: export_hf reads the (unsharded) model itself
     if cfg.trainer.strategy == "fsdp":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         sd = get_model_state_dict(module.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         sd = {k.replace("._checkpoint_wrapped_module", ""): v for k, v in sd.items()}
-        if trainer.is_global_zero:
-            export_hf(module.model.config, sd, tok_dir, out, metrics)
-    elif trainer.is_global_zero:
-        export_hf(module.model, None, tok_dir, out, metrics)
+    if trainer.is_global_zero:
+        source = stage_source(cfg, cfg.stage.number)
+        # Adapter stages export the merged model (+ the PEFT folder with export.adapter=true); see adapters.py.
+        sd, extras = prepare_export(module.model, sd, cfg.stage, cfg.export.adapter, source and str(source))
+        if cfg.export.delta:
+            from eeve.model.delta import SafetensorsWeights, base_weights, delta_writer
+
+            start = SafetensorsWeights(source) if source else base_weights(cfg.model)
+            origin = str(source) if source else cfg.model.name_or_path
+            extras.append(delta_writer(start, {"stage": cfg.stage.number, "source": origin,
+                                               "base_vocab_size": module.base_vocab_size}))
+        export_hf(module.model, sd, tok_dir, out, metrics, extras=extras)
     trainer.strategy.barrier("eeve_export")
 
 
