@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/stage_speed.py [--tokenizer DIR] [--text FILE] [--batch 4] [--seq 256] [--hidden 512]
         [--layers 4] [--heads 8] [--kv-heads 4] [--intermediate 1536] [--warmup 2] [--steps 5] [--threads N]
-        [--mem-steps 2] [--stat min|median|mean] [--gc] [--stages 1,2,...]
+        [--mem-steps 2] [--stat min|median|mean] [--gc] [--stages 1,2,...] [--adapter lora --lora-rank 16]
+        [--device cpu|cuda] [--dtype fp32|bf16] [--json FILE]
 
 Same model (a mid-size Llama, fp32, vocab 32000 expanded to the tokenizer's size with
 `eeve.model.expand.expand_model`, weights saved once and loaded by every worker), same batches (real
@@ -18,6 +19,16 @@ load from other processes on a shared machine hits both sides alike.
   training -> the whole `embed_tokens.weight` requires grad, with a hook `grad[:base] = 0` unless old rows train
   too; any output rows -> the whole `lm_head.weight`, with the same hook when only new output rows train; the
   transformer when the stage trains it; AdamW over every requires_grad parameter.
+
+`--adapter lora`: in the stages that train the transformer (6, 7), both sides train LoRA adapters (rank
+`--lora-rank`, alpha 2 x rank, on every q/k/v/o/gate/up/down projection, eeve.training.adapters) instead of the
+transformer's weights; the project keeps exact split-row training of the rows beside them, the recipe its
+hooked whole matrices. The ideal optimizer state is then the trained rows plus the adapter.
+
+`--device cuda --dtype bf16`: the same on a GPU with bf16 weights (adapters stay fp32, as in training); memory
+columns are then peak CUDA memory allocated (torch.cuda.max_memory_allocated), and MFU is against the GPU's
+dense bf16 peak from its data sheet (looked up by name; the measured matmul peak when the GPU is not listed).
+`--json FILE` also writes the rows as JSON (bench/gpu_check.py reads it).
 
 Columns: tokens/s from the `--stat` (default min) step time over `--steps` interleaved timed steps after `--warmup`
 (forward + backward + optimizer step + zero_grad);
@@ -54,6 +65,31 @@ STAGE_TRAINS = {n: tuple(yaml.safe_load((ROOT / "conf" / "stage" / f"{n}.yaml").
                 for n in range(1, 8)}
 
 
+# Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, FLOP/s; matched against
+# torch.cuda.get_device_name() in this order (first hit wins).
+GPU_BF16_PEAK = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("GH200", 989e12), ("A100", 312e12),
+                 ("L40S", 362e12), ("A10G", 70e12), ("L4", 121e12), ("RTX 4090", 165e12), ("A6000", 155e12)]
+
+
+def _adapter_stage(meta: dict, stage: int):
+    """The StageConfig of an adapter run of `stage` (None when there is no adapter or the stage keeps the transformer
+    frozen)."""
+    if not meta.get("adapter") or "transformer" not in STAGE_TRAINS[stage]:
+        return None
+    from eeve.config import LoraSettings, StageConfig
+
+    rank = meta["lora_rank"]
+    return StageConfig(number=stage, trainable=list(STAGE_TRAINS[stage]), adapter=meta["adapter"],
+                       lora=LoraSettings(rank=rank, alpha=2.0 * rank))
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
 def _status_kb(field: str) -> int:
     return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
 
@@ -79,6 +115,7 @@ def build(work: Path, stage: int, variant: str, gc: bool = False):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from eeve.model.load import torch_dtype
     from eeve.model.split import split_vocab
     from eeve.training.groups import set_trainable
     from eeve.training.module import _eeve_losses
@@ -91,17 +128,27 @@ def build(work: Path, stage: int, variant: str, gc: bool = False):
     sd = torch.load(work / "model.pt", weights_only=True)
     model.load_state_dict(sd)
     del sd
+    model.to(device=meta["device"], dtype=torch_dtype(meta["dtype"]))
     model.config.use_cache = False
     model.train()
     backbone_grad = any(g in groups for g in ("old_input", "new_input", "transformer"))
+    adapter = _adapter_stage(meta, stage)
 
     if variant == "project":
         split_vocab(model, base)
+        if adapter is not None:  # the transformer group then means the adapter
+            from eeve.training.adapters import attach_adapter
+
+            attach_adapter(model, adapter, seed=0)
         set_trainable(model, groups)
 
         def loss_of(x, inp, lab):  # exactly what EEVEModule.losses does
             return _eeve_losses(model, x[:, :-1], x[:, 1:], backbone_grad)[0]
     else:
+        if adapter is not None:
+            from eeve.training.adapters import attach_adapter
+
+            attach_adapter(model, adapter, seed=0)
         for p in model.parameters():
             p.requires_grad_(False)
         emb, head = model.model.embed_tokens.weight, model.lm_head.weight
@@ -117,9 +164,9 @@ def build(work: Path, stage: int, variant: str, gc: bool = False):
             head.requires_grad_(True)
             if "old_output" not in groups:  # Axolotl row-range freezing of lm_head
                 head.register_hook(zero_old_rows)
-        if "transformer" in groups:
+        if "transformer" in groups:  # its weights, or with an adapter the adapter's
             for n, p in model.named_parameters():
-                if not n.startswith(("model.embed_tokens.", "lm_head.")):
+                if (".lora_" in n) if adapter is not None else not n.startswith(("model.embed_tokens.", "lm_head.")):
                     p.requires_grad_(True)
 
         def loss_of(x, inp, lab):  # the collator's contiguous input_ids / labels, prepared outside the clock
@@ -143,6 +190,7 @@ def _batches(work: Path):
     import torch
 
     data = torch.load(work / "batches.pt", weights_only=True)  # [n_batches, B, T+1]
+    data = data.to(json.loads((work / "meta.json").read_text())["device"])
     return [(x, x[:, :-1].contiguous(), x[:, 1:].contiguous()) for x in data.unbind(0)], int(
         data.shape[1] * (data.shape[2] - 1))
 
@@ -159,8 +207,15 @@ def worker_memory(a) -> dict:
     batches, tps = _batches(work)
     model, opt, step, n_train = build(work, a.stage, a.variant, a.gc)
     gc.collect()
-    rss_built = _status_kb("VmRSS")
-    reset = _reset_peak()
+    cuda = json.loads((work / "meta.json").read_text())["device"].startswith("cuda")
+    if cuda:  # GPU memory instead of host RSS
+        torch.cuda.synchronize()
+        rss_built = torch.cuda.memory_allocated() / 1024
+        torch.cuda.reset_peak_memory_stats()
+        reset = True
+    else:
+        rss_built = _status_kb("VmRSS")
+        reset = _reset_peak()
     times, losses, opt_bytes = [], [], None
     for i in range(a.mem_steps):
         t0 = time.perf_counter()
@@ -169,7 +224,10 @@ def worker_memory(a) -> dict:
         if opt_bytes is None:
             opt_bytes = sum(v.nbytes for st in opt.state.values() for k, v in st.items()
                             if torch.is_tensor(v) and k != "step")
-    peak_kb = _status_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if cuda:
+        peak_kb = torch.cuda.max_memory_allocated() / 1024
+    else:
+        peak_kb = _status_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"rss_built_mb": rss_built / 1024, "peak_mb": peak_kb / 1024, "peak_reset": reset, "times": times,
             "opt_bytes": opt_bytes, "trainable_numel": n_train, "loss": losses, "tokens_per_step": tps}
 
@@ -234,24 +292,55 @@ def prepare(a, work: Path) -> dict:
     P_transformer = sum(p.numel() for n, p in model.named_parameters()
                         if not n.startswith(("model.embed_tokens.", "lm_head.")))
     meta = {"config": conf, "base_vocab_size": base, "vocab_size": V, "P_layers": P_layers,
-            "P_transformer": P_transformer, "new_target_share": float((data[:, :, 1:] >= base).float().mean())}
+            "P_transformer": P_transformer, "new_target_share": float((data[:, :, 1:] >= base).float().mean()),
+            "device": a.device, "dtype": a.dtype, "adapter": a.adapter, "lora_rank": a.lora_rank,
+            "P_adapter": 0}
+    if a.adapter:  # adapter size, counted on an empty (meta-device) copy
+        from eeve.training.adapters import attach_adapter
+
+        with torch.device("meta"):
+            skeleton = LlamaForCausalLM(LlamaConfig(**conf))
+        attach_adapter(skeleton, _adapter_stage(meta, 7), seed=0)
+        meta["P_adapter"] = sum(p.numel() for n, p in skeleton.named_parameters() if ".lora_" in n)
     (work / "meta.json").write_text(json.dumps(meta))
     return meta
 
 
-def matmul_peak(threads: int, n: int = 2048, seconds: float = 3.0) -> float:
+def matmul_peak(threads: int, n: int = 2048, seconds: float = 3.0, device: str = "cpu", dtype: str = "fp32") -> float:
     import torch
 
+    from eeve.model.load import torch_dtype
+
     torch.set_num_threads(threads)
-    x, y = torch.randn(n, n), torch.randn(n, n)
+    if device.startswith("cuda"):
+        n = max(n, 8192)  # a GPU needs a large product to reach its peak
+    kw = dict(device=device, dtype=torch_dtype(dtype))
+    x, y = torch.randn(n, n, **kw), torch.randn(n, n, **kw)
     for _ in range(2):
         torch.matmul(x, y)
+    _sync(device)
     best, t_end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < t_end:
         t = time.perf_counter()
         torch.matmul(x, y)
+        _sync(device)
         best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
     return best
+
+
+def device_peak(a) -> tuple[float, str]:
+    """(peak FLOP/s that MFU divides by, where it comes from)."""
+    measured = matmul_peak(a.threads, device=a.device, dtype=a.dtype)
+    if a.device.startswith("cuda") and a.dtype == "bf16":
+        import torch
+
+        name = torch.cuda.get_device_name()
+        for key, peak in GPU_BF16_PEAK:
+            if key in name:
+                return peak, (f"{name} dense bf16 peak {peak / 1e12:.0f} TFLOP/s (data sheet; measured bf16 matmul "
+                              f"{measured / 1e12:.0f})")
+        return measured, f"{name} (not listed): measured bf16 matmul peak {measured / 1e12:.0f} TFLOP/s"
+    return measured, f"{a.dtype} matmul peak {measured / 1e9:.1f} GFLOP/s (measured, best of 3 s)"
 
 
 def step_flops(meta: dict, a, stage: int, variant: str) -> float:
@@ -268,15 +357,24 @@ def step_flops(meta: dict, a, stage: int, variant: str) -> float:
         head_rows = ("old_output" in g) * base + ("new_output" in g) * (V - base)
     else:
         head_rows = V if ("old_output" in g or "new_output" in g) else 0
-    bwd_w = 2.0 * head_rows * d * N + (2.0 * meta["P_layers"] * N if "transformer" in g else 0.0)
+    if _adapter_stage(meta, stage) is not None:  # forward, input and weight gradients of the adapters only
+        transformer_w = 6.0 * meta["P_adapter"] * N
+    else:
+        transformer_w = 2.0 * meta["P_layers"] * N if "transformer" in g else 0.0
+    bwd_w = 2.0 * head_rows * d * N + transformer_w
     return fwd + bwd_in + bwd_w
 
 
 def ideal_opt_bytes(meta: dict, a, stage: int) -> int:
+    """AdamW's two moments for exactly the trainable rows / tensors (an adapter's in fp32, the rest in the model
+    dtype)."""
     d, V, base = a.hidden, meta["vocab_size"], meta["base_vocab_size"]
+    size = 2 if a.dtype == "bf16" else 4
     rows = {"old_input": base * d, "new_input": (V - base) * d, "old_output": base * d,
             "new_output": (V - base) * d, "transformer": meta["P_transformer"]}
-    return 8 * sum(rows[x] for x in STAGE_TRAINS[stage])
+    if _adapter_stage(meta, stage) is not None:
+        return 2 * (size * sum(rows[x] for x in STAGE_TRAINS[stage] if x != "transformer") + 4 * meta["P_adapter"])
+    return 2 * size * sum(rows[x] for x in STAGE_TRAINS[stage])
 
 
 def run_worker(a, work: Path, stage: int, mode: str) -> dict:
@@ -312,6 +410,12 @@ def main(argv=None):
     ap.add_argument("--gc", action="store_true",
                     help="activation checkpointing on both sides (model.gradient_checkpointing_enable, as Axolotl's "
                          "gradient_checkpointing: true and the project's model.activation_checkpointing do)")
+    ap.add_argument("--adapter", choices=("lora",), default=None,
+                    help="LoRA adapters instead of the transformer's weights in the stages that train it (6, 7)")
+    ap.add_argument("--lora-rank", type=int, default=16)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (one GPU)")
+    ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="weights' dtype")
+    ap.add_argument("--json", default=None, help="also write the table's rows to this JSON file")
     ap.add_argument("--_worker", choices=("project", "recipe", "timing"), help=argparse.SUPPRESS)
     ap.add_argument("--_workdir", help=argparse.SUPPRESS)
     ap.add_argument("--_stage", type=int, help=argparse.SUPPRESS)
@@ -331,14 +435,15 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="eeve_stage_speed_") as tmp:
         work = Path(tmp)
         meta = prepare(a, work)
-        peak = matmul_peak(a.threads)
+        peak, peak_from = device_peak(a)
         import torch
-        print(f"torch {torch.__version__}, {a.threads} threads; model: Llama hidden {a.hidden}, {a.layers} layers, "
-              f"{a.heads} heads / {a.kv_heads} KV, intermediate {a.intermediate}, vocab {meta['base_vocab_size']} -> "
-              f"{meta['vocab_size']} (untied, fp32); batch {a.batch} x seq {a.seq} of Korean demo text "
-              f"({100 * meta['new_target_share']:.1f}% of targets are new tokens); warm-up {a.warmup}, timed "
-              f"{a.steps} steps; activation checkpointing {'on' if a.gc else 'off'}; "
-              f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s (2048^3, best of 3 s)", flush=True)
+        print(f"torch {torch.__version__}, {a.threads} threads, device {a.device}; model: Llama hidden {a.hidden}, "
+              f"{a.layers} layers, {a.heads} heads / {a.kv_heads} KV, intermediate {a.intermediate}, vocab "
+              f"{meta['base_vocab_size']} -> {meta['vocab_size']} (untied, {a.dtype}); batch {a.batch} x seq {a.seq} "
+              f"of Korean demo text ({100 * meta['new_target_share']:.1f}% of targets are new tokens); warm-up "
+              f"{a.warmup}, timed {a.steps} steps; activation checkpointing {'on' if a.gc else 'off'}; "
+              + (f"LoRA rank {a.lora_rank} ({meta['P_adapter']:,} parameters) in stages 6-7; " if a.adapter else "")
+              + f"MFU against: {peak_from}", flush=True)
         rows = []
         for s in stages:
             res = {v: run_worker(a, work, s, v) for v in ("project", "recipe", "timing")}
@@ -349,10 +454,11 @@ def main(argv=None):
     MB = 2 ** 20
     print(f"load average at start {load0}, at end {_loadavg()} (other processes compete for the cores when high)")
     print()
-    print("| stage | trains | project tok/s | recipe tok/s | speedup | project peak MB (+train) | "
-          "recipe peak MB (+train) | project optimizer MB | recipe optimizer MB | ideal optimizer MB | project MFU |")
+    mem = "GPU peak MB" if a.device.startswith("cuda") else "peak MB"
+    print(f"| stage | trains | project tok/s | recipe tok/s | speedup | project {mem} (+train) | "
+          f"recipe {mem} (+train) | project optimizer MB | recipe optimizer MB | ideal optimizer MB | project MFU |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    notes = []
+    notes, records = [], []
     for s, res in rows:
         pr, rc = res["project"], res["recipe"]
         step = {v: stat(t) for v, t in res["timing"]["times"].items()}
@@ -361,7 +467,14 @@ def main(argv=None):
         mfu = step_flops(meta, a, s, "project") / step_s / peak
         ideal = ideal_opt_bytes(meta, a, s)
         ok = "=" if pr["opt_bytes"] == ideal else "≠"
-        print(f"| {s} | {'+'.join(STAGE_TRAINS[s]) if s != 6 else 'everything'} | {tps['project']:,.0f} | "
+        trains = "+".join(STAGE_TRAINS[s]) if s != 6 else "everything"
+        if _adapter_stage(meta, s) is not None:
+            trains = trains.replace("transformer", "LoRA").replace("everything", "rows+LoRA")
+        records.append({"stage": s, "trains": trains, "project_tok_s": tps["project"], "recipe_tok_s": tps["recipe"],
+                        "project_peak_mb": pr["peak_mb"], "recipe_peak_mb": rc["peak_mb"],
+                        "project_optimizer_bytes": pr["opt_bytes"], "recipe_optimizer_bytes": rc["opt_bytes"],
+                        "ideal_optimizer_bytes": ideal, "mfu": mfu, "peak_flops": peak, "peak_from": peak_from})
+        print(f"| {s} | {trains} | {tps['project']:,.0f} | "
               f"{tps['recipe']:,.0f} | {tps['project'] / tps['recipe']:.2f}x | "
               f"{pr['peak_mb']:,.0f} (+{pr['peak_mb'] - pr['rss_built_mb']:,.0f}) | "
               f"{rc['peak_mb']:,.0f} (+{rc['peak_mb'] - rc['rss_built_mb']:,.0f}) | "
@@ -375,11 +488,14 @@ def main(argv=None):
     print()
     print("peak MB = peak RSS of the single-variant worker over its steps; (+train) = that minus the RSS after model "
           "construction. optimizer MB = AdamW exp_avg + exp_avg_sq nbytes after one step; '=' marks the "
-          "project equal to the ideal (trainable rows only). MFU = model matmul FLOPs / step time / matmul peak. "
+          "project equal to the ideal (trainable rows and adapter only). MFU = model matmul FLOPs / step time / "
+          "peak above. "
           f"tok/s from the {a.stat} step time.")
     for n in notes:
         print("note: " + n)
     print(f"total wall time {time.perf_counter() - t_start:.0f}s")
+    if a.json:
+        Path(a.json).write_text(json.dumps(records, indent=1))
 
 
 if __name__ == "__main__":
