@@ -71,6 +71,14 @@ GPU_BF16_PEAK = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("GH
                  ("L40S", 362e12), ("A10G", 70e12), ("L4", 121e12), ("RTX 4090", 165e12), ("A6000", 155e12)]
 
 
+def gpu_bf16_peak(name: str) -> tuple[float | None, str]:
+    """(dense bf16 peak FLOP/s, source) of a GPU by its torch.cuda.get_device_name(); (None, ...) if not listed."""
+    for key, peak in GPU_BF16_PEAK:
+        if key in name:
+            return peak, "data sheet, dense"
+    return None, "not listed in bench/stage_speed.py GPU_BF16_PEAK"
+
+
 def _adapter_stage(meta: dict, stage: int):
     """The StageConfig of an adapter run of `stage` (None when there is no adapter or the stage keeps the transformer
     frozen)."""
@@ -335,10 +343,10 @@ def device_peak(a) -> tuple[float, str]:
         import torch
 
         name = torch.cuda.get_device_name()
-        for key, peak in GPU_BF16_PEAK:
-            if key in name:
-                return peak, (f"{name} dense bf16 peak {peak / 1e12:.0f} TFLOP/s (data sheet; measured bf16 matmul "
-                              f"{measured / 1e12:.0f})")
+        peak, _ = gpu_bf16_peak(name)
+        if peak is not None:
+            return peak, (f"{name} dense bf16 peak {peak / 1e12:.0f} TFLOP/s (data sheet; measured bf16 matmul "
+                          f"{measured / 1e12:.0f})")
         return measured, f"{name} (not listed): measured bf16 matmul peak {measured / 1e12:.0f} TFLOP/s"
     return measured, f"{a.dtype} matmul peak {measured / 1e9:.1f} GFLOP/s (measured, best of 3 s)"
 

@@ -40,11 +40,11 @@ def batch(seed=0, n=2, t=12):
     return ids
 
 
-def train(model, groups, steps=3):
+def train(model, groups, steps=3, device="cpu"):
     counts = set_trainable(model, groups)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
     for k in range(steps):
-        ids = batch(k)
+        ids = batch(k).to(device)
         hidden = model.model(input_ids=ids[:, :-1]).last_hidden_state
         loss = model.lm_head(hidden, ids[:, 1:])[0]
         opt.zero_grad(set_to_none=True)
