@@ -47,3 +47,9 @@ def demo_language(demo_data):
         return ensure_demo_data(lang=lang) / lang
 
     return get
+
+
+@pytest.fixture(scope="session")
+def packed_cache(tmp_path_factory) -> Path:
+    """A packed-token cache folder shared by the training tests of a session (``paths.cache_dir``)."""
+    return tmp_path_factory.mktemp("packed-cache")

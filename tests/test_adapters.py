@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_train import FAST, compose_cfg, export_state, run_cli
 
 from eeve.config import LoraSettings, StageConfig, to_train_config
 from eeve.errors import ConfigError
@@ -22,8 +23,9 @@ LORA = LoraSettings(rank=4, alpha=8.0)
 def tiny_config(hidden=32):
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=V, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False)
+    return LlamaConfig(vocab_size=V, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                       tie_word_embeddings=False)
 
 
 def tiny_split(seed=0, hidden=32):
@@ -100,7 +102,7 @@ def test_same_seed_same_adapter_and_bf16_base_gets_fp32_adapter():
 
 
 def test_bad_adapter_settings_are_one_line_errors():
-    base = {"data": {"sources": {"x": {"paths": ["a.txt"], "ratio": 1.0}}}}
+    base = {"data": {"sources": {"x": {"paths": ["a.txt"], "ratio": 1.0}}}, "stages": ["6"]}
 
     def cfg(**stage):
         return to_train_config({**base, "stage": {"number": 6, "trainable": STAGE6, **stage}})
@@ -148,12 +150,13 @@ def test_qlora_layers_on_cpu_freeze_exactly_and_merge_dequantized():
 
 
 # ------------------------------------------------------------------------------------ stages through Lightning
-from test_train import FAST, cache_dir, compose_cfg, export_state, run_cli  # noqa: E402,F401  (cache_dir: fixture)
 
 ADAPTED = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def test_lora_stages_6_and_7_freeze_exactly_and_export_plain_models(expanded_tokenizer, cache_dir, tmp_path):
+@pytest.mark.slow
+def test_lora_stages_6_and_7_freeze_exactly_and_export_plain_models(expanded_tokenizer, packed_cache,
+                                                                     tmp_path):
     """stage=6 and stage=7 with stage.adapter=lora after stage 1: the groups each stage changed (fingerprints of
     the live model: base weights of adapted layers unchanged), the merged exports as plain HF models, and the PEFT
     folders, which on the stage's starting model give the stage's model."""
@@ -165,7 +168,7 @@ def test_lora_stages_6_and_7_freeze_exactly_and_export_plain_models(expanded_tok
     chain = ["stages=[1,6,7]", "stage.lora.rank=4", "stage.lora.alpha=8", "export.adapter=true"]
     expected = {1: ["new_input"], 6: ["adapter", "new_input", "new_output", "old_input", "old_output"], 7: ["adapter"]}
     for n in (1, 6, 7):
-        cfg = compose_cfg(tmp_path, expanded_tokenizer, cache_dir, f"stage={n}", *chain,
+        cfg = compose_cfg(tmp_path, expanded_tokenizer, packed_cache, f"stage={n}", *chain,
                           *(["stage.adapter=lora"] if n > 1 else []))
         m = run_stage(cfg, n)
         assert m["groups_changed"] == expected[n], n
@@ -191,19 +194,21 @@ def test_lora_stages_6_and_7_freeze_exactly_and_export_plain_models(expanded_tok
 
 
 @pytest.mark.slow
-def test_lora_stage_on_two_fsdp_cpu_ranks_matches_one_process(expanded_tokenizer, cache_dir, tmp_path):
+def test_lora_stage_on_two_fsdp_cpu_ranks_matches_one_process(expanded_tokenizer, packed_cache,
+                                                               tmp_path):
     """FSDP2 (gloo, 2 CPU processes x micro-batch 4, activation checkpointing) == 1 process x micro-batch 8, with
     LoRA on the transformer and all four row groups training in the same stage."""
     from eeve.training.stages import run_stage
 
     lora = ["stage.adapter=lora", "stage.lora.rank=4", "stage.lora.alpha=8", "export.adapter=true"]
-    run_stage(compose_cfg(tmp_path / "init", expanded_tokenizer, cache_dir), 1)
+    run_stage(compose_cfg(tmp_path / "init", expanded_tokenizer, packed_cache), 1)
     init = [f"init_from={tmp_path / 'init' / 'stage1'}"]
-    single = run_stage(compose_cfg(tmp_path / "single", expanded_tokenizer, cache_dir, "stage=6",
+    single = run_stage(compose_cfg(tmp_path / "single", expanded_tokenizer, packed_cache, "stage=6",
                                    "data.micro_batch_size=8", *init, *lora), 6)
-    r = run_cli("stage=6", "trainer=fsdp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.param_dtype=float32",
-                "trainer.precision=32-true", f"hydra.run.dir={tmp_path / 'fsdp'}", "model.activation_checkpointing=true",
-                f"tokenizer.path={expanded_tokenizer}", f"paths.cache_dir={cache_dir}", *FAST, *init, *lora)
+    r = run_cli("stage=6", "trainer=fsdp", "trainer.devices=2", "trainer.accelerator=cpu",
+                "trainer.param_dtype=float32", "trainer.precision=32-true", f"hydra.run.dir={tmp_path / 'fsdp'}",
+                "model.activation_checkpointing=true", f"tokenizer.path={expanded_tokenizer}",
+                f"paths.cache_dir={packed_cache}", *FAST, *init, *lora)
     assert r.returncode == 0, r.stderr[-3000:]
     fsdp = json.loads((tmp_path / "fsdp" / "stage6" / "metrics.json").read_text())
     assert fsdp["groups_changed"] == single["groups_changed"] == ["adapter", "new_input", "new_output", "old_input",

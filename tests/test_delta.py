@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_train import BASE, compose_cfg
 
 from eeve.errors import ExportError
 from eeve.model.delta import SafetensorsWeights, apply_deltas, compute_delta, read_delta, write_delta
-from test_train import BASE, cache_dir, compose_cfg  # noqa: F401  (cache_dir: fixture)
 
 
 def test_rows_blocks_offsets_and_round_trip(tmp_path):
@@ -40,7 +40,8 @@ def test_rows_blocks_offsets_and_round_trip(tmp_path):
         read_delta(tmp_path)
 
 
-def test_stage_deltas_rebuild_every_export_bit_for_bit(expanded_tokenizer, cache_dir, tmp_path):
+@pytest.mark.slow
+def test_stage_deltas_rebuild_every_export_bit_for_bit(expanded_tokenizer, packed_cache, tmp_path):
     """Stages 1 -> 2 -> 5 -> 7 (LoRA) with export.delta=true: each delta holds only what its stage changed (the
     first one also the expansion's new rows), and base + deltas == each stage's full export, bit for bit."""
     from eeve.model.load import load_base_model
@@ -48,9 +49,9 @@ def test_stage_deltas_rebuild_every_export_bit_for_bit(expanded_tokenizer, cache
 
     chain = ["stages=[1,2,5,7]", "export.delta=true"]
     for n in (1, 2, 5, 7):
-        run_stage(compose_cfg(tmp_path, expanded_tokenizer, cache_dir, f"stage={n}", *chain,
+        run_stage(compose_cfg(tmp_path, expanded_tokenizer, packed_cache, f"stage={n}", *chain,
                               *(["stage.adapter=lora"] if n == 7 else [])), n)
-    cfg = compose_cfg(tmp_path, expanded_tokenizer, cache_dir)
+    cfg = compose_cfg(tmp_path, expanded_tokenizer, packed_cache)
     base = load_base_model(cfg.model).state_dict()  # model=tiny: the seeded random-init base, 32000 rows
     emb, head = "model.embed_tokens.weight", "lm_head.weight"
     stored = {}

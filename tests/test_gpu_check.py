@@ -13,7 +13,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 
 def metrics(ko0, ko1, en0=3.0, en1=3.0):
-    return {"val_start": {"ko": {"loss": ko0}, "en": {"loss": en0}}, "val_end": {"ko": {"loss": ko1}, "en": {"loss": en1}}}
+    return {"val_start": {"ko": {"loss": ko0}, "en": {"loss": en0}},
+            "val_end": {"ko": {"loss": ko1}, "en": {"loss": en1}}}
 
 
 def test_compare_tolerances():

@@ -146,7 +146,8 @@ def read_delta(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         return {k: h.get_tensor(k) for k in h.keys()}, meta
 
 
-def apply_deltas(base: str | Path | Mapping[str, torch.Tensor], deltas: Iterable[str | Path]) -> dict[str, torch.Tensor]:
+def apply_deltas(base: str | Path | Mapping[str, torch.Tensor],
+                 deltas: Iterable[str | Path]) -> dict[str, torch.Tensor]:
     """The weights of the last stage in ``deltas`` (files or stage folders, in stage order), rebuilt from the
     base model (an HF folder or a state dict, as the first delta was computed against): bit-identical to that
     stage's full export."""
