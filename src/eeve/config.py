@@ -261,7 +261,8 @@ class ExportConfig:
     adapter: bool = False
     """Adapter stages: also save the adapter as a PEFT folder (``stage<N>/adapter/``)."""
     delta: bool = False
-    """Also write ``stage<N>/delta.safetensors``: only the tensors and rows the stage changed (eeve.model.delta)."""
+    """Also write ``stage<N>/delta/delta.safetensors``: only the tensors and rows the stage changed, with their row
+    offsets (eeve.model.delta)."""
 
 
 @dataclass
