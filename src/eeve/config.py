@@ -26,9 +26,16 @@ GROUPS = ("old_input", "new_input", "old_output", "new_output", "transformer")
 @dataclass
 class CorpusConfig:
     paths: list[str] = field(default_factory=lambda: [".cache/demo/ko/train.txt"])
-    """Korean corpus files or globs (.txt: one document per line; .jsonl: one object per line; .gz ok)."""
+    """Korean corpus files or globs (.txt: one document per line; .jsonl: one object per line; .gz ok; .parquet,
+    .arrow, .json or a save_to_disk folder: one row per document), or hub dataset ids with format=hub."""
     text_field: str = "text"
-    """Key holding the text in .jsonl files."""
+    """Key (or column) holding the text in .jsonl, Parquet, Arrow, JSON and hub sources."""
+    format: str = "auto"
+    """auto (by suffix) | text | jsonl | parquet | arrow | json | hub (paths are datasets.load_dataset ids)."""
+    split: str = "train"
+    """format=hub: the split to read."""
+    name: Optional[str] = None
+    """format=hub: the dataset's configuration name (load_dataset's ``name``)."""
 
 
 @dataclass
@@ -160,12 +167,19 @@ class SourceConfig:
     """One training source of the mixture."""
 
     paths: list[str]
-    """Files or globs (``.txt``: one document per line; ``.jsonl``: one JSON object per line; optionally ``.gz``).
-    Relative ones resolve against the data module's ``base_dir``."""
+    """Files or globs (``.txt``: one document per line; ``.jsonl``: one JSON object per line; optionally ``.gz``;
+    ``.parquet``, ``.arrow``, ``.json`` or a ``save_to_disk`` folder: one row per document), or hub dataset ids
+    with ``format: hub``. Relative ones resolve against the data module's ``base_dir``."""
     ratio: float
     """Mixture weight (normalised over all sources): the expected fraction of training sequences from here."""
     text_field: str = "text"
-    """Key of the document text in ``.jsonl`` files."""
+    """Key (or column) of the document text in ``.jsonl``, Parquet, Arrow, JSON and hub sources."""
+    format: str = "auto"
+    """auto (by suffix) | text | jsonl | parquet | arrow | json | hub (see :mod:`eeve.text.sources`)."""
+    split: str = "train"
+    """``format: hub``: the split to read."""
+    name: Optional[str] = None
+    """``format: hub``: the dataset's configuration name."""
     lang: str | None = None
     """Language tag, informational (e.g. ``ko``, ``en``, ``en-ko``)."""
 
@@ -177,7 +191,13 @@ class ValConfig:
     paths: list[str]
     """Files or globs, as for :class:`SourceConfig`."""
     text_field: str = "text"
-    """Key of the document text in ``.jsonl`` files."""
+    """Key (or column) of the document text, as for :class:`SourceConfig`."""
+    format: str = "auto"
+    """As for :class:`SourceConfig`."""
+    split: str = "train"
+    """``format: hub``: the split to read (often ``validation`` or ``test``)."""
+    name: Optional[str] = None
+    """``format: hub``: the dataset's configuration name."""
     max_sequences: int = 64
     """Use at most this many packed sequences (over all ranks)."""
 

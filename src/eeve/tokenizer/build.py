@@ -30,7 +30,8 @@ from tokenizers import Tokenizer, trainers
 
 from eeve.config import TokenizeConfig
 from eeve.errors import CorpusError, TokenizerBuildError
-from eeve.text.corpus import CorpusStats, iter_documents, resolve_paths
+from eeve.text.corpus import CorpusStats, SourceOptions, iter_documents
+from eeve.text.sources import open_sources
 from eeve.text.scripts import HANGUL
 from eeve.tokenizer.base import BaseTokenizer, bpe_pieces
 from eeve.tokenizer.counting import Counts, count_tokens
@@ -227,7 +228,7 @@ def restrict(exp: Expansion, keep: set[str], add_chars: list[str]) -> Expansion:
 
 def _count(exp_or_tok, paths, cfg: TokenizeConfig, base_dir, count_chars=False, stats=None) -> Counts:
     tok = exp_or_tok if isinstance(exp_or_tok, Tokenizer) else exp_or_tok.tokenizer()
-    docs = iter_documents(paths, cfg.corpus.text_field, stats=stats, progress=cfg.progress, base_dir=base_dir)
+    docs = iter_documents(paths, stats=stats, progress=cfg.progress, base_dir=base_dir)  # paths: opened sources
     return count_tokens(tok, docs, batch_bytes=cfg.batch_bytes, count_chars=count_chars)
 
 
@@ -237,7 +238,7 @@ def _examples(tokens: Iterable[str], n: int = 8) -> list[str]:
 
 def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir: str | None = None, say=print) -> dict:
     """Run steps 1-7. Returns a dict with the Expansion, counts, iteration log and corpus stats."""
-    paths = resolve_paths(cfg.corpus.paths, base_dir)
+    paths = open_sources(cfg.corpus.paths, base_dir, SourceOptions.of(cfg.corpus))
     stats = CorpusStats()
     script, kind = HANGUL, base.kind
     seen_hangul = [False]
@@ -245,7 +246,7 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
     limit = cfg.intermediate_max_mb * 1e6 if cfg.intermediate_max_mb else float("inf")
 
     def train_docs():
-        for d in iter_documents(paths, cfg.corpus.text_field, stats=stats, progress=cfg.progress, base_dir=base_dir):
+        for d in iter_documents(paths, stats=stats, progress=cfg.progress, base_dir=base_dir):
             if not seen_hangul[0] and script.has_target(d):
                 seen_hangul[0] = True
             yield d
