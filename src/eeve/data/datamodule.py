@@ -14,7 +14,8 @@ Pipeline
      are new, i.e. id >= ``expansion.json``'s ``base_vocab_size``) and ``meta.json``. The folder is built under a
      temporary name and renamed into place, so a crash never leaves a half cache. The key hashes the
      tokenizer.json bytes, each file's (absolute path, size, mtime) or hub dataset's (id, name, split),
-     ``seq_len``, ``text_field`` and :data:`FORMAT_VERSION`: change any and the source is re-tokenized; otherwise it is reused.
+     ``seq_len``, ``text_field`` and :data:`FORMAT_VERSION`: change any and the source is re-tokenized; otherwise
+     it is reused.
   2. ``setup`` opens the caches as read-only ``np.memmap`` (building any that are missing, e.g. when called
      without ``prepare_data``) and prints the new-token share of the training stream with and without bias.
 
