@@ -137,17 +137,19 @@ class _Lines(Source):
                     try:
                         obj = json.loads(text)
                     except json.JSONDecodeError as e:
-                        raise CorpusError(f"{path}:{lineno} is not valid JSON ({e.msg}): fix or remove that line") from None
-                    if not isinstance(obj, dict) or not isinstance(obj.get(text_field), str):
                         raise CorpusError(
-                            f"{path}:{lineno} has no string field {text_field!r}: set text_field to the key holding the text")
+                            f"{path}:{lineno} is not valid JSON ({e.msg}): fix or remove that line") from None
+                    if not isinstance(obj, dict) or not isinstance(obj.get(text_field), str):
+                        raise CorpusError(f"{path}:{lineno} has no string field {text_field!r}: set text_field to "
+                                          "the key holding the text")
                     text = obj[text_field]
                 if not text.strip():
                     continue
                 nfc = unicodedata.normalize("NFC", text)
                 stats.documents += 1
                 # normalize() returns its argument when already NFC: the byte count is then known for free
-                stats.text_bytes += len(line.rstrip(b"\r\n")) if nfc is text and not is_json else len(nfc.encode("utf-8"))
+                stats.text_bytes += (len(line.rstrip(b"\r\n")) if nfc is text and not is_json
+                                     else len(nfc.encode("utf-8")))
                 if lineno % 1024 == 0:  # raw.tell() is a syscall: not per line
                     pos = raw.tell()
                     if pos - last >= 1 << 20:
@@ -338,9 +340,11 @@ def open_sources(patterns: Iterable[str | os.PathLike | Source] | str | os.PathL
         elif p.is_file():
             matches = [p]
         elif p.is_dir():
-            found = next((s for c in ([forced] if forced else FORMATS.values()) if (s := c.from_dir(p)) is not None), None)
+            kinds = [forced] if forced else FORMATS.values()
+            found = next((s for c in kinds if (s := c.from_dir(p)) is not None), None)
             if found is None:
-                raise CorpusError(f"corpus path {pattern!r} is a directory: give files or a glob such as '{pattern}/*.txt'")
+                raise CorpusError(f"corpus path {pattern!r} is a directory: give files or a glob such as "
+                                  f"'{pattern}/*.txt'")
             out.extend(type(s)(s.location, options) for s in found)
             continue
         else:
