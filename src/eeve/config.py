@@ -104,6 +104,9 @@ class ModelConfig:
     """Pass ``trust_remote_code=True`` to transformers (runs code from the model folder); only when asked."""
     activation_checkpointing: bool = False
     """Recompute decoder layers in backward (applied by the training module, not here)."""
+    run_name: str = "demo"
+    """The default ``run_name`` (outputs/<run_name>/) and tokenizer folder for this model, so that runs of different
+    models never share an output folder (``model=solar`` -> outputs/solar/)."""
 
 
 @dataclass
@@ -249,6 +252,7 @@ class TrainConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     run_name: str = "demo"
+    """Output folder outputs/<run_name>/ (conf/config.yaml: the model's ``run_name``)."""
     seed: int = 1234
     init: str = "mean_subwords"
     """New-row initialisation at expansion: mean_subwords (EEVE) | mean | mean_cov | random."""
