@@ -27,9 +27,11 @@ def main(dcfg: DictConfig) -> None:
 
     from eeve.config import to_train_config
     from eeve.errors import ConfigError, EEVEError
+    from eeve.training.progress import quiet_lightning
     from eeve.training.stages import apply_schedule, run_stage, summary_table
 
     single_lightning_log()
+    quiet_lightning()
     try:
         cfg = to_train_config(dcfg)
         hc = HydraConfig.get()

@@ -101,6 +101,8 @@ def make_trainer(cfg: TrainConfig, number: int, max_steps: int, ckpt_dir: Path, 
     from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from eeve.training.progress import StageProgress
+
     t = cfg.trainer
     if t.strategy == "fsdp":
         from lightning.pytorch.strategies import ModelParallelStrategy
@@ -120,7 +122,7 @@ def make_trainer(cfg: TrainConfig, number: int, max_steps: int, ckpt_dir: Path, 
         precision=t.precision, max_steps=max_steps, accumulate_grad_batches=t.accumulate_grad_batches,
         logger=logger, log_every_n_steps=t.log_every_n_steps, enable_checkpointing=False,
         callbacks=[AtomicCheckpoint(ckpt_dir, t.checkpoint_every_n_steps, t.keep_checkpoints),
-                   LearningRateMonitor(logging_interval="step")],
+                   LearningRateMonitor(logging_interval="step"), StageProgress(number, t.log_every_n_steps)],
         val_check_interval=min(val_every, batches_per_epoch) if val_every > 0 else None,
         check_val_every_n_epoch=None, num_sanity_val_steps=0, use_distributed_sampler=False,
         deterministic=t.deterministic, enable_model_summary=False, enable_progress_bar=False)
