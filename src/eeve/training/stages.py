@@ -139,7 +139,8 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     fingerprint = stage_fingerprint(cfg, number, tok_dir, stage_source(cfg, number, check=False))
     done = finished_stage(out, fingerprint, cfg.overwrite, number)  # raises if it was another run's
     if done is not None:
-        print(f"stage {number}: already exported at {out} by this configuration; skipping (overwrite=true retrains it)")
+        print(f"stage {number}: already exported at {out} by this configuration; skipping "
+              "(overwrite=true retrains it)")
         return done
     expansion = read_expansion(tok_dir)
     stage_source(cfg, number)  # fail before any data work if the starting weights are missing
