@@ -224,7 +224,7 @@ class DataConfig:
     seed: int = 0
     """Sampling seed (the data module's ``seed`` argument overrides it when given)."""
 
-    def validate(self) -> None:
+    def validate(self, need_paths: bool = True) -> None:
         if int(self.seq_len) < 2:
             raise ConfigError(f"data.seq_len must be >= 2, got {self.seq_len}")
         if int(self.micro_batch_size) < 1:
@@ -238,9 +238,18 @@ class DataConfig:
             raise ConfigError("data.sources ratios sum to 0: give at least one source a positive ratio")
         if not math.isfinite(self.new_token_bias):
             raise ConfigError(f"data.new_token_bias must be finite, got {self.new_token_bias}")
-        for name, entry in [*self.sources.items(), *self.validation.items()]:
+        for name, entry in [*self.sources.items(), *self.validation.items()] if need_paths else []:
             if not entry.paths or "???" in entry.paths:
                 raise ConfigError(f"data entry {name!r} has no paths: set data.…{name}.paths=[FILES] on the command line")
+
+
+@dataclass
+class PlanConfig:
+    """``mode=plan`` (eeve.training.plan): the memory plan per GPU."""
+
+    vocab_size: Optional[int] = None
+    """Expanded vocabulary size to plan for when the tokenizer is not built yet (EEVE on SOLAR: 40960); default:
+    ``vocab_size`` of the tokenizer's expansion.json."""
 
 
 @dataclass
@@ -251,6 +260,9 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    mode: str = "train"
+    """train: run the stage(s); plan: print the memory per GPU of each stage (no weights loaded, nothing trained)."""
+    plan: PlanConfig = field(default_factory=PlanConfig)
     run_name: str = "demo"
     """Output folder outputs/<run_name>/ (conf/config.yaml: the model's ``run_name``)."""
     seed: int = 1234
@@ -272,7 +284,9 @@ class TrainConfig:
     def validate(self) -> None:
         from eeve.model.init import INIT_METHODS  # torch: imported only when a training config is checked
 
-        self.data.validate()
+        if self.mode not in ("train", "plan"):
+            raise ConfigError(f"mode={self.mode} is unknown: use mode=train or mode=plan")
+        self.data.validate(need_paths=self.mode == "train")  # a memory plan reads no data
         bad = [g for g in self.stage.trainable if g not in GROUPS]
         if bad:
             raise ConfigError(f"stage.trainable has unknown group(s) {bad}: choose from {list(GROUPS)}")
@@ -340,6 +354,12 @@ def unknown_key_message(key: str, schema) -> str:
 
 
 def to_train_config(cfg: Any) -> TrainConfig:
+    if OmegaConf.is_config(cfg) and cfg.get("mode") == "plan":  # a memory plan reads no data: '???' paths may stay
+        cfg = cfg.copy()
+        for group in ("sources", "validation"):
+            for entry in (cfg.get("data", {}).get(group) or {}).values():
+                if OmegaConf.is_missing(entry, "paths"):
+                    entry.paths = []
     return to_object(TrainConfig, cfg)
 
 
