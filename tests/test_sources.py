@@ -199,3 +199,47 @@ def test_txt_and_jsonl_sources_unchanged(demo_data):
     docs, stats = docs_of([demo_data / "pairs" / "heldout.jsonl"])
     assert any("\n" in x for x in docs) and stats.documents == len(docs)
     assert stats.bytes_read == (demo_data / "pairs" / "heldout.jsonl").stat().st_size
+
+
+# Two "ranks" packing the same source into a shared cache: each process says it is ready, waits for the go, packs,
+# and reports whether it built the cache and when it finished.
+RANK = r"""
+import json, sys, time
+from pathlib import Path
+from eeve.data.packing import TokenizerInfo, pack_source
+from eeve.text.sources import SourceOptions
+tok_dir, txt, cache, me = sys.argv[1:5]
+tok = TokenizerInfo(Path(tok_dir))
+(Path(cache) / f"ready{me}").touch()
+while not (Path(cache) / "go").exists():
+    time.sleep(0.01)
+folder, built = pack_source("ko", [txt], SourceOptions(), tok, 128, Path(cache), None)
+print(json.dumps({"folder": str(folder), "built": built, "end": time.time()}))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_pack_a_shared_cache_once(shards, expanded_tokenizer, tmp_path):
+    """Ranks (or nodes) on one filesystem: one process tokenizes, the other waits for it and reads its cache."""
+    import time
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    procs = [subprocess.Popen([sys.executable, "-c", RANK, str(expanded_tokenizer), str(shards["txt"]), str(cache),
+                               str(r)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for r in range(2)]
+    deadline = time.time() + 120
+    while not all((cache / f"ready{r}").exists() for r in range(2)) and time.time() < deadline:
+        time.sleep(0.01)
+    (cache / "go").touch()
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    res = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    assert sorted(r["built"] for r in res) == [False, True]
+    assert res[0]["folder"] == res[1]["folder"]
+    builder, waiter = (0, 1) if res[0]["built"] else (1, 0)
+    meta = Path(res[builder]["folder"]) / "meta.json"
+    assert res[waiter]["end"] >= meta.stat().st_mtime  # it returned only once the cache was complete
+    assert "another process is packing it" in outs[waiter][1]
+    assert [p.name for p in (cache / "packed").iterdir()] == [Path(res[0]["folder"]).name]  # one cache, no leftovers
