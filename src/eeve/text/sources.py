@@ -202,23 +202,28 @@ class _Datasets(Source):
 
 
 def _rows(ds, field_: str, where: str, stats: CorpusStats, advance: Advance, size: int) -> Iterator[str]:
-    """Documents of the ``field_`` column of a (streaming or memory-mapped) dataset, batch by batch."""
+    """Documents of the ``field_`` column of a (streaming or memory-mapped) dataset, in Arrow batches (several
+    times faster than ``datasets``' per-row Python dicts)."""
+    import pyarrow as pa
+
     done = 0
-    for batch in ds.iter(batch_size=ROW_BATCH):
-        if field_ not in batch:
-            raise CorpusError(f"{where} has no column {field_!r} (it has {', '.join(batch)}): set text_field to the "
-                              "column holding the text")
-        for text in batch[field_]:
+    for batch in ds.with_format("arrow").iter(batch_size=ROW_BATCH):
+        if field_ not in batch.column_names:
+            raise CorpusError(f"{where} has no column {field_!r} (it has {', '.join(batch.column_names)}): set "
+                              "text_field to the column holding the text")
+        col = batch.column(field_)
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            raise CorpusError(f"{where} column {field_!r} holds {col.type}, not text: set text_field to a string "
+                              "column")
+        texts = col.to_pylist()
+        for text in texts:
             if text is None:
                 continue
-            if not isinstance(text, str):
-                raise CorpusError(f"{where} column {field_!r} holds {type(text).__name__}, not text: set text_field "
-                                  "to a string column")
             doc = _accept(text, stats)
             if doc is not None:
                 yield doc
         if size:  # rows carry no byte offsets: advance by text read, never past the file
-            step = min(size - done, sum(len(t) for t in batch[field_] if isinstance(t, str)))
+            step = min(size - done, sum(len(t) for t in texts if t is not None))
             advance(step)
             done += step
     if size > done:
