@@ -243,3 +243,14 @@ def test_two_processes_pack_a_shared_cache_once(shards, expanded_tokenizer, tmp_
     assert res[waiter]["end"] >= meta.stat().st_mtime  # it returned only once the cache was complete
     assert "another process is packing it" in outs[waiter][1]
     assert [p.name for p in (cache / "packed").iterdir()] == [Path(res[0]["folder"]).name]  # one cache, no leftovers
+
+
+def test_fast_flat_encoding_equals_per_document_encoding(shards, expanded_tokenizer):
+    """Packing's array-built BOS + ids + EOS stream is the per-document `encode_batch` one, for every BOS/EOS
+    combination a tokenizer may need."""
+    tok = TokenizerInfo(expanded_tokenizer)
+    docs = [x for x in shards["lines"][:500] if x.strip()]
+    for bos, eos in [(False, True), (True, True), (True, False), (False, False)]:
+        tok.add_bos, tok.add_eos = bos, eos
+        ref = [t for d in tok.encode_docs(docs) for t in d]
+        assert np.array_equal(tok.encode_flat(docs), np.array(ref, dtype=np.int64)), (bos, eos)

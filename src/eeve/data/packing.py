@@ -76,11 +76,22 @@ class TokenizerInfo:
     def encode_flat(self, docs: list[str]) -> np.ndarray:
         """BOS + ids + EOS of every document, concatenated (int64). ``encode_batch_fast``: no offsets computed."""
         ids = [e.ids for e in self.tok.encode_batch_fast(docs, add_special_tokens=True)]
-        if self.add_bos or self.add_eos:
-            pre = [self.bos_id] if self.add_bos else []
-            post = [self.eos_id] if self.add_eos else []
-            ids = [pre + d + post for d in ids]
-        return np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=sum(map(len, ids)))
+        lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lens.sum()))
+        extra = int(self.add_bos) + int(self.add_eos)
+        if not extra:
+            return flat
+        # BOS/EOS slots placed with array arithmetic: no per-document list copies
+        out = np.empty(len(flat) + extra * len(ids), dtype=np.int64)
+        starts = np.cumsum(lens + extra) - (lens + extra)  # where each document's slot run begins in `out`
+        is_text = np.ones(len(out), dtype=bool)
+        if self.add_bos:
+            out[starts], is_text[starts] = self.bos_id, False
+        if self.add_eos:
+            ends = starts + extra - 1 + lens
+            out[ends], is_text[ends] = self.eos_id, False
+        out[is_text] = flat
+        return out
 
     def encode_docs(self, docs: list[str]) -> list[list[int]]:
         """BOS + ids + EOS for each document."""
