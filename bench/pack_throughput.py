@@ -5,8 +5,8 @@
 * raw:      `encode_batch_fast` (what packing calls) over the same 1 MB batches, text already in memory, only the
             encode calls timed; `encode_batch` (with offsets, what packing called before) for reference;
 * pack:     `eeve.data.packing.pack_source` from the file on disk to a fresh cache: read + NFC + encode + BOS/EOS +
-            cut into sequences + write, all timed; also from the same text written as a Parquet file (`datasets`,
-            imported before the clock starts, as in training).
+            cut into sequences + write, all timed; also from the same text written as a Parquet file (`datasets`'
+            one-time start-up in a process, about a second, happens before the clock starts).
 * memory:   `pack_source` over `--mb` MB and over 10x that, each in a fresh subprocess; peak RSS from getrusage.
 Every measurement runs in its own subprocess with RAYON_NUM_THREADS=--threads, so both sides use the same cores.
 """
@@ -44,10 +44,14 @@ def worker(mode: str, tokenizer: str, path: str) -> dict:
     from eeve.text.corpus import iter_batches, iter_documents
     from eeve.text.sources import SourceOptions
 
-    if mode == "pack_parquet":  # imported once per process (datasets pulls in torch); training has both loaded
-        import datasets  # noqa: F401
-        import torch  # noqa: F401
     tok = TokenizerInfo(Path(tokenizer))
+    if mode == "pack_parquet":  # datasets' one-time start-up (imports, builder modules: ~1 s) is not throughput
+        import datasets
+
+        datasets.disable_progress_bars()
+        warm = Path(tempfile.mkdtemp(prefix="pack-bench-warm-")) / "w.parquet"
+        datasets.Dataset.from_dict({"text": ["warm up"]}).to_parquet(str(warm))
+        list(datasets.load_dataset("parquet", data_files=[str(warm)], split="train", streaming=True))
     size = os.path.getsize(path)
     tok.tok.encode_batch_fast(["warm up the thread pool"] * 64)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

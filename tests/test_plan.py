@@ -2,9 +2,7 @@
 and a mid-size debug Llama), and its arithmetic for SOLAR-10.7B on 8 GPUs."""
 from __future__ import annotations
 
-import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,97 +12,34 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {1: "new_input", 2: "new_output", 6: "old_input,new_input,old_output,new_output,transformer",
           7: "transformer"}
-MID = ["model.config.hidden_size=512", "model.config.intermediate_size=1536", "model.config.num_hidden_layers=4",
-       "model.config.num_attention_heads=8", "model.config.num_key_value_heads=4"]
 
-# A real training step of the split model, as EEVEModule runs it (the fused head loss, frozen groups without
-# gradients, a fresh AdamW over the trainable tensors), in a fresh process. Peak resident memory over three steps
-# (kernel high-water mark, reset just before the model is built) minus the resident memory before it. Large
-# allocations go through mmap (MALLOC_MMAP_THRESHOLD_) so freed tensors leave the resident set, as on a GPU.
-WORKER = r"""
-import json, sys, types, torch
-from transformers import LlamaConfig, LlamaForCausalLM
-from eeve.model.split import split_vocab
-from eeve.training.groups import set_trainable
-from eeve.training.module import _eeve_losses
 
-def status(key):
-    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
+def _bench():
+    """bench/plan_vs_measured.py: the measurement (a real training step in a fresh process) and the configs."""
+    import importlib.util
 
-def build(config, vocab, base, trainable, ckpt):
-    model = LlamaForCausalLM(LlamaConfig(**{**config, "vocab_size": vocab}))
-    split_vocab(model, base)
-    set_trainable(model, trainable)
-    model.config.use_cache = False
-    model.train()
-    model.eeve_losses = types.MethodType(_eeve_losses, model)
-    if ckpt:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model
-
-def steps(model, n, batch, seq_len, vocab, backbone_grad):
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.1)
-    for _ in range(n):
-        ids = torch.randint(0, vocab, (batch, seq_len))
-        loss, _ = model.eeve_losses(ids[:, :-1], ids[:, 1:], backbone_grad)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-a = json.loads(sys.argv[1])
-torch.manual_seed(0)
-backbone_grad = any(g in a["trainable"] for g in ("old_input", "new_input", "transformer"))
-small = dict(a["config"], hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-             num_key_value_heads=1)
-steps(build(small, 600, 500, a["trainable"], a["ckpt"]), 1, 2, 16, 600, backbone_grad)  # thread pools, kernels
-before = status("VmRSS")
-open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark
-model = build(a["config"], a["vocab"], a["base"], a["trainable"], a["ckpt"])
-steps(model, 3, a["batch"], a["seq_len"], a["vocab"], backbone_grad)
-print(json.dumps({"peak": status("VmHWM") - before}))
-"""
+    spec = importlib.util.spec_from_file_location("plan_vs_measured", ROOT / "bench" / "plan_vs_measured.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def compose(*overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from eeve.config import register_configs, to_train_config
-
-    register_configs()
-    overrides = tuple(f"stage='{o[6:]}'" if o.startswith("stage=") else o for o in overrides)
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return to_train_config(hydra_compose("config", overrides=[f"paths.root={ROOT}", "paths.run_dir=unused",
-                                                                  *overrides]))
-
-
-def measured_peak(cfg, vocab: int) -> int:
-    args = {"config": dict(cfg.model.config), "vocab": vocab, "base": cfg.model.config["vocab_size"],
-            "trainable": list(cfg.stage.trainable), "ckpt": cfg.model.activation_checkpointing,
-            "batch": cfg.data.micro_batch_size, "seq_len": cfg.data.seq_len}
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONPATH=str(ROOT / "src"))
-    r = subprocess.run([sys.executable, "-c", WORKER, json.dumps(args)], capture_output=True, text=True, env=env,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])["peak"]
+    return _bench().compose(*overrides)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("size,stage,ckpt", [("tiny", 1, False), ("tiny", 6, False), ("mid", 1, False),
                                              ("mid", 2, False), ("mid", 6, False), ("mid", 7, True)])
 def test_plan_matches_measured_peak_on_cpu(size, stage, ckpt):
-    """Within 20 % of the peak resident memory of real training steps (measured: within 5 %)."""
+    """Within 20 % of the peak resident memory of real training steps (measured: within 3 %)."""
     from eeve.training.plan import plan_stage
 
-    vocab = 35264  # the demo tokenizer's
-    over = [f"stage={stage}", "trainer.accelerator=cpu", f"plan.vocab_size={vocab}",
-            f"model.activation_checkpointing={str(ckpt).lower()}"]
-    over += ["data.micro_batch_size=8", "data.seq_len=128"] if size == "tiny" else [*MID, "data.micro_batch_size=4",
-                                                                                   "data.seq_len=256"]
-    cfg = compose(*over)
+    bench = _bench()
+    cfg = bench.stage_config(size, stage, ckpt)
     assert cfg.stage.trainable == GROUPS[stage].split(",")
     plan = plan_stage(cfg)
-    peak = measured_peak(cfg, vocab)
+    peak = bench.measured_peak(cfg)
     assert abs(plan.peak / peak - 1) < 0.20, (plan.peak / 2**20, peak / 2**20, plan.phase)
 
 
