@@ -27,9 +27,12 @@ def main(dcfg: DictConfig) -> None:
 
     from eeve.config import to_train_config
     from eeve.errors import ConfigError, EEVEError
+    from eeve.training.plan import plan_stage, plan_table
+    from eeve.training.progress import quiet_lightning
     from eeve.training.stages import apply_schedule, run_stage, summary_table
 
     single_lightning_log()
+    quiet_lightning()
     try:
         cfg = to_train_config(dcfg)
         hc = HydraConfig.get()
@@ -49,9 +52,15 @@ def main(dcfg: DictConfig) -> None:
                 others = [o for o in task if not o.startswith("stage=")]
                 cfg = to_train_config(compose(config_name="config", overrides=[*others, f"stage='{name}'"]))
             cfg.stage = apply_schedule(cfg.stage, str(name), cfg.schedule, stage_overrides)
+            if cfg.mode == "plan":  # arithmetic only: no weights, no data, nothing trained
+                results.append(plan_stage(cfg))
+                continue
             results.append(run_stage(cfg, cfg.stage.number))
     except (EEVEError, OSError) as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    if cfg.mode == "plan":
+        print(plan_table(results))
+        return
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
         print("\n" + summary_table(results))
         print(f"\nexports: {cfg.paths.run_dir}/stage<N>/   TensorBoard: tensorboard --logdir {cfg.paths.run_dir}")

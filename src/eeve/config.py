@@ -26,9 +26,16 @@ GROUPS = ("old_input", "new_input", "old_output", "new_output", "transformer")
 @dataclass
 class CorpusConfig:
     paths: list[str] = field(default_factory=lambda: [".cache/demo/ko/train.txt"])
-    """Target-language corpus files or globs (.txt: one document per line; .jsonl: one object per line; .gz ok)."""
+    """Target-language corpus files or globs (.txt: one document per line; .jsonl: one object per line; .gz ok;
+    .parquet, .arrow, .json or a save_to_disk folder: one row per document), or hub dataset ids with format=hub."""
     text_field: str = "text"
-    """Key holding the text in .jsonl files."""
+    """Key (or column) holding the text in .jsonl, Parquet, Arrow, JSON and hub sources."""
+    format: str = "auto"
+    """auto (by suffix) | text | jsonl | parquet | arrow | json | hub (paths are datasets.load_dataset ids)."""
+    split: str = "train"
+    """format=hub: the split to read."""
+    name: Optional[str] = None
+    """format=hub: the dataset's configuration name (load_dataset's ``name``)."""
 
 
 @dataclass
@@ -105,6 +112,9 @@ class ModelConfig:
     """Pass ``trust_remote_code=True`` to transformers (runs code from the model folder); only when asked."""
     activation_checkpointing: bool = False
     """Recompute decoder layers in backward (applied by the training module, not here)."""
+    run_name: str = "demo"
+    """The default ``run_name`` (outputs/<run_name>/) and tokenizer folder for this model, so that runs of different
+    models never share an output folder (``model=solar`` -> outputs/solar/)."""
 
 
 ADAPTERS = ("none", "lora", "qlora")
@@ -192,12 +202,19 @@ class SourceConfig:
     """One training source of the mixture."""
 
     paths: list[str]
-    """Files or globs (``.txt``: one document per line; ``.jsonl``: one JSON object per line; optionally ``.gz``).
-    Relative ones resolve against the data module's ``base_dir``."""
+    """Files or globs (``.txt``: one document per line; ``.jsonl``: one JSON object per line; optionally ``.gz``;
+    ``.parquet``, ``.arrow``, ``.json`` or a ``save_to_disk`` folder: one row per document), or hub dataset ids
+    with ``format: hub``. Relative ones resolve against the data module's ``base_dir``."""
     ratio: float
     """Mixture weight (normalised over all sources): the expected fraction of training sequences from here."""
     text_field: str = "text"
-    """Key of the document text in ``.jsonl`` files."""
+    """Key (or column) of the document text in ``.jsonl``, Parquet, Arrow, JSON and hub sources."""
+    format: str = "auto"
+    """auto (by suffix) | text | jsonl | parquet | arrow | json | hub (see :mod:`eeve.text.sources`)."""
+    split: str = "train"
+    """``format: hub``: the split to read."""
+    name: Optional[str] = None
+    """``format: hub``: the dataset's configuration name."""
     lang: str | None = None
     """Language tag, informational (e.g. ``ko``, ``en``, ``en-ko``)."""
 
@@ -209,7 +226,13 @@ class ValConfig:
     paths: list[str]
     """Files or globs, as for :class:`SourceConfig`."""
     text_field: str = "text"
-    """Key of the document text in ``.jsonl`` files."""
+    """Key (or column) of the document text, as for :class:`SourceConfig`."""
+    format: str = "auto"
+    """As for :class:`SourceConfig`."""
+    split: str = "train"
+    """``format: hub``: the split to read (often ``validation`` or ``test``)."""
+    name: Optional[str] = None
+    """``format: hub``: the dataset's configuration name."""
     max_sequences: int = 64
     """Use at most this many packed sequences (over all ranks)."""
     lang: Optional[str] = None
@@ -235,7 +258,7 @@ class DataConfig:
     seed: int = 0
     """Sampling seed (the data module's ``seed`` argument overrides it when given)."""
 
-    def validate(self) -> None:
+    def validate(self, need_paths: bool = True) -> None:
         if int(self.seq_len) < 2:
             raise ConfigError(f"data.seq_len must be >= 2, got {self.seq_len}")
         if int(self.micro_batch_size) < 1:
@@ -249,7 +272,7 @@ class DataConfig:
             raise ConfigError("data.sources ratios sum to 0: give at least one source a positive ratio")
         if not math.isfinite(self.new_token_bias):
             raise ConfigError(f"data.new_token_bias must be finite, got {self.new_token_bias}")
-        for name, entry in [*self.sources.items(), *self.validation.items()]:
+        for name, entry in [*self.sources.items(), *self.validation.items()] if need_paths else []:
             if not entry.paths or "???" in entry.paths:
                 raise ConfigError(f"data entry {name!r} has no paths: set data.…{name}.paths=[FILES] on the command line")
 
@@ -266,6 +289,15 @@ class ExportConfig:
 
 
 @dataclass
+class PlanConfig:
+    """``mode=plan`` (eeve.training.plan): the memory plan per GPU."""
+
+    vocab_size: Optional[int] = None
+    """Expanded vocabulary size to plan for when the tokenizer is not built yet (EEVE on SOLAR: 40960); default:
+    ``vocab_size`` of the tokenizer's expansion.json."""
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     stage: StageConfig = field(default_factory=StageConfig)
@@ -274,7 +306,11 @@ class TrainConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    mode: str = "train"
+    """train: run the stage(s); plan: print the memory per GPU of each stage (no weights loaded, nothing trained)."""
+    plan: PlanConfig = field(default_factory=PlanConfig)
     run_name: str = "demo"
+    """Output folder outputs/<run_name>/ (conf/config.yaml: the model's ``run_name``)."""
     seed: int = 1234
     init: str = "mean_subwords"
     """New-row initialisation at expansion: mean_subwords (EEVE) | mean | mean_cov | random."""
@@ -294,7 +330,9 @@ class TrainConfig:
     def validate(self) -> None:
         from eeve.model.init import INIT_METHODS  # torch: imported only when a training config is checked
 
-        self.data.validate()
+        if self.mode not in ("train", "plan"):
+            raise ConfigError(f"mode={self.mode} is unknown: use mode=train or mode=plan")
+        self.data.validate(need_paths=self.mode == "train")  # a memory plan reads no data
         bad = [g for g in self.stage.trainable if g not in GROUPS]
         if bad:
             raise ConfigError(f"stage.trainable has unknown group(s) {bad}: choose from {list(GROUPS)}")
@@ -374,6 +412,12 @@ def unknown_key_message(key: str, schema) -> str:
 
 
 def to_train_config(cfg: Any) -> TrainConfig:
+    if OmegaConf.is_config(cfg) and cfg.get("mode") == "plan":  # a memory plan reads no data: '???' paths may stay
+        cfg = cfg.copy()
+        for group in ("sources", "validation"):
+            for entry in (cfg.get("data", {}).get(group) or {}).values():
+                if OmegaConf.is_missing(entry, "paths"):
+                    entry.paths = []
     return to_object(TrainConfig, cfg)
 
 

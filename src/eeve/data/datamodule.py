@@ -2,16 +2,20 @@
 
 Pipeline
   1. ``prepare_data`` (Lightning runs it once per node): every training source and every validation language is
-     read with :mod:`eeve.text.corpus` (NFC, streaming), tokenized with the *expanded* tokenizer in batches
-     (``encode_batch``; each document becomes BOS + ids + EOS as the tokenizer's post-processor and special
-     tokens dictate), concatenated and cut into sequences of exactly ``seq_len`` tokens (the tail is dropped).
+     read with :mod:`eeve.text.corpus` (NFC, streaming; .txt, .jsonl, Parquet, Arrow, JSON, hub ids), tokenized
+     with the *expanded* tokenizer in batches (``encode_batch``; each document becomes BOS + ids + EOS as the
+     tokenizer's post-processor and special tokens dictate), concatenated and cut into sequences of exactly
+     ``seq_len`` tokens (the tail is dropped).
+     Packing runs once per cache: concurrent processes (ranks, nodes on a shared filesystem, jobs) take a file
+     lock, one builds and the others wait; reading overlaps encoding, which uses every core.
      The result is written streamingly (memory does not grow with the corpus) into
      ``<cache_dir>/packed/<name>-<key>/`` as ``tokens.bin`` (raw uint16 when the vocabulary has < 65536 ids,
      else uint32; shape [n_sequences, seq_len]), ``new_counts.bin`` (uint32 per sequence: how many of its tokens
      are new, i.e. id >= ``expansion.json``'s ``base_vocab_size``) and ``meta.json``. The folder is built under a
      temporary name and renamed into place, so a crash never leaves a half cache. The key hashes the
-     tokenizer.json bytes, each file's (absolute path, size, mtime), ``seq_len``, ``text_field`` and
-     :data:`FORMAT_VERSION`: change any and the source is re-tokenized; otherwise it is reused.
+     tokenizer.json bytes, each file's (absolute path, size, mtime) or hub dataset's (id, name, split),
+     ``seq_len``, ``text_field`` and :data:`FORMAT_VERSION`: change any and the source is re-tokenized; otherwise
+     it is reused.
   2. ``setup`` opens the caches as read-only ``np.memmap`` (building any that are missing, e.g. when called
      without ``prepare_data``) and prints the new-token share of the training stream with and without bias.
 
@@ -61,6 +65,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +79,7 @@ from eeve.config import DataConfig, to_object
 from eeve.data.packing import FORMAT_VERSION, Packed, TokenizerInfo, open_packed, pack_source
 from eeve.data.sampling import GlobalStreamSampler, MixtureStream, PackedDataset, ResumableLoader
 from eeve.errors import CorpusError
+from eeve.text.sources import SourceOptions
 
 
 class EEVEDataModule(L.LightningDataModule):
@@ -90,6 +96,7 @@ class EEVEDataModule(L.LightningDataModule):
       sample_offset: global sample number this run's stream starts at (e.g. the previous stage's consumed
         samples); restored from checkpoints.
       num_samples: global samples per epoch when not driven by ``trainer.max_steps``.
+      progress: a progress bar over bytes while packing (None: when stderr is a terminal).
     Attributes (after ``setup``): ``val_names``, ``token_bytes`` (LongTensor[V]), ``vocab_size``,
       ``base_vocab_size``, ``train_sources`` (name -> Packed memmaps), ``val_sets``, ``stream``.
     """
@@ -97,7 +104,7 @@ class EEVEDataModule(L.LightningDataModule):
     def __init__(self, cfg: Any, tokenizer_dir: str | os.PathLike, cache_dir: str | os.PathLike,
                  base_dir: str | os.PathLike | None = None, seed: int | None = None, *, rank: int = 0,
                  world_size: int = 1, sample_offset: int = 0, num_samples: int | None = None,
-                 progress: bool = False):
+                 progress: bool | None = None):
         super().__init__()
         self.cfg = to_object(DataConfig, cfg)
         self.base_dir = Path(base_dir) if base_dir is not None else _hydra_cwd()
@@ -107,7 +114,7 @@ class EEVEDataModule(L.LightningDataModule):
         self._rank, self._world = int(rank), int(world_size)
         self.sample_offset = int(sample_offset)
         self.num_samples = num_samples
-        self.progress = progress
+        self.progress = sys.stderr.isatty() if progress is None else progress  # a bar over bytes while packing
         self.val_names: list[str] = list(self.cfg.validation)
         self.built: list[str] = []  # names packed (tokenized) by this instance — cache misses
         self._tok: TokenizerInfo | None = None
@@ -167,10 +174,10 @@ class EEVEDataModule(L.LightningDataModule):
     def base_vocab_size(self) -> int:
         return self.tokenizer.base_vocab_size
 
-    def _entries(self) -> list[tuple[str, str, list[str], str]]:
-        """(kind, name, paths, text_field) for every source and validation set."""
-        out = [("train", n, s.paths, s.text_field) for n, s in self.cfg.sources.items()]
-        out += [("val", n, v.paths, v.text_field) for n, v in self.cfg.validation.items()]
+    def _entries(self) -> list[tuple[str, str, list[str], SourceOptions]]:
+        """(kind, name, paths, how to read them) for every source and validation set."""
+        out = [("train", n, s.paths, SourceOptions.of(s)) for n, s in self.cfg.sources.items()]
+        out += [("val", n, v.paths, SourceOptions.of(v)) for n, v in self.cfg.validation.items()]
         return out
 
     def _check_relative(self, paths: list[str], name: str) -> None:
@@ -180,12 +187,13 @@ class EEVEDataModule(L.LightningDataModule):
                     raise CorpusError(f"data entry {name!r} path {p!r} is relative and no base_dir was given: pass base_dir")
 
     def _ensure(self) -> None:
-        for kind, name, paths, field_ in self._entries():
+        for kind, name, paths, options in self._entries():
             key = f"{kind}:{name}"
             if key in self._folders:
                 continue
-            self._check_relative(paths, name)
-            folder, built = pack_source(f"{kind}-{name}", paths, field_, self.tokenizer, self.cfg.seq_len,
+            if options.format != "hub":
+                self._check_relative(paths, name)
+            folder, built = pack_source(f"{kind}-{name}", paths, options, self.tokenizer, self.cfg.seq_len,
                                         self.cache_dir, self.base_dir, progress=self.progress)
             if built:
                 self.built.append(key)

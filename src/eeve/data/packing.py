@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import sys
+import threading
 import time
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
+from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from eeve.errors import ConfigError, CorpusError
 from eeve.io import atomic_dir
-from eeve.text.corpus import CorpusStats, iter_batches, iter_documents, resolve_paths
+from eeve.text.corpus import CorpusStats, iter_batches, iter_documents
+from eeve.text.sources import Source, SourceOptions, open_sources
+
+T = TypeVar("T")
 
 FORMAT_VERSION = 1
 """Bump when the packed-cache layout or the packing rule changes (invalidates every cache)."""
 
 ENCODE_BATCH_BYTES = 1 << 20
-"""Characters of text per ``encode_batch`` call while packing (bounds memory)."""
+"""Characters of text per ``encode_batch`` call while packing: thousands of documents, enough to keep every core
+busy (the tokenizer parallelises over documents), while memory stays a few batches."""
 
 
 class TokenizerInfo:
@@ -63,6 +73,26 @@ class TokenizerInfo:
         self.add_eos = self.eos_id is not None and probe[-1:] != [self.eos_id]
         self.post_adds = len(probe) - len(plain)
 
+    def encode_flat(self, docs: list[str]) -> np.ndarray:
+        """BOS + ids + EOS of every document, concatenated (int64). ``encode_batch_fast``: no offsets computed."""
+        ids = [e.ids for e in self.tok.encode_batch_fast(docs, add_special_tokens=True)]
+        lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lens.sum()))
+        extra = int(self.add_bos) + int(self.add_eos)
+        if not extra:
+            return flat
+        # BOS/EOS slots placed with array arithmetic: no per-document list copies
+        out = np.empty(len(flat) + extra * len(ids), dtype=np.int64)
+        starts = np.cumsum(lens + extra) - (lens + extra)  # where each document's slot run begins in `out`
+        is_text = np.ones(len(out), dtype=bool)
+        if self.add_bos:
+            out[starts], is_text[starts] = self.bos_id, False
+        if self.add_eos:
+            ends = starts + extra - 1 + lens
+            out[ends], is_text[ends] = self.eos_id, False
+        out[is_text] = flat
+        return out
+
     def encode_docs(self, docs: list[str]) -> list[list[int]]:
         """BOS + ids + EOS for each document."""
         out = []
@@ -103,12 +133,13 @@ class Packed:
         return int(self.tokens.shape[0])
 
 
-def cache_key(tok: TokenizerInfo, files: list[Path], seq_len: int, text_field: str) -> str:
+def cache_key(tok: TokenizerInfo, sources: list[Source], seq_len: int, text_field: str) -> str:
+    """Hash of everything a packed cache depends on: tokenizer, seq_len, text field and each source's identity
+    (a file's path, size and mtime; a hub dataset's id, name and split)."""
     h = hashlib.sha256()
     h.update(f"eeve-packed-v{FORMAT_VERSION}\0{tok.hash}\0{int(seq_len)}\0{text_field}\0".encode())
-    for p in files:
-        st = p.stat()
-        h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    for s in sources:
+        h.update(s.identity().encode())
     return h.hexdigest()[:24]
 
 
@@ -116,33 +147,96 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:64] or "source"
 
 
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, up to ``depth`` ahead: reading and NFC (Python, holding the GIL)
+    overlap with ``encode_batch`` (Rust on every core, GIL released). Exceptions reach the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def run() -> None:
+        try:
+            for x in items:
+                while not stop.is_set():
+                    try:
+                        q.put((x, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((end, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put((end, e))
+
+    worker = threading.Thread(target=run, name="eeve-pack-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            x, err = q.get()
+            if x is end:
+                if err is not None:
+                    raise err
+                return
+            yield x
+    finally:
+        stop.set()
+        worker.join()
+
+
 def pack_source(
     name: str,
     paths: list[str],
-    text_field: str,
+    options: SourceOptions | str,
     tok: TokenizerInfo,
     seq_len: int,
     cache_dir: Path,
     base_dir: Path | None,
     progress: bool = False,
 ) -> tuple[Path, bool]:
-    """Tokenize and pack one source into its cache folder unless present. Returns (folder, built_now)."""
-    files = resolve_paths(paths, base_dir)
-    key = cache_key(tok, files, seq_len, text_field)
+    """Tokenize and pack one source into its cache folder unless present. Returns (folder, built_now).
+
+    Several processes (ranks, nodes on a shared filesystem, concurrent jobs) asking for the same cache: one
+    builds it under a file lock, the others wait on the lock and then read it. ``options``: a
+    :class:`SourceOptions` (format, split, name, text_field) or just the text field."""
+    if isinstance(options, str):
+        options = SourceOptions(text_field=options)
+    sources = open_sources(paths, base_dir, options)
+    key = cache_key(tok, sources, seq_len, options.text_field)
     final = Path(cache_dir) / "packed" / f"{_slug(name)}-{key}"
     if (final / "meta.json").is_file():
         return final, False
+    locks = Path(cache_dir) / "packed-locks"  # beside packed/, which holds caches only
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(locks / f"{final.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"[data] {name}: another process is packing it ({final.name}); waiting for it", file=sys.stderr,
+              flush=True)
+        lock.acquire()
+    try:
+        if (final / "meta.json").is_file():  # built while this process waited
+            return final, False
+        _build(name, sources, options.text_field, tok, seq_len, key, final, progress)
+        return final, True
+    finally:
+        lock.release()
+
+
+def _build(name: str, sources: list[Source], text_field: str, tok: TokenizerInfo, seq_len: int, key: str,
+           final: Path, progress: bool) -> None:
     t0 = time.time()
-    with atomic_dir(final, keep_existing=True) as tmp:  # several ranks may pack at once: the first rename wins
+    # keep_existing: a filesystem without working locks can still let two builders race; the first rename wins
+    with atomic_dir(final, keep_existing=True) as tmp:
         stats = CorpusStats()
         buf = np.empty(0, dtype=np.int64)
         n_seq = n_tokens = n_new = 0
         base = tok.base_vocab_size
         with open(tmp / "tokens.bin", "wb") as ft, open(tmp / "new_counts.bin", "wb") as fn:
-            docs = iter_documents(files, text_field=text_field, stats=stats, progress=progress)
-            for batch in iter_batches(docs, ENCODE_BATCH_BYTES):
-                ids = tok.encode_docs(batch)
-                flat = np.fromiter((t for d in ids for t in d), dtype=np.int64, count=sum(len(d) for d in ids))
+            docs = iter_documents(sources, stats=stats, progress=progress)
+            for batch in prefetch(iter_batches(docs, ENCODE_BATCH_BYTES)):
+                flat = tok.encode_flat(batch)
                 n_tokens += len(flat)
                 buf = np.concatenate([buf, flat]) if len(buf) else flat
                 k = len(buf) // seq_len
@@ -154,8 +248,9 @@ def pack_source(
                     n_seq += k
                     n_new += int(counts.sum())
                     buf = buf[k * seq_len :].copy()
+        where = [str(s.location) for s in sources]
         if stats.documents == 0:
-            raise CorpusError(f"data source {name!r} has no documents in {[str(f) for f in files]}: give non-empty files")
+            raise CorpusError(f"data source {name!r} has no documents in {where}: give non-empty files")
         if n_seq == 0:
             raise CorpusError(
                 f"data source {name!r} yields {n_tokens} tokens, fewer than one sequence of seq_len={seq_len}: "
@@ -176,12 +271,11 @@ def pack_source(
             "base_vocab_size": base,
             "tokenizer_sha256": tok.hash,
             "text_field": text_field,
-            "files": [{"path": str(p.resolve()), "size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in files],
+            "files": [s.describe() for s in sources],
             "invalid_utf8_lines": stats.invalid_utf8_lines,
             "seconds": round(time.time() - t0, 3),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    return final, True
 
 
 def open_packed(folder: Path) -> Packed:

@@ -31,8 +31,9 @@ from tokenizers import Tokenizer, trainers
 
 from eeve.config import TokenizeConfig
 from eeve.errors import CorpusError, TokenizerBuildError
-from eeve.text.corpus import CorpusStats, iter_documents, resolve_paths
+from eeve.text.corpus import CorpusStats, SourceOptions, iter_documents
 from eeve.text.scripts import TargetScripts, target_scripts
+from eeve.text.sources import open_sources
 from eeve.tokenizer.base import BaseTokenizer, bpe_pieces
 from eeve.tokenizer.counting import Counts, count_tokens
 from eeve.tokenizer.kinds import TokenizerKind
@@ -228,7 +229,7 @@ def restrict(exp: Expansion, keep: set[str], add_chars: list[str]) -> Expansion:
 
 def _count(exp_or_tok, paths, cfg: TokenizeConfig, base_dir, count_chars=False, stats=None) -> Counts:
     tok = exp_or_tok if isinstance(exp_or_tok, Tokenizer) else exp_or_tok.tokenizer()
-    docs = iter_documents(paths, cfg.corpus.text_field, stats=stats, progress=cfg.progress, base_dir=base_dir)
+    docs = iter_documents(paths, stats=stats, progress=cfg.progress, base_dir=base_dir)  # paths: opened sources
     return count_tokens(tok, docs, batch_bytes=cfg.batch_bytes, count_chars=count_chars)
 
 
@@ -238,7 +239,7 @@ def _examples(tokens: Iterable[str], n: int = 8) -> list[str]:
 
 def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir: str | None = None, say=print) -> dict:
     """Run steps 1-7. Returns a dict with the Expansion, counts, iteration log and corpus stats."""
-    paths = resolve_paths(cfg.corpus.paths, base_dir)
+    paths = open_sources(cfg.corpus.paths, base_dir, SourceOptions.of(cfg.corpus))
     stats = CorpusStats()
     script, kind = target_scripts(cfg.target.scripts, cfg.target.ranges), base.kind
     seen_target = [False]
@@ -246,7 +247,7 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
     limit = cfg.intermediate_max_mb * 1e6 if cfg.intermediate_max_mb else float("inf")
 
     def train_docs():
-        for d in iter_documents(paths, cfg.corpus.text_field, stats=stats, progress=cfg.progress, base_dir=base_dir):
+        for d in iter_documents(paths, stats=stats, progress=cfg.progress, base_dir=base_dir):
             if not seen_target[0] and script.has_target(d):
                 seen_target[0] = True
             yield d

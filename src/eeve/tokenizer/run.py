@@ -13,8 +13,9 @@ from tokenizers import Tokenizer
 from eeve.config import TokenizeConfig, to_tokenize_config
 from eeve.errors import TokenizerBuildError
 from eeve.io import atomic_dir
-from eeve.text.corpus import CorpusStats, iter_documents, resolve_paths
+from eeve.text.corpus import CorpusStats, SourceOptions, iter_documents
 from eeve.text.scripts import target_scripts
+from eeve.text.sources import open_sources
 from eeve.tokenizer.base import load_base, write_hf_folder
 from eeve.tokenizer.build import Expansion, base_vocab_size, build_expanded_tokenizer
 from eeve.tokenizer.counting import Counts, count_tokens
@@ -69,7 +70,7 @@ def run_from_config(dcfg) -> Path:
     target_scripts(cfg.target.scripts, cfg.target.ranges)  # a misspelt script fails before any work
     base_path = cfg.base_tokenizer if os.path.isabs(os.path.expanduser(cfg.base_tokenizer)) else os.path.join(cwd, cfg.base_tokenizer)
     base = load_base(base_path)
-    resolve_paths(cfg.corpus.paths, cwd)  # bad paths fail before any work
+    open_sources(cfg.corpus.paths, cwd, SourceOptions.of(cfg.corpus))  # bad paths fail before any work
     out = Path(cfg.output_dir if cfg.output_dir else os.path.join(run_dir, "tokenizer"))
     if not out.is_absolute():
         out = Path(cwd) / out
@@ -134,11 +135,15 @@ def _run_count(cfg: TokenizeConfig, cwd: str, run_dir: str) -> Path:
         raise TokenizerBuildError(f"count.shard_index={c.shard_index} must be in [0, count.num_shards={c.num_shards})")
     tdir = c.tokenizer_dir if os.path.isabs(c.tokenizer_dir) else os.path.join(cwd, c.tokenizer_dir)
     tok = load_base(tdir).tokenizer() if not (Path(tdir) / "expansion.json").exists() else Tokenizer.from_file(str(Path(tdir) / "tokenizer.json"))
-    files = resolve_paths(cfg.corpus.paths, cwd)[c.shard_index :: c.num_shards]
+    sources = open_sources(cfg.corpus.paths, cwd, SourceOptions.of(cfg.corpus))
+    if c.num_shards > 1 and cfg.corpus.format == "hub":
+        raise TokenizerBuildError("mode=count shards the corpus by file, and a hub dataset id is one source: save it "
+                                  "as local Parquet shards (Dataset.to_parquet) and give those paths")
+    files = sources[c.shard_index :: c.num_shards]
     out = Path(c.out) if c.out else Path(run_dir) / f"counts_{c.shard_index}of{c.num_shards}.npz"
     if not out.is_absolute():
         out = Path(cwd) / out
-    docs = iter_documents(files, cfg.corpus.text_field, progress=cfg.progress)
+    docs = iter_documents(files, progress=cfg.progress)
     counts = count_tokens(tok, docs, batch_bytes=cfg.batch_bytes, count_chars=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 import time
@@ -22,6 +21,7 @@ from eeve.config import StageConfig, TrainConfig
 from eeve.errors import ConfigError, StageError
 from eeve.model.expand import read_expansion
 from eeve.training.checkpoint import AtomicCheckpoint, find_resume_checkpoint, is_loadable
+from eeve.training.fingerprint import finished_stage, stage_fingerprint
 
 
 def resolve(path: str | Path, root: str | Path) -> Path:
@@ -56,11 +56,12 @@ def previous_stage(cfg: TrainConfig, number: int) -> int | None:
     return earlier[-1] if earlier else None
 
 
-def stage_source(cfg: TrainConfig, number: int) -> Path | None:
-    """The exported model stage `number` starts from (None: the expanded base); checked to exist."""
+def stage_source(cfg: TrainConfig, number: int, check: bool = True) -> Path | None:
+    """The exported model stage `number` starts from (None: the expanded base); checked to exist unless `check`
+    is false."""
     prev = previous_stage(cfg, number)
     src = resolve(cfg.init_from, cfg.paths.root) if cfg.init_from else (None if prev is None else stage_dir(cfg, prev))
-    if src is not None and not (src / "config.json").is_file():
+    if check and src is not None and not (src / "config.json").is_file():
         hint = f"run `python train.py stage={prev}` first (or stage=all)" if not cfg.init_from else "fix init_from"
         raise StageError(f"stage {number} starts from {src}, which holds no exported model: {hint}")
     return src
@@ -99,6 +100,8 @@ def make_trainer(cfg: TrainConfig, number: int, max_steps: int, ckpt_dir: Path, 
     from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from eeve.training.progress import StageProgress
+
     t = cfg.trainer
     if t.strategy == "fsdp":
         from lightning.pytorch.strategies import ModelParallelStrategy
@@ -118,7 +121,7 @@ def make_trainer(cfg: TrainConfig, number: int, max_steps: int, ckpt_dir: Path, 
         precision=t.precision, max_steps=max_steps, accumulate_grad_batches=t.accumulate_grad_batches,
         logger=logger, log_every_n_steps=t.log_every_n_steps, enable_checkpointing=False,
         callbacks=[AtomicCheckpoint(ckpt_dir, t.checkpoint_every_n_steps, t.keep_checkpoints),
-                   LearningRateMonitor(logging_interval="step")],
+                   LearningRateMonitor(logging_interval="step"), StageProgress(number, t.log_every_n_steps)],
         val_check_interval=min(val_every, batches_per_epoch) if val_every > 0 else None,
         check_val_every_n_epoch=None, num_sanity_val_steps=0, use_distributed_sampler=False,
         deterministic=t.deterministic, enable_model_summary=False, enable_progress_bar=False)
@@ -130,11 +133,14 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     from eeve.training.module import EEVEModule, group_fingerprints
 
     out = stage_dir(cfg, number)
-    if (out / "metrics.json").is_file() and not cfg.overwrite:
-        print(f"stage {number}: already exported at {out}; skipping (overwrite=true retrains it)")
-        return json.loads((out / "metrics.json").read_text())
     root = Path(cfg.paths.root)
     tok_dir = resolve(cfg.tokenizer.path, root)
+    fingerprint = stage_fingerprint(cfg, number, tok_dir, stage_source(cfg, number, check=False))
+    done = finished_stage(out, fingerprint, cfg.overwrite, number)  # raises if it was another run's
+    if done is not None:
+        print(f"stage {number}: already exported at {out} by this configuration; skipping "
+              "(overwrite=true retrains it)")
+        return done
     expansion = read_expansion(tok_dir)
     stage_source(cfg, number)  # fail before any data work if the starting weights are missing
     stage = cfg.stage
@@ -190,6 +196,7 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
         "wall_seconds": round(time.time() - t0, 1), "resumed_from": str(resume) if resume else None,
         "new_token_share": {"biased": dm.new_token_share(True), "unbiased": dm.new_token_share(False)},
     }
+    metrics["fingerprint"] = fingerprint
     _export(trainer, module, cfg, tok_dir, out, metrics)
     # The export supersedes the stage's resume checkpoints (weights + optimizer state: ~3x the model on SOLAR).
     # Removing them also keeps `overwrite=true` from resuming the old run instead of starting over.
