@@ -301,6 +301,28 @@ class TrainConfig:
                               "or trainer=fsdp")
 
 
+# -------------------------------------------------------------------------------------- python -m eeve.evaluate
+@dataclass
+class EvaluateConfig:
+    """``python -m eeve.evaluate model=PATH base=PATH``: any HF model folder(s) against a base, on the same bytes."""
+
+    model: Any = None
+    """HF model folder (with its tokenizer), or a list of them: each becomes a row of the table."""
+    base: Optional[str] = None
+    """The base model's HF folder (with its own tokenizer): the reference row (stage 0)."""
+    base_tokenizer: Optional[str] = None
+    """The base's tokenizer folder when it is not inside ``base`` (e.g. <tokenizer.path>/base_tokenizer)."""
+    validation: dict[str, ValConfig] = field(default_factory=lambda: {
+        "ko": ValConfig(paths=[".cache/demo/ko/heldout.txt"]), "en": ValConfig(paths=[".cache/demo/en/heldout.txt"])})
+    """Held-out text per language (as data.validation)."""
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(after_stages=[0]))
+    """Settings as in training; ``eval.tasks`` run on every model given."""
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    output: Optional[str] = None
+    """Also write the results as JSON here."""
+
+
 # ---------------------------------------------------------------------------------------------------- checking
 def to_object(cls: type[T], obj: Any) -> T:
     """Merge a dict / DictConfig / instance onto the schema ``cls``: unknown keys and wrong types raise a one-line

@@ -65,7 +65,10 @@ def run_tasks(model, tokenizer_dir, tasks: list[str], *, limit: int | None = Non
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoTokenizer
 
+    import datasets
+
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    datasets.disable_progress_bars()
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     was_training = model.training
     model.eval()
