@@ -193,3 +193,28 @@ def test_stage_run_evaluates_base_and_export_with_samples_in_tensorboard(expande
     mtime = (tmp_path / "stage0" / "metrics.json").stat().st_mtime_ns
     assert run_stage(cfg, 1)["eval"] == m["eval"]
     assert (tmp_path / "stage0" / "metrics.json").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_paper_benchmark_runs_offline_from_local_files(base_folder, tmp_path):
+    """The offline route for the paper's benchmarks: local rows in the hub dataset's schema + generated task files
+    keep the built-in task (its prompt and metric) and read only the local rows."""
+    pytest.importorskip("lm_eval")
+    from transformers import AutoModelForCausalLM
+
+    from eeve.eval.harness import run_tasks
+    from eeve.eval.offline import write_yamls
+
+    rows = [{"id": f"q{i}", "question": q, "choices": {"text": c, "label": ["A", "B", "C", "D"]}, "answerKey": k}
+            for i, (q, c, k) in enumerate([
+                ("Which organ pumps blood?", ["Heart", "Lung", "Liver", "Skin"], "A"),
+                ("What falls from clouds?", ["Stones", "Rain", "Cars", "Light"], "B"),
+                ("What do plants need to grow?", ["Noise", "Plastic", "Water", "Metal"], "C")])]
+    d = tmp_path / "data" / "allenai__ai2_arc" / "ARC-Easy"
+    d.mkdir(parents=True)
+    (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    names = write_yamls(tmp_path / "data", tmp_path / "tasks", ["arc_easy"])
+    assert names == ["arc_easy"]
+    model = AutoModelForCausalLM.from_pretrained(base_folder).eval()
+    res = run_tasks(model, base_folder, ["arc_easy"], include_path=str(tmp_path / "tasks"), batch_size=4)
+    assert res["arc_easy"]["n"] == 3 and {"acc", "acc_norm"} <= set(res["arc_easy"])
