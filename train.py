@@ -62,7 +62,9 @@ def main(dcfg: DictConfig) -> None:
         print(plan_table(results))
         return
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
-        print("\n" + summary_table(results))
+        from eeve.eval.stage_eval import read_metrics  # the base model (stage 0), when evaluated
+
+        print("\n" + summary_table(results, read_metrics(Path(cfg.paths.run_dir) / "stage0")))
         print(f"\nexports: {cfg.paths.run_dir}/stage<N>/   TensorBoard: tensorboard --logdir {cfg.paths.run_dir}")
 
 

@@ -43,6 +43,7 @@ def env(demo_data, tmp_path_factory):
                      "heldout": {"ko": str(files["kov"]), "en": str(files["env"])},
                      "output_dir": str(tok), "intermediate_vocab_size": 2000, "min_frequency": 3, "progress": False})
     args = ["run_name=rel", "trainer.val_every_n_steps=100", "data.seq_len=32", "data.micro_batch_size=2",
+            "eval.bytes=2048", "eval.tasks=[]", "eval.samples.max_new_tokens=4",
             "data.validation.ko.max_sequences=4", "data.validation.en.max_sequences=4",
             f"paths.cache_dir={d / 'cache'}", f"tokenizer.path={tok}",
             f"data.sources.ko_web.paths=[{files['ko']}]", f"data.sources.multilingual.paths=[{files['en']}]",

@@ -298,6 +298,47 @@ class PlanConfig:
 
 
 @dataclass
+class SamplesConfig:
+    """Greedy continuations written at the end of every stage (TensorBoard text and metrics.json)."""
+
+    prompts: dict[str, list[str]] = field(default_factory=lambda: {
+        "ko": ["대한민국의 수도는", "이 함수는 문자열을"],
+        "en": ["The capital of France is", "This function returns"]})
+    """Language -> fixed prompts (the same for every stage and the base)."""
+    max_new_tokens: int = 32
+    """Tokens generated per prompt (greedy)."""
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation of the base (stage 0) and of every stage export on the same held-out bytes (eeve.eval)."""
+
+    enabled: bool = True
+    """Evaluate the base once per run (cached in <run_dir>/stage0/metrics.json) and each stage's export."""
+    bytes: int = 100_000
+    """UTF-8 bytes of held-out text per language of data.validation: whole documents in file order, up to this
+    many bytes; the same text for every model."""
+    window: int = 512
+    """Tokens per scoring window, BOS included: non-overlapping, each window starts with BOS (see eeve.eval.bpb)."""
+    batch_tokens: int = 4096
+    """Padded tokens per forward pass while scoring (bounds the [tokens x vocab] logits)."""
+    device: str = "auto"
+    """Where exports are evaluated: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."""
+    tasks: list[str] = field(default_factory=list)
+    """lm-evaluation-harness tasks (pip install -e .[eval]): eeve_nextsent_ko/en (local demo tasks), kobest_*,
+    haerae, kmmlu, arc_easy, hellaswag, mmlu, ..."""
+    after_stages: list[int] = field(default_factory=lambda: [0, 3, 7])
+    """Stages whose export runs ``tasks`` (0 = the base)."""
+    task_limit: Optional[int] = None
+    """Items per task (null: all); for quick checks."""
+    include_path: Optional[str] = None
+    """Folder of extra task YAMLs (e.g. local copies of the paper's benchmarks for offline clusters)."""
+    batch_size: int = 16
+    """lm-eval batch size."""
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     stage: StageConfig = field(default_factory=StageConfig)
@@ -309,6 +350,7 @@ class TrainConfig:
     mode: str = "train"
     """train: run the stage(s); plan: print the memory per GPU of each stage (no weights loaded, nothing trained)."""
     plan: PlanConfig = field(default_factory=PlanConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     run_name: str = "demo"
     """Output folder outputs/<run_name>/ (conf/config.yaml: the model's ``run_name``)."""
     seed: int = 1234
@@ -347,6 +389,28 @@ class TrainConfig:
             from eeve.training.adapters import check_adapter_config
 
             check_adapter_config(self)
+
+
+# -------------------------------------------------------------------------------------- python -m eeve.evaluate
+@dataclass
+class EvaluateConfig:
+    """``python -m eeve.evaluate model=PATH base=PATH``: any HF model folder(s) against a base, on the same bytes."""
+
+    model: Any = None
+    """HF model folder (with its tokenizer), or a list of them: each becomes a row of the table."""
+    base: Optional[str] = None
+    """The base model's HF folder (with its own tokenizer): the reference row (stage 0)."""
+    base_tokenizer: Optional[str] = None
+    """The base's tokenizer folder when it is not inside ``base`` (e.g. <tokenizer.path>/base_tokenizer)."""
+    validation: dict[str, ValConfig] = field(default_factory=lambda: {
+        "ko": ValConfig(paths=[".cache/demo/ko/heldout.txt"]), "en": ValConfig(paths=[".cache/demo/en/heldout.txt"])})
+    """Held-out text per language (as data.validation)."""
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(after_stages=[0]))
+    """Settings as in training; ``eval.tasks`` run on every model given."""
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    output: Optional[str] = None
+    """Also write the results as JSON here."""
 
 
 # ---------------------------------------------------------------------------------------------------- checking

@@ -41,3 +41,7 @@ class DemoDataError(EEVEError, RuntimeError):
 
 class SplitError(ExpansionError):
     """The model's embedding or head cannot be split into old and new rows."""
+
+
+class EvalError(EEVEError, RuntimeError):
+    """An evaluation cannot run as asked (model or tokenizer unreadable, missing optional package, unknown task)."""

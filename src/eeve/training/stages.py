@@ -132,6 +132,8 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     from eeve.data.datamodule import EEVEDataModule
     from eeve.training.module import EEVEModule, group_fingerprints
 
+    from eeve.eval.training_run import StageEvaluation
+
     out = stage_dir(cfg, number)
     root = Path(cfg.paths.root)
     tok_dir = resolve(cfg.tokenizer.path, root)
@@ -140,7 +142,8 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     if done is not None:
         print(f"stage {number}: already exported at {out} by this configuration; skipping "
               "(overwrite=true retrains it)")
-        return done
+        # evaluated again only if its evaluation is missing or stale (eeve.eval.training_run)
+        return StageEvaluation(cfg, number, tok_dir).finish(out, done)
     expansion = read_expansion(tok_dir)
     stage_source(cfg, number)  # fail before any data work if the starting weights are missing
     stage = cfg.stage
@@ -157,7 +160,10 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     max_steps = math.ceil(stage.max_tokens / tokens_per_step) if stage.max_tokens else stage.max_steps
     dm.configure_sampling(max_steps=max_steps, world_size=world,
                           accumulate_grad_batches=cfg.trainer.accumulate_grad_batches)
+    evaluation = StageEvaluation(cfg, number, tok_dir, world)  # the base (stage 0), once per run; see eeve.eval
     trainer = make_trainer(cfg, number, max_steps, ckpt_dir, max_steps * cfg.trainer.accumulate_grad_batches, world)
+    if evaluation.enabled:
+        trainer.callbacks.append(evaluation.callback(tokens_per_step, max_steps))
 
     module = EEVEModule(cfg, stage, lambda: build_stage_model(cfg, number, tok_dir, expansion),
                         expansion["base_vocab_size"], dm.token_bytes, dm.val_names, tokens_per_step)
@@ -204,6 +210,7 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         print(f"stage {number}: exported to {out}; removed its resume checkpoints")
     trainer.strategy.barrier("eeve_ckpt_cleanup")
+    metrics = evaluation.finish(out, metrics)  # the export on the same bytes as the base, samples, benchmarks
     if trainer.logger is not None and trainer.is_global_zero:
         hp = _flatten(OmegaConf.to_container(OmegaConf.structured(cfg)))
         trainer.logger.log_hyperparams(hp, {f"hparams/val_{k}_bpb": v["bpb"] for k, v in module.last_val.items()})
@@ -247,8 +254,13 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def summary_table(results: list[dict]) -> str:
-    """Per stage: steps, tokens, Korean and English validation BPB (start -> end), groups changed."""
+def summary_table(results: list[dict], base: dict | None = None) -> str:
+    """With evaluations (eeve.eval): the base (stage 0) and each stage on the same held-out bytes, changes against
+    the base. Without: per stage, steps, tokens, Korean and English validation BPB (start -> end), groups changed."""
+    if base is not None:
+        from eeve.eval.table import eval_table
+
+        return eval_table(results, base)
     rows = ["| stage | trained | steps | tokens | ko BPB | en BPB | groups changed |", "|---|---|---|---|---|---|---|"]
     for m in results:
         def bpb(lang):

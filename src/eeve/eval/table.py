@@ -1,0 +1,67 @@
+"""The run's table: the base (stage 0) and every stage on the same held-out bytes, with the change against the base.
+
+Rows: ``0 (base)``, then ``1 start`` (the expanded model before training, when measured), then each stage's
+export. Per language: bits per byte and its change against the base in percent; characters per token and
+the share of byte-fallback tokens (per language, ``ko / en``); one column per benchmark (its main metric); the
+parameter groups the stage changed (measured from the weights).
+"""
+from __future__ import annotations
+
+from eeve.eval.harness import main_metric
+
+
+def _pct(v: float, ref: float | None) -> str:
+    return "" if ref in (None, 0) else f" ({100 * (v / ref - 1):+.1f} %)"
+
+
+def eval_table(results: list[dict], base: dict | None) -> str:
+    """Markdown table of ``base`` (stage-0 metrics, may be None) and ``results`` (stage metrics with ``eval``).
+
+    A row's ``stage`` may also be a label (``python -m eeve.evaluate`` names models by folder)."""
+    rows = ([base] if base and "eval" in base else []) + [m for m in results if m.get("eval")]
+    if not rows:
+        return ""
+    langs = list(rows[0]["eval"]["bpb"])
+    ref = {lang: base["eval"]["bpb"][lang]["bpb"] for lang in langs} if base and "eval" in base else {}
+    tasks: list[str] = []
+    for m in rows:
+        tasks += [t for t in m["eval"].get("benchmarks", {}) if t not in tasks]
+    pair = " / ".join(langs)
+    head = (["stage", "trained", "tokens"] + [f"{lang} BPB (vs base)" for lang in langs]
+            + [f"chars/token {pair}", f"byte fallback {pair}"])
+    for t in tasks:
+        mm = next((main_metric(m["eval"]["benchmarks"][t]) for m in rows if t in m["eval"].get("benchmarks", {})), None)
+        head.append(f"{t} {mm[0] if mm else ''}".strip())
+    head.append("groups changed")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def fmt_row(label, trained, tokens, bpb, ev, groups):
+        cells = [label, trained, tokens]
+        cells += [f"{bpb[lang]:.3f}{_pct(bpb[lang], ref.get(lang)) if label != '0 (base)' else ''}"
+                  if lang in bpb else "–" for lang in langs]
+        if ev is None:
+            cells += ["", ""]
+        else:
+            cells.append(" / ".join(f"{ev['bpb'][lang]['chars_per_token']:.3f}" for lang in langs))
+            cells.append(" / ".join("–" if ev["bpb"][lang]["byte_fallback_share"] is None
+                                    else f"{100 * ev['bpb'][lang]['byte_fallback_share']:.1f} %" for lang in langs))
+        bench = (ev or {}).get("benchmarks", {})
+        for t in tasks:
+            mm = main_metric(bench[t]) if t in bench else None
+            err = bench.get(t, {}).get(f"{mm[0]}_stderr") if mm else None
+            cells.append("" if mm is None else f"{mm[1]:.3f}" + (f" ± {err:.3f}" if err is not None else ""))
+        cells.append(groups)
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+
+    for m in rows:
+        ev = m["eval"]
+        is_base = m is base
+        start = [p for p in ev.get("series", []) if p.get("step") == 0]
+        if start and not is_base:
+            fmt_row(f"{m['stage']} start", "(expanded, untrained)", f"{start[0]['tokens']:,}", start[0]["bpb"], None, "")
+        label = "0 (base)" if is_base else str(m["stage"])
+        trained = "base model, base tokenizer" if is_base else "+".join(m.get("trainable", []))
+        tokens = f"{m['tokens']:,}" if isinstance(m.get("tokens"), int) else ""
+        groups = "" if is_base or "groups_changed" not in m else (", ".join(m["groups_changed"]) or "none")
+        fmt_row(label, trained, tokens, {lang: r["bpb"] for lang, r in ev["bpb"].items()}, ev, groups)
+    return "\n".join(lines)
