@@ -115,7 +115,7 @@ def test_export_loads_with_auto_classes_and_matches_tokenizer(expanded_tokenizer
     tags = set(ev.Tags()["scalars"])
     for t in ["train/loss", "val_ko/bpb", "val_en/bpb", "grad_norm/new_input", "row_norm/input_new",
               "row_norm/input_old", "params/trainable_new_input", "train/loss_new_targets", "train/loss_old_targets",
-              "lr-AdamW", "perf/tokens_per_s"]:
+              "lr-AdamW/new", "perf/tokens_per_s"]:
         assert t in tags, (t, sorted(tags))
 
 
