@@ -12,6 +12,14 @@ from test_train import cache_dir, compose_cfg, export_state, grouped  # noqa: F4
 FIRST2 = ["stages=['2']", "stage.max_steps=4", "trainer.val_every_n_steps=2"]  # stage 2 starts from the expanded base
 
 
+def guarded(cfg, **limits):
+    """The test config (compose_cfg turns the guard off) with the guard on: Hydra cannot merge a dict into the
+    null that turned it off, so set it on the checked dataclass and check again."""
+    cfg.stage.max_regression = dict(limits)
+    cfg.validate()
+    return cfg
+
+
 def test_base_bpb_is_on_the_same_bytes(expanded_tokenizer, cache_dir, tmp_path):
     from eeve.data.datamodule import EEVEDataModule
     from eeve.data.packing import TokenizerInfo
@@ -43,8 +51,7 @@ def test_guard_stops_a_stage_and_exports_its_last_state_within_the_limit(expande
 
     # a rate far too high for the new output rows: their logits blow up in English contexts too, and English
     # gets worse than where it started; a 0 % limit is breached at the first validation
-    cfg = compose_cfg(tmp_path, expanded_tokenizer, cache_dir, "stage=2", *FIRST2, "stage.lr=1.0",
-                      "+stage.max_regression={en: 0.0}")
+    cfg = guarded(compose_cfg(tmp_path, expanded_tokenizer, cache_dir, "stage=2", *FIRST2, "stage.lr=1.0"), en=0.0)
     start = merge_vocab(build_stage_model(cfg, 2, expanded_tokenizer, read_expansion(expanded_tokenizer))).state_dict()
     m = run_stage(cfg, 2)
     g = m["guard"]
@@ -61,8 +68,7 @@ def test_guard_stops_a_stage_and_exports_its_last_state_within_the_limit(expande
 def test_guard_within_a_generous_limit_changes_nothing(expanded_tokenizer, cache_dir, tmp_path):
     from eeve.training.stages import run_stage
 
-    cfg = compose_cfg(tmp_path, expanded_tokenizer, cache_dir, "stage=2", *FIRST2,
-                      "+stage.max_regression={en: 5.0}")
+    cfg = guarded(compose_cfg(tmp_path, expanded_tokenizer, cache_dir, "stage=2", *FIRST2), en=5.0)
     m = run_stage(cfg, 2)
     assert not m["guard"]["breached"] and m["guard"]["exported_step"] == 4 == m["steps"]
     assert [c["step"] for c in m["guard"]["checks"]] == [2, 4]
@@ -73,7 +79,16 @@ def test_max_regression_names_a_validation_language(expanded_tokenizer, cache_di
     from eeve.errors import ConfigError
 
     with pytest.raises(ConfigError, match="not a validation language"):
-        compose_cfg(tmp_path, expanded_tokenizer, tmp_path, "+stage.max_regression={fr: 0.01}")
+        guarded(compose_cfg(tmp_path, expanded_tokenizer, tmp_path), fr=0.01)
+    with pytest.raises(ConfigError, match="give a fraction"):
+        guarded(compose_cfg(tmp_path, expanded_tokenizer, tmp_path), en=-1)
+    # the default stage configs guard English at 1 %
+    from omegaconf import OmegaConf
+
+    from eeve.cli import CONF_DIR
+
+    for n in range(1, 8):
+        assert OmegaConf.load(CONF_DIR / "stage" / f"{n}.yaml").max_regression == {"en": 0.01}
 
 
 def test_rate_groups_give_each_group_its_rate_and_decay():

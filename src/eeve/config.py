@@ -131,11 +131,11 @@ class StageConfig:
     weight_decay_pretrained: Optional[float] = None
     """Weight decay of the pre-trained weights (old rows, transformer); null = ``weight_decay``. Decay pulls them
     toward zero, not toward what the base learned."""
-    max_regression: dict[str, float] = field(default_factory=dict)
+    max_regression: Optional[dict[str, float]] = field(default_factory=dict)
     """Guard against forgetting, e.g. ``{en: 0.01}``: at every validation, a language's BPB may exceed the BASE
     model's BPB on the same bytes by at most this fraction (or, when the stage already starts above that, its
     starting BPB). On a breach the stage stops and exports its last validated weights within the limit
-    (eeve.training.guard)."""
+    (eeve.training.guard). ``stage.max_regression=null`` turns it off; ``+stage.max_regression.ko=0.05`` adds one."""
 
     def rate_groups(self) -> dict[str, tuple[float, float]]:
         """Rate group -> (peak lr, weight decay), for the groups named in ``RATE_GROUPS``."""
@@ -302,7 +302,7 @@ class TrainConfig:
             raise ConfigError(f"stage.trainable has unknown group(s) {bad}: choose from {list(GROUPS)}")
         if self.init not in INIT_METHODS:
             raise ConfigError(f"init={self.init} is unknown: choose one of {', '.join(INIT_METHODS)}")
-        for lang, limit in self.stage.max_regression.items():
+        for lang, limit in (self.stage.max_regression or {}).items():
             if lang not in self.data.validation:
                 raise ConfigError(f"stage.max_regression names {lang!r}, which is not a validation language: choose "
                                   f"from {list(self.data.validation)}")

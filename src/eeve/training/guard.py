@@ -142,18 +142,24 @@ class RegressionGuard(L.Callback):
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or trainer.state.fn != "fit":  # the stage's own start/end validations
             return
+        if self.check(trainer.global_step, pl_module):
+            trainer.should_stop = True
+
+    def check(self, step: int, pl_module) -> bool:
+        """Compare the module's latest validation with the limits; keep the state when within. True on a breach."""
         val = pl_module.last_val
         rel = {k: val[k]["bpb"] / self.base[k] - 1 for k in self.limits if k in val}
-        self.history.append({"step": trainer.global_step, **{k: round(v, 5) for k, v in rel.items()}})
+        self.history.append({"step": step, **{k: round(v, 5) for k, v in rel.items()}})
         over = {k: val[k]["bpb"] for k in rel if val[k]["bpb"] > self.allowed[k]}
-        if over and self.breach is None:
+        if self.breach is not None:
+            return True
+        if over:
             k = next(iter(over))
-            self.breach = {"step": trainer.global_step, "lang": k, "bpb": over[k], "allowed": self.allowed[k],
-                           "vs_base": rel[k]}
-            trainer.should_stop = True
-        elif not over and self.breach is None:
-            self.snapshot(pl_module)
-            self.kept_step, self.kept_val = trainer.global_step, {k: dict(v) for k, v in val.items()}
+            self.breach = {"step": step, "lang": k, "bpb": over[k], "allowed": self.allowed[k], "vs_base": rel[k]}
+            return True
+        self.snapshot(pl_module)
+        self.kept_step, self.kept_val = step, {k: dict(v) for k, v in val.items()}
+        return False
 
     @torch.no_grad()
     def restore(self, module) -> None:

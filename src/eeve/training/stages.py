@@ -196,6 +196,11 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
     if trainer.is_global_zero:
         print(f"stage {number}: trainable parameters {module.trainable_counts} (total {sum(module.trainable_counts.values()):,})")
+    if module.last_val_step != trainer.global_step:  # the last validation in fit may already be at the end
+        if not (guard and guard.breach):
+            trainer.validate(module, datamodule=dm, verbose=False)
+            if guard:
+                guard.check(trainer.global_step, module)
     if guard and guard.breach:
         guard.restore(module)
         module.last_val = guard.kept_val
@@ -203,8 +208,6 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
             b = guard.breach
             print(f"stage {number}: {b['lang']} BPB {b['bpb']:.4f} at step {b['step']} is {b['vs_base']:+.2%} vs the "
                   f"base (allowed {b['allowed']:.4f}): stopped; exporting step {guard.kept_step}")
-    elif module.last_val_step != trainer.global_step:  # the last validation in fit may already be at the end
-        trainer.validate(module, datamodule=dm, verbose=False)
     start_fp, end_fp = module.start_fingerprints, group_fingerprints(module.model)
     metrics = {
         "stage": number, "trainable": stage.trainable, "steps": trainer.global_step,
