@@ -137,7 +137,8 @@ def main() -> None:
         sh([py, "train.py", "stage=all", f"stages=[{','.join(repr(s) for s in stages)}]", f"run_name={run}-{init}",
             *over], logs / f"{run}-{init}.log")
         results[init] = {n: json.loads((run_dir / f"stage{n}" / "metrics.json").read_text()) for n in stages}
-    base = base_bpb(compose([*common, f"paths.run_dir={ROOT / 'outputs' / f'{run}-base'}"]))
+    first_run = ROOT / "outputs" / f"{run}-{next(iter(results))}"  # the guard cached the base's BPB there
+    base = base_bpb(compose([*common, f"paths.run_dir={first_run}"]))
     t = json.loads((tok_dir / "expansion.json").read_text())
     print(f"\n{model_dir.name}: {t['num_new_tokens']:,} new tokens; {a.steps} steps x {a.batch} x {a.seq} tokens per "
           f"stage; validation: first {a.val_seqs} packed held-out sequences per language "

@@ -276,7 +276,7 @@ class TrainConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     run_name: str = "demo"
     seed: int = 1234
-    init: str = "mean_subwords"
+    init: str = "mass_first_piece"
     """New-row initialisation at expansion: mean_subwords (EEVE) | mass_first_piece | distill | mean | mean_cov |
     random (eeve.model.init)."""
     init_options: InitOptions = field(default_factory=InitOptions)
