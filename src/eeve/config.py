@@ -252,10 +252,11 @@ class InitOptions:
     """Documents read from the training mixture (each source in proportion to its ratio, from its first files)."""
     teacher_tokens: int = 8192
     """Base-model tokens of those documents the teacher reads (one forward pass each, no gradient)."""
-    head_epochs: int = 20
-    """distill: passes over the teacher's aligned positions fitting the new output rows (cheap: no backbone)."""
-    head_lr: float = 1e-2
-    """distill: Adam rate of that fit (cosine to 10 %)."""
+    head_epochs: int = 10
+    """distill: passes over the teacher's aligned positions fitting the new output rows (cheap: no backbone); the
+    epoch with the lowest loss on held-out positions is kept."""
+    head_lr: float = 3e-4
+    """distill: Adam rate of that fit."""
     distill_steps: int = 30
     """distill: then steps training new input and output rows through the frozen backbone (0: skip)."""
     distill_batch: int = 4

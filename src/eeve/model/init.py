@@ -205,10 +205,12 @@ class Distill(MassFirstPiece):
 
     1. the new OUTPUT rows alone are fitted on the teacher's final hidden states at aligned positions (see
        eeve.model.teacher): the expanded tokenization's next token must be likely under the softmax over the
-       base logits (fixed) and the new logits — cheap, no backbone (``head_epochs``, ``head_lr``);
-    2. then new input and output rows train together through the frozen backbone for ``distill_steps``: after
-       the new tokens, the model's next-token distribution over the base vocabulary must match the base model's
-       after the same bytes as pieces (KL, teacher = base), and the next expanded token must be likely.
+       base logits (fixed) and the new logits — cheap, no backbone (``head_epochs``, ``head_lr``; the epoch best
+       on held-out positions is kept);
+    2. then the new INPUT rows train through the frozen backbone for ``distill_steps`` (Token Distillation's
+       part): after the new tokens, the model's next-token distribution over the base vocabulary must match the
+       base model's after the same bytes as pieces (KL, teacher = base), and the next expanded token must be
+       likely.
     Only new rows change; the base's weights are untouched."""
 
     name = "distill"

@@ -176,52 +176,58 @@ def _head_loss(h, nxt, lz, w, base_vocab, scale, cap):
 
 
 def fit_new_output_rows(sample: TeacherSample, rows: torch.Tensor, base_vocab: int, scale: float,
-                        cap: float | None, epochs: int, lr: float, batch: int = 512, l2: float = 1e-2,
-                        seed: int = 0) -> tuple[torch.Tensor, dict]:
+                        cap: float | None, epochs: int, lr: float, batch: int = 256, seed: int = 0
+                        ) -> tuple[torch.Tensor, dict]:
     """Train the new output rows alone, on the teacher's hidden states: maximise the likelihood of the expanded
     tokenization's next token under softmax([base logits, new logits]) (the base logits and their normaliser are
-    fixed: old rows do not move), with an L2 pull toward the starting rows. English positions (no new token next)
-    teach the new rows to stay out of the way; Korean ones to take the mass their pieces had. A tenth of the
-    positions is held out and its loss reported before and after."""
+    fixed: old rows do not move). English positions (no new token next) teach the new rows to stay out of the way;
+    Korean ones to take the mass their pieces had. A tenth of the positions is held out: the rows of the epoch
+    with the lowest held-out loss are kept (the sample is small next to the number of rows: early stopping, not
+    more epochs, is what keeps this from overfitting)."""
     keep = torch.nonzero(sample.next_ids >= 0).squeeze(-1)
     g = torch.Generator().manual_seed(seed)
     keep = keep[torch.randperm(len(keep), generator=g)]
     n_val = max(1, len(keep) // 10)
     val, train = keep[:n_val], keep[n_val:]
     H, T, Z = sample.hidden, sample.next_ids, sample.log_z_old
-    start = rows.detach().clone()
-    w = torch.nn.Parameter(start.clone())
+    w = torch.nn.Parameter(rows.detach().clone())
     opt = torch.optim.Adam([w], lr=lr)
-    with torch.no_grad():
-        before = float(_head_loss(H[val], T[val], Z[val], w, base_vocab, scale, cap))
-    steps = max(1, epochs * math.ceil(len(train) / batch))
-    for step in range(steps):
-        idx = train[torch.randint(0, len(train), (min(batch, len(train)),), generator=g)]
-        loss = _head_loss(H[idx], T[idx], Z[idx], w, base_vocab, scale, cap) + l2 * (w - start).pow(2).sum(-1).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for group in opt.param_groups:
-            group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-        opt.step()
-    with torch.no_grad():
-        after = float(_head_loss(H[val], T[val], Z[val], w, base_vocab, scale, cap))
-    return w.detach(), {"head_fit_steps": steps, "head_fit_heldout_nats_before": round(before, 4),
-                        "head_fit_heldout_nats_after": round(after, 4)}
+
+    def heldout() -> float:
+        with torch.no_grad():
+            return float(_head_loss(H[val], T[val], Z[val], w, base_vocab, scale, cap))
+
+    before = best = heldout()
+    best_rows, best_epoch = w.detach().clone(), 0
+    per_epoch = math.ceil(len(train) / batch)
+    for epoch in range(1, epochs + 1):
+        order = train[torch.randperm(len(train), generator=g)]
+        for k in range(per_epoch):
+            idx = order[k * batch:(k + 1) * batch]
+            loss = _head_loss(H[idx], T[idx], Z[idx], w, base_vocab, scale, cap)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        now = heldout()
+        if now < best:
+            best, best_rows, best_epoch = now, w.detach().clone(), epoch
+    return best_rows, {"head_fit_epochs": best_epoch, "head_fit_heldout_nats_before": round(before, 4),
+                       "head_fit_heldout_nats_after": round(best, 4)}
 
 
 def distill_new_rows(model, sample: TeacherSample, old_in, old_out, new_in, new_out, base_vocab: int, steps: int,
                      batch: int, seq_len: int, lr: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Train the new input and output rows inside the base model's frozen backbone (the expanded model, without
-    building it): at aligned positions, the expanded model's next-token distribution over the BASE vocabulary
-    must match the base model's after the pieces (KL, teacher = base), and the next expanded token must be
-    likely (cross-entropy over the whole expanded vocabulary)."""
+    """Train the new INPUT rows inside the base model's frozen backbone (the expanded model, without building it;
+    the output rows stay as given): at aligned positions, the expanded model's next-token distribution over the
+    BASE vocabulary must match the base model's after the same bytes as pieces (KL, teacher = base), and the next
+    expanded token must be likely (cross-entropy over the whole expanded vocabulary)."""
     from eeve.model.split import embedding_scale, head_transform, transform_logits
 
     dev = old_in.device
     emb_scale = embedding_scale(model.get_input_embeddings())
     scale, cap = head_transform(model.config)
-    w_in, w_out = torch.nn.Parameter(new_in.clone()), torch.nn.Parameter(new_out.clone())
-    opt = torch.optim.AdamW([w_in, w_out], lr=lr, weight_decay=0.0)
+    w_in, w_out = torch.nn.Parameter(new_in.clone()), new_out.detach()
+    opt = torch.optim.AdamW([w_in], lr=lr, weight_decay=0.0)
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
@@ -271,11 +277,13 @@ def distill_new_rows(model, sample: TeacherSample, old_in, old_out, new_in, new_
                 group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, steps))))
             opt.step()
             hist.append((ce.item(), kl.item()))
+            if step % 10 == 0 or step == steps - 1:
+                log.info("distill step %d/%d: cross-entropy %.4f, KL to the base %.4f", step + 1, steps, *hist[-1])
     finally:
         for p in frozen:
             p.requires_grad_(True)
         model.train(was)
     first, last = hist[0] if hist else (0, 0), np.mean(hist[-10:], 0) if hist else (0, 0)
-    return w_in.detach(), w_out.detach(), {
+    return w_in.detach(), w_out, {
         "distill_steps": steps, "distill_ce_first": round(float(first[0]), 4), "distill_ce_last": round(float(last[0]), 4),
         "distill_kl_first": round(float(first[1]), 4), "distill_kl_last": round(float(last[1]), 4)}
