@@ -83,7 +83,7 @@ def base_bpb(cfg) -> dict:
 
     tok = resolve(cfg.tokenizer.path, cfg.paths.root)
     dm = EEVEDataModule(cfg.data, tok, resolve(cfg.paths.cache_dir, cfg.paths.root), base_dir=Path(cfg.paths.root))
-    return base_validation_bpb(cfg, dm, tok, Path(cfg.paths.run_dir) / "base_bpb.json")
+    return base_validation_bpb(cfg, dm, tok, resolve(cfg.paths.cache_dir, cfg.paths.root) / "base_bpb.json")
 
 
 def row(label: str, val: dict, base: dict) -> str:
@@ -137,8 +137,7 @@ def main() -> None:
         sh([py, "train.py", "stage=all", f"stages=[{','.join(repr(s) for s in stages)}]", f"run_name={run}-{init}",
             *over], logs / f"{run}-{init}.log")
         results[init] = {n: json.loads((run_dir / f"stage{n}" / "metrics.json").read_text()) for n in stages}
-    first_run = ROOT / "outputs" / f"{run}-{next(iter(results))}"  # the guard cached the base's BPB there
-    base = base_bpb(compose([*common, f"paths.run_dir={first_run}"]))
+    base = base_bpb(compose(common))  # cached by the stages' English guard (keyed by model, tokenizer, bytes)
     t = json.loads((tok_dir / "expansion.json").read_text())
     print(f"\n{model_dir.name}: {t['num_new_tokens']:,} new tokens; {a.steps} steps x {a.batch} x {a.seq} tokens per "
           f"stage; validation: first {a.val_seqs} packed held-out sequences per language "

@@ -82,7 +82,10 @@ def base_validation_bpb(cfg, dm, tokenizer_dir: Path, cache_file: Path | None = 
     exp_info = TokenizerInfo(tokenizer_dir)
     base_info = TokenizerInfo(Path(tokenizer_dir) / "base_tokenizer")
     dm.setup("validate")
-    key_src = json.dumps({"model": cfg.model.name_or_path or cfg.model.config, "tok": exp_info.hash, "seed": cfg.seed,
+    weights = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(cfg.model.name_or_path).glob(
+        "*.safetensors")) if cfg.model.name_or_path and Path(cfg.model.name_or_path).is_dir() else None
+    key_src = json.dumps({"model": cfg.model.name_or_path or cfg.model.config, "weights": weights, "dtype": cfg.model.dtype,
+                          "tok": exp_info.hash, "seed": cfg.seed,
                           "val": {n: [str(dm.val_sets[n].path.name), int(v.max_sequences)]
                                   for n, v in dm.cfg.validation.items()}, "seq_len": dm.cfg.seq_len},
                          sort_keys=True, default=str)

@@ -164,7 +164,7 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
         from eeve.training.guard import RegressionGuard, base_validation_bpb
 
         guard = RegressionGuard(stage.max_regression, base_validation_bpb(
-            cfg, dm, tok_dir, Path(cfg.paths.run_dir) / "base_bpb.json"))
+            cfg, dm, tok_dir, resolve(cfg.paths.cache_dir, root) / "base_bpb.json"))
     trainer = make_trainer(cfg, number, max_steps, ckpt_dir, max_steps * cfg.trainer.accumulate_grad_batches, world,
                            extra_callbacks=[guard] if guard else [])
 
