@@ -20,6 +20,9 @@ T = TypeVar("T")
 
 GROUPS = ("old_input", "new_input", "old_output", "new_output", "transformer")
 """Parameter groups of a split model (see eeve.training.groups): what a stage's ``trainable`` may name."""
+RATE_GROUPS = {"old_input": "old", "old_output": "old", "new_input": "new", "new_output": "new",
+               "transformer": "transformer"}
+"""Which learning-rate group (``stage.lr_<name>``) each parameter group belongs to."""
 
 
 # ------------------------------------------------------------------------------------------------- tokenize.py
@@ -161,6 +164,27 @@ class StageConfig:
     """none: the ``transformer`` group trains fully; lora: it trains as LoRA adapters (base weights frozen, merged
     at export); qlora: the same over 4-bit base weights (bitsandbytes, CUDA only)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
+    lr_new: Optional[float] = None
+    """Peak rate of the new rows (new_input, new_output); null = ``lr``. Each rate group is one AdamW param group."""
+    lr_old: Optional[float] = None
+    """Peak rate of the pre-trained vocabulary rows (old_input, old_output); null = ``lr``."""
+    lr_transformer: Optional[float] = None
+    """Peak rate of the decoder layers and final norm; null = ``lr``."""
+    weight_decay_pretrained: Optional[float] = None
+    """Weight decay of the pre-trained weights (old rows, transformer); null = ``weight_decay``. Decay pulls them
+    toward zero, not toward what the base learned."""
+    max_regression: Optional[dict[str, float]] = field(default_factory=dict)
+    """Guard against forgetting, e.g. ``{en: 0.01}``: at every validation, a language's BPB may exceed the BASE
+    model's BPB on the same bytes by at most this fraction (or, when the stage already starts above that, its
+    starting BPB). On a breach the stage stops and exports its last validated weights within the limit
+    (eeve.training.guard). ``stage.max_regression=null`` turns it off; ``+stage.max_regression.ko=0.05`` adds one."""
+
+    def rate_groups(self) -> dict[str, tuple[float, float]]:
+        """Rate group -> (peak lr, weight decay), for the groups named in ``RATE_GROUPS``."""
+        wd_pre = self.weight_decay if self.weight_decay_pretrained is None else self.weight_decay_pretrained
+        pick = lambda v: self.lr if v is None else v  # noqa: E731
+        return {"new": (pick(self.lr_new), self.weight_decay), "old": (pick(self.lr_old), wd_pre),
+                "transformer": (pick(self.lr_transformer), wd_pre)}
 
 
 @dataclass
@@ -339,6 +363,29 @@ class EvalConfig:
 
 
 @dataclass
+class InitOptions:
+    """Budget of the init methods that run the base model as teacher (``init_options``; eeve.model.init)."""
+
+    documents: int = 512
+    """Documents read from the training mixture (each source in proportion to its ratio, from its first files)."""
+    teacher_tokens: int = 8192
+    """Base-model tokens of those documents the teacher reads (one forward pass each, no gradient)."""
+    head_epochs: int = 10
+    """distill: passes over the teacher's aligned positions fitting the new output rows (cheap: no backbone); the
+    epoch with the lowest loss on held-out positions is kept."""
+    head_lr: float = 3e-4
+    """distill: Adam rate of that fit."""
+    distill_steps: int = 30
+    """distill: then steps training new input and output rows through the frozen backbone (0: skip)."""
+    distill_batch: int = 4
+    """distill: sequences per step."""
+    distill_seq_len: int = 128
+    """distill: expanded-tokenizer tokens per sequence."""
+    distill_lr: float = 2e-3
+    """distill: AdamW peak rate of the backbone phase (cosine to 10 %), no weight decay."""
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     stage: StageConfig = field(default_factory=StageConfig)
@@ -354,8 +401,10 @@ class TrainConfig:
     run_name: str = "demo"
     """Output folder outputs/<run_name>/ (conf/config.yaml: the model's ``run_name``)."""
     seed: int = 1234
-    init: str = "mean_subwords"
-    """New-row initialisation at expansion: mean_subwords (EEVE) | mean | mean_cov | random."""
+    init: str = "mass_first_piece"
+    """New-row initialisation at expansion: mean_subwords (EEVE) | mass_first_piece | distill | mean | mean_cov |
+    random (eeve.model.init)."""
+    init_options: InitOptions = field(default_factory=InitOptions)
     init_from: Optional[str] = None
     """Weights to start the stage from (an HF folder); None = the previous stage's export (stage 1: expanded base)."""
     resume: str = "auto"
@@ -382,6 +431,12 @@ class TrainConfig:
             raise ConfigError(f"init={self.init} is unknown: choose one of {', '.join(INIT_METHODS)}")
         if not self.stages:
             raise ConfigError("stages is empty: list the stage configs `stage=all` runs, e.g. stages=[1,2,3,4,5,6,7]")
+        for lang, limit in (self.stage.max_regression or {}).items():
+            if lang not in self.data.validation:
+                raise ConfigError(f"stage.max_regression names {lang!r}, which is not a validation language: choose "
+                                  f"from {list(self.data.validation)}")
+            if not (isinstance(limit, (int, float)) and 0 <= limit < 10):
+                raise ConfigError(f"stage.max_regression.{lang}={limit!r}: give a fraction such as 0.01 (1 %)")
         if self.trainer.strategy not in ("single", "ddp", "fsdp"):
             raise ConfigError(f"trainer.strategy={self.trainer.strategy} is unknown: use trainer=default, trainer=ddp "
                               "or trainer=fsdp")

@@ -75,22 +75,25 @@ class ExpansionSummary:
     """Mean number of pieces per new token used for the input mean (after dropping the marker)."""
     untied: bool = False
     examples: list[dict] = field(default_factory=list)
+    method_stats: dict = field(default_factory=dict)
+    """What the init method measured (teacher sample size, fitted offsets, losses before/after a fit)."""
 
     def line(self) -> str:
         return (f"expanded vocab {self.base_vocab_size} -> {self.vocab_size} ({self.n_new} new, {self.n_padding} "
                 f"padding) init={self.init}: leading-marker skipped {self.n_leading_space_skipped}, byte pieces "
                 f"{self.n_with_byte_pieces}, single-piece copies {self.n_single_piece}, fallback-to-mean "
                 f"{self.n_fallback_mean}, mean pieces/token "
-                f"{self.mean_pieces:.2f}")
+                f"{self.mean_pieces:.2f}" + "".join(f", {k} {v}" for k, v in self.method_stats.items()))
 
 
 def expand_model(model, base_tokenizer, new_tokens, base_vocab_size: int, init: str = "mean_subwords", seed: int = 0,
-                 *, vocab_size: int | None = None, untie: bool = True, return_summary: bool = False):
+                 *, vocab_size: int | None = None, untie: bool = True, return_summary: bool = False, data=None):
     """Untie, resize to the expanded vocabulary and initialise the new rows (see module docstring).
 
     ``new_tokens``: ``{id: token}``, a list of tokens (ids follow ``base_vocab_size``), or the ``new_tokens`` list of
     ``expansion.json`` (dicts with ``id`` and ``token``). ``vocab_size``: total rows (default
-    ``base_vocab_size + len(new_tokens)``; larger = padding rows with the mean init). Returns the model (modified in
+    ``base_vocab_size + len(new_tokens)``; larger = padding rows with the mean init). ``data``: an
+    ``eeve.model.init_data.InitData`` for init methods that run the base model. Returns the model (modified in
     place), or ``(model, ExpansionSummary)`` with ``return_summary=True``; the summary is also ``model.eeve_expansion``.
     """
     method = get_init(init)
@@ -128,13 +131,15 @@ def expand_model(model, base_tokenizer, new_tokens, base_vocab_size: int, init: 
     new_out = old_out.mean(0).expand(V - base_vocab_size, -1).clone()
     if n_new:
         ctx = InitContext(old_in, old_out, items, tok, base_vocab_size, torch.Generator().manual_seed(int(seed)),
-                          float(getattr(_text_config(model), "initializer_range", 0.02)), model=model)
+                          float(getattr(_text_config(model), "initializer_range", 0.02)), model=model, data=data)
         rows_in, rows_out = method.rows(ctx)
         rel = torch.tensor([i - base_vocab_size for i, _ in items], dtype=torch.long)
         new_in[rel], new_out[rel] = rows_in, rows_out
         for k, v in ctx.stats.items():
             if hasattr(summary, k):
                 setattr(summary, k, v)
+            else:
+                summary.method_stats[k] = v
     summary.n_padding = V - base_vocab_size - n_new
 
     dt, dev = inp.weight.dtype, inp.weight.device

@@ -14,10 +14,12 @@ class SplitHeadCrossEntropy(torch.autograd.Function):
     the blocks that train. Backward only scales these by the incoming scalar. Peak memory is one chunk's logits,
     not [tokens x vocab]; the matmul work is the same as an unfused head (forward, and one product per gradient
     actually needed: frozen blocks get no weight-gradient product, a frozen backbone no hidden-gradient product).
+    ``logit_scale`` and ``softcap`` reproduce the model's own output transform (``cap * tanh(scale * z / cap)``,
+    Gemma 2/3, Granite, Cohere); the logit gradient is multiplied by its derivative.
     Returns (mean loss over targets != ignore_index, per-token losses detached)."""
 
     @staticmethod
-    def forward(ctx, hidden, w_old, w_new, targets, chunk_tokens, ignore_index, need):
+    def forward(ctx, hidden, w_old, w_new, targets, chunk_tokens, ignore_index, need, logit_scale=1.0, softcap=None):
         need_h, need_old, need_new = need
         h = hidden.reshape(-1, hidden.shape[-1])
         t = targets.reshape(-1).long()
@@ -31,6 +33,14 @@ class SplitHeadCrossEntropy(torch.autograd.Function):
         for a in range(0, n, chunk_tokens):
             hc, tc, vc = h[a:a + chunk_tokens], t[a:a + chunk_tokens], valid[a:a + chunk_tokens]
             lo, ln = (hc @ w_old.T).float(), (hc @ w_new.T).float()
+            if logit_scale != 1.0 or softcap:  # the model's own output transform (see split.transform_logits)
+                lo, ln = lo.mul_(logit_scale), ln.mul_(logit_scale)
+                if softcap:
+                    lo, ln = lo.div_(softcap).tanh_(), ln.div_(softcap).tanh_()
+                    # d logit / d raw = scale * (1 - tanh^2), applied to the logit gradient below
+                    if any(need):
+                        d_old, d_new = (1 - lo * lo).mul_(logit_scale), (1 - ln * ln).mul_(logit_scale)
+                    lo, ln = lo.mul_(softcap), ln.mul_(softcap)
             lse = torch.logaddexp(torch.logsumexp(lo, -1), torch.logsumexp(ln, -1))
             is_new = tc >= base
             tgt = torch.where(is_new, ln.gather(-1, (tc - base).clamp(0, ln.shape[-1] - 1)[:, None]).squeeze(-1),
@@ -47,6 +57,10 @@ class SplitHeadCrossEntropy(torch.autograd.Function):
             lo[rows[sel], tc[sel]] -= scale[sel, 0]
             sel = vc & is_new
             ln[rows[sel], tc[sel] - base] -= scale[sel, 0]
+            if softcap:
+                lo.mul_(d_old), ln.mul_(d_new)
+            elif logit_scale != 1.0:
+                lo.mul_(logit_scale), ln.mul_(logit_scale)
             if need_h:
                 gh[a:a + chunk_tokens] = (lo.to(w_old.dtype) @ w_old + ln.to(w_new.dtype) @ w_new).to(h.dtype)
             if need_old:
@@ -67,4 +81,4 @@ class SplitHeadCrossEntropy(torch.autograd.Function):
         gh = (next(saved) * grad_loss).view(ctx.hidden_shape) if need_h else None
         g_old = (next(saved) * grad_loss).to(ctx.dtypes[0]) if need_old else None
         g_new = (next(saved) * grad_loss).to(ctx.dtypes[1]) if need_new else None
-        return gh, g_old, g_new, None, None, None, None
+        return gh, g_old, g_new, None, None, None, None, None, None

@@ -17,6 +17,9 @@
 * ``mean_cov``: sample from N(mean, 1e-9 * covariance) of the old rows -- exactly transformers'
   ``resize_token_embeddings(mean_resizing=True)`` default (the 1e-9 factor is theirs).
 * ``random``: N(0, config.initializer_range).
+* ``mass_first_piece``: as mean_subwords, but new tokens sharing a first piece split its probability
+  (see :class:`MassFirstPiece`); runs the base model once over a sample of the training text.
+* ``distill``: mass_first_piece, then a short distillation of the new rows from the base model (:class:`Distill`).
 
 Adding a method: subclass :class:`InitMethod`, decorate it with ``@register``, and it is selectable as
 ``init=<name>``. All arithmetic is float32; the caller casts back to the model's dtype.
@@ -24,6 +27,8 @@ Adding a method: subclass :class:`InitMethod`, decorate it with ``@register``, a
 from __future__ import annotations
 
 import logging
+import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
 
@@ -46,6 +51,8 @@ class InitContext:
     generator: torch.Generator
     std: float
     model: object = None  # the (unexpanded) base model, for methods that run it
+    data: object = None
+    """eeve.model.init_data.InitData (sample texts, both tokenizers, frequencies, budget) for ``needs_data``."""
     stats: dict = field(default_factory=dict)
     """Filled by the method: counts worth reporting (logged and kept in ``model.eeve_expansion``)."""
 
@@ -54,6 +61,8 @@ class InitMethod:
     """Computes (new input rows, new output rows), each [len(items), hidden]."""
 
     name: ClassVar[str]
+    needs_data: ClassVar[bool] = False
+    """Whether the method reads text and runs the base model (then ``ctx.data`` and ``ctx.model`` are set)."""
 
     def rows(self, ctx: InitContext) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -140,6 +149,101 @@ class MeanSubwords(InitMethod):
             new_in[rows_t] = sums[rows_t] / cnt[rows_t, None]
             new_out[rows_t] = ctx.old_out[torch.tensor(out_ids, dtype=torch.long)]
         return new_in, new_out
+
+
+@register
+class MassFirstPiece(InitMethod):
+    """EEVE's rows, but the k new tokens sharing a first piece p share p's probability instead of each claiming
+    all of it (which costs about log2 k bits per token until training separates them).
+
+    Wanted: logit(t) = logit(p) + log q_t + b, with q_t = t's share of its family's corpus frequency (add-one)
+    and b one offset for all families. The head has no bias, so the offset rides on a direction m with h·m ≈ 1
+    for the base's final hidden states h (least squares over the teacher's states; the fit's spread is reported):
+    output row(t) = row(p) + (log q_t + b)·m. b maximises the teacher sample's likelihood of the expanded
+    tokenization's next tokens: each family's new tokens hold e^b·P(p) of the mass in context, so b > 0 lets
+    them outweigh p itself (which the expanded tokenizer rarely emits in the target language) while costing
+    log(1 + e^b·M) where M, the base's mass on those first pieces, is small (English). Input rows: mean_subwords."""
+
+    name = "mass_first_piece"
+    needs_data = True
+
+    def rows(self, ctx):
+        new_in, new_out, _ = self.shifted_rows(ctx)
+        return new_in, new_out
+
+    def shifted_rows(self, ctx):
+        from eeve.model.teacher import family_pieces, fit_family_offset, shift_direction, teacher_pass
+
+        if ctx.data is None or ctx.model is None:
+            raise ExpansionError(f"init={self.name} needs the base model and a text sample (expand_model(data=...))")
+        new_in, new_out = MeanSubwords().rows(ctx)
+        plan = subword_plan(ctx.base_tokenizer, ctx.items)
+        first = {p["id"]: p["output_id"] for p in plan if p["output_id"] is not None}
+        sample = teacher_pass(ctx.model, ctx.old_out, ctx.data, first, ctx.data.options.teacher_tokens)
+        sample.next_ids = _item_space(sample.next_ids, ctx)
+        m, st = shift_direction(sample.hidden)
+        _, fam = family_pieces(first)
+        b = fit_family_offset(sample, fam, ctx.base_vocab_size)
+        freq = {i: ctx.data.frequencies.get(i, 0) + 1 for i in first}
+        fam_total: dict[int, int] = {}
+        for i, f in freq.items():
+            fam_total[fam[i]] = fam_total.get(fam[i], 0) + f
+        row = {tid: k for k, (tid, _) in enumerate(ctx.items)}
+        for i, p in first.items():
+            shift = math.log(freq[i] / fam_total[fam[i]]) + b
+            new_out[row[i]] = ctx.old_out[p] + shift * m
+        sizes = sorted(Counter(fam.values()).values(), reverse=True)
+        ctx.stats.update(sample.stats, **st, family_offset=round(b, 4), n_families=len(sizes),
+                         largest_families=sizes[:5])
+        return new_in, new_out, sample
+
+
+@register
+class Distill(MassFirstPiece):
+    """A short distillation from the base model (the idea of "Token Distillation", Dobler et al. 2025; not their
+    code), starting from ``mass_first_piece``:
+
+    1. the new OUTPUT rows alone are fitted on the teacher's final hidden states at aligned positions (see
+       eeve.model.teacher): the expanded tokenization's next token must be likely under the softmax over the
+       base logits (fixed) and the new logits — cheap, no backbone (``head_epochs``, ``head_lr``; the epoch best
+       on held-out positions is kept);
+    2. then the new INPUT rows train through the frozen backbone for ``distill_steps`` (Token Distillation's
+       part): after the new tokens, the model's next-token distribution over the base vocabulary must match the
+       base model's after the same bytes as pieces (KL, teacher = base), and the next expanded token must be
+       likely.
+    Only new rows change; the base's weights are untouched."""
+
+    name = "distill"
+
+    def rows(self, ctx):
+        from eeve.model.split import head_transform
+        from eeve.model.teacher import distill_new_rows, fit_new_output_rows
+
+        new_in, new_out, sample = self.shifted_rows(ctx)
+        o = ctx.data.options
+        scale, cap = head_transform(ctx.model.config)
+        new_out, st = fit_new_output_rows(sample, new_out, ctx.base_vocab_size, scale, cap, o.head_epochs, o.head_lr,
+                                          seed=int(ctx.generator.initial_seed()))
+        ctx.stats.update(st)
+        if o.distill_steps > 0:
+            new_in, new_out, st = distill_new_rows(
+                ctx.model, sample, ctx.old_in, ctx.old_out, new_in, new_out, ctx.base_vocab_size, o.distill_steps,
+                o.distill_batch, o.distill_seq_len, o.distill_lr, seed=int(ctx.generator.initial_seed()))
+            ctx.stats.update(st)
+        return new_in, new_out
+
+
+def _item_space(ids: torch.Tensor, ctx) -> torch.Tensor:
+    """Expanded token ids -> ``base + row`` in the items' row order (so row k of the new block is column k)."""
+    base = ctx.base_vocab_size
+    top = max(int(ids.max()) + 1, max(i for i, _ in ctx.items) + 1, base + 1)
+    lut = torch.arange(top)
+    lut[base:] = -1  # padding ids (never produced by the tokenizer)
+    for k, (tid, _) in enumerate(ctx.items):
+        lut[tid] = base + k
+    out = ids.clone()
+    out[ids >= 0] = lut[ids[ids >= 0]]
+    return out
 
 
 def subword_plan(base_tokenizer, new_tokens: Sequence[tuple[int, str]]) -> list[dict]:

@@ -17,6 +17,7 @@ the head's matmul and the cross-entropy fused and chunked over tokens (``SplitHe
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from typing import Mapping
@@ -45,15 +46,21 @@ def _embedding(weight: torch.Tensor, padding_idx: int | None = None) -> nn.Embed
 
 
 class SplitEmbedding(nn.Module):
-    """Input embedding with old rows ``[0, base)`` in ``old`` and new rows ``[base, V)`` in ``new``."""
+    """Input embedding with old rows ``[0, base)`` in ``old`` and new rows ``[base, V)`` in ``new``, times the
+    original module's ``scale`` (Gemma's ``embed_scale`` = sqrt(hidden); 1.0 for a plain lookup), applied the way
+    Gemma does: the scale cast to the weights' dtype."""
 
-    def __init__(self, old: nn.Embedding, new: nn.Embedding):
+    def __init__(self, old: nn.Embedding, new: nn.Embedding, scale: float = 1.0, original: str = "Embedding"):
         super().__init__()
         self.old = old
         self.new = new
         self.base_vocab_size = old.num_embeddings
         self.num_embeddings = old.num_embeddings + new.num_embeddings
         self.embedding_dim = old.embedding_dim
+        self.scale = float(scale)
+        self.original = original
+        """Class name of the module this replaced (named in equivalence errors)."""
+        object.__setattr__(self, "_restore", None)  # the original module without its weight (see merge_vocab)
 
     @property
     def padding_idx(self) -> int | None:
@@ -68,22 +75,39 @@ class SplitEmbedding(nn.Module):
         is_new = input_ids >= base
         old = self.old(input_ids.clamp(max=base - 1))
         new = self.new((input_ids - base).clamp(min=0))
-        return torch.where(is_new.unsqueeze(-1), new, old)
+        out = torch.where(is_new.unsqueeze(-1), new, old)
+        if self.scale != 1.0:
+            out = out * torch.tensor(self.scale, dtype=torch.float32, device=out.device).to(out.dtype)
+        return out
 
     def extra_repr(self) -> str:
-        return f"base={self.base_vocab_size}, total={self.num_embeddings}, dim={self.embedding_dim}"
+        return (f"base={self.base_vocab_size}, total={self.num_embeddings}, dim={self.embedding_dim}"
+                + (f", scale={self.scale:g}" if self.scale != 1.0 else ""))
 
 
 class SplitLMHead(nn.Module):
-    """Bias-free output head with old rows in ``old`` and new rows in ``new``; returns full-vocabulary logits."""
+    """Bias-free output head with old rows in ``old`` and new rows in ``new``; returns full-vocabulary logits.
 
-    def __init__(self, old: nn.Linear, new: nn.Linear):
+    ``logit_scale`` and ``softcap`` are what the model's own forward does to the head's output (Granite divides by
+    ``logits_scaling``, Cohere multiplies by ``logit_scale``, Gemma 2/3 soft-cap with ``final_logit_softcapping``):
+    ``forward(hidden)`` returns the RAW logits (the HF forward applies them itself), the fused training loss and
+    :meth:`training_logits` apply them."""
+
+    def __init__(self, old: nn.Linear, new: nn.Linear, logit_scale: float = 1.0, softcap: float | None = None):
         super().__init__()
         self.old = old
         self.new = new
         self.base_vocab_size = old.out_features
         self.in_features = old.in_features
         self.out_features = old.out_features + new.out_features
+        self.logit_scale = float(logit_scale)
+        self.softcap = float(softcap) if softcap else None
+        object.__setattr__(self, "_restore", None)
+
+    def training_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Full-vocabulary logits exactly as the fused training loss computes them (scale and soft-cap applied)."""
+        return transform_logits(torch.cat([self.old(hidden), self.new(hidden)], dim=-1), self.logit_scale,
+                                self.softcap)
 
     chunk_elements = 1 << 25
     """Logit elements per chunk of the fused loss (tokens per chunk = this / vocab size): 128 MB of fp32."""
@@ -98,10 +122,65 @@ class SplitLMHead(nn.Module):
         grad = torch.is_grad_enabled()
         need = (grad and hidden.requires_grad, grad and w_old.requires_grad, grad and w_new.requires_grad)
         chunk = max(1, self.chunk_elements // self.out_features)
-        return SplitHeadCrossEntropy.apply(hidden, w_old, w_new, targets, chunk, ignore_index, need)
+        return SplitHeadCrossEntropy.apply(hidden, w_old, w_new, targets, chunk, ignore_index, need,
+                                           self.logit_scale, self.softcap)
 
     def extra_repr(self) -> str:
-        return f"base={self.base_vocab_size}, total={self.out_features}, in={self.in_features}"
+        return (f"base={self.base_vocab_size}, total={self.out_features}, in={self.in_features}"
+                + (f", logit_scale={self.logit_scale:g}" if self.logit_scale != 1.0 else "")
+                + (f", softcap={self.softcap:g}" if self.softcap else ""))
+
+
+# What a causal LM's forward does to the head's output, read from its (text) config: attribute -> how.
+_LOGIT_SCALE_ATTRS = {"logits_scaling": lambda v: 1.0 / v, "logit_scale": lambda v: v}
+
+
+def head_transform(config) -> tuple[float, float | None]:
+    """(logit scale, soft-cap) the model's forward applies to the head's output, from its config."""
+    get = getattr(config, "get_text_config", None)
+    cfg = get() if callable(get) else config
+    scale = 1.0
+    for attr, how in _LOGIT_SCALE_ATTRS.items():
+        v = getattr(cfg, attr, None)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v not in (0, 1):
+            scale *= float(how(v))
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    return scale, (float(cap) if cap else None)
+
+
+def embedding_scale(emb: nn.Module) -> float:
+    """The factor an input-embedding module multiplies its lookup by (1.0 for nn.Embedding itself). Known
+    attributes are read (Gemma: ``scalar_embed_scale`` / ``embed_scale``); for any other subclass with its own
+    forward the module is probed on a few ids, and refused unless its output is a constant multiple of the lookup."""
+    for attr in ("scalar_embed_scale", "embed_scale"):
+        v = getattr(emb, attr, None)
+        if isinstance(v, (int, float)):
+            return float(v)
+        if isinstance(v, torch.Tensor) and v.numel() == 1 and v.device.type != "meta":
+            return float(v.float().item())
+    if type(emb).forward is nn.Embedding.forward:
+        return 1.0
+    w = emb.weight
+    if w.device.type == "meta":
+        raise SplitError(f"cannot tell what {type(emb).__name__}.forward does on the meta device; split a model "
+                         "with real weights first")
+    ids = torch.arange(min(8, w.shape[0]), device=w.device)
+    with torch.no_grad():
+        out, look = emb(ids).float(), w[ids].float()
+    c = float((out * look).sum() / (look * look).sum().clamp_min(1e-30))
+    if not torch.allclose(out, look * c, rtol=1e-3, atol=1e-6 * float(out.abs().max())):
+        raise SplitError(f"input embedding ({type(emb).__name__}) does more than a lookup times a constant: "
+                         "this architecture cannot be split")
+    return c
+
+
+def transform_logits(logits: torch.Tensor, scale: float = 1.0, softcap: float | None = None) -> torch.Tensor:
+    """The model's own output transform: ``cap * tanh(scale * logits / cap)`` (each part only when set)."""
+    if scale != 1.0:
+        logits = logits * scale
+    if softcap:
+        logits = softcap * torch.tanh(logits / softcap)
+    return logits
 
 
 def is_split(model) -> bool:
@@ -128,12 +207,25 @@ def split_vocab(model, base_vocab_size: int):
     s_emb = SplitEmbedding(
         _embedding(W[:base_vocab_size].clone(), pad if pad is not None and pad < base_vocab_size else None),
         _embedding(W[base_vocab_size:].clone(), pad - base_vocab_size if pad is not None and pad >= base_vocab_size else None),
+        scale=embedding_scale(emb), original=type(emb).__name__,
     )
     Wo = head.weight.detach()
-    s_head = SplitLMHead(_linear(Wo[:base_vocab_size].clone()), _linear(Wo[base_vocab_size:].clone()))
+    scale, cap = head_transform(model.config)
+    s_head = SplitLMHead(_linear(Wo[:base_vocab_size].clone()), _linear(Wo[base_vocab_size:].clone()), scale, cap)
+    # merge_vocab puts the original module classes back (a Gemma embedding keeps its scaling after merging)
+    object.__setattr__(s_emb, "_restore", _emptied(emb))  # not a submodule: no parameters, not in state dicts
+    object.__setattr__(s_head, "_restore", _emptied(head))
     model.set_input_embeddings(s_emb)
     model.set_output_embeddings(s_head)
     return model
+
+
+def _emptied(module: nn.Module) -> nn.Module:
+    """A shallow copy of the module without its weight (the split model holds no second copy of the matrix)."""
+    out = copy.copy(module)
+    out._parameters = {k: (None if k == "weight" else v) for k, v in module._parameters.items()}
+    out._buffers, out._modules = dict(module._buffers), dict(module._modules)
+    return out
 
 
 def merge_vocab(model):
@@ -141,11 +233,20 @@ def merge_vocab(model):
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
     if isinstance(emb, SplitEmbedding):
         W = torch.cat([emb.old.weight.detach(), emb.new.weight.detach()], 0)
-        model.set_input_embeddings(_embedding(W, emb.padding_idx))
+        model.set_input_embeddings(_refill(emb._restore, W) if emb._restore is not None else _embedding(W, emb.padding_idx))
     if isinstance(head, SplitLMHead):
         W = torch.cat([head.old.weight.detach(), head.new.weight.detach()], 0)
-        model.set_output_embeddings(_linear(W))
+        model.set_output_embeddings(_refill(head._restore, W) if head._restore is not None else _linear(W))
     return model
+
+
+def _refill(module: nn.Module, weight: torch.Tensor) -> nn.Module:
+    module.weight = nn.Parameter(weight)
+    if hasattr(module, "num_embeddings"):
+        module.num_embeddings = weight.shape[0]
+    if hasattr(module, "out_features"):
+        module.out_features = weight.shape[0]
+    return module
 
 
 def _clean(name: str) -> str:

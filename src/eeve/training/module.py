@@ -15,7 +15,7 @@ import types
 import lightning as L
 import torch
 
-from eeve.config import StageConfig, TrainConfig
+from eeve.config import RATE_GROUPS, StageConfig, TrainConfig
 from eeve.errors import NonFiniteLossError
 from eeve.training.adapters import attach_adapter
 from eeve.training.groups import group_parameters, set_trainable
@@ -41,6 +41,7 @@ class EEVEModule(L.LightningModule):
         # Stages that train neither input rows nor the transformer need no backward through the backbone.
         self.backbone_grad = any(g in stage.trainable for g in ("old_input", "new_input", "transformer"))
         self.last_val: dict[str, dict[str, float]] = {}
+        self.last_val_step = -1  # global step of last_val
         self._val_sums: dict[str, torch.Tensor] = {}
         self._t_last: float | None = None
 
@@ -147,9 +148,8 @@ class EEVEModule(L.LightningModule):
                      on_epoch=False, batch_size=1)
 
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
         s = self.stage
-        opt = torch.optim.AdamW(params, lr=s.lr, betas=tuple(s.betas), eps=s.eps, weight_decay=s.weight_decay)
+        opt = torch.optim.AdamW(rate_param_groups(self.model, s), lr=s.lr, betas=tuple(s.betas), eps=s.eps)
         total = max(1, self.trainer.max_steps)
 
         def lr_lambda(step: int) -> float:  # linear warm-up, then cosine down to lr * min_lr_ratio
@@ -164,12 +164,15 @@ class EEVEModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint):
         """Resuming keeps the schedule's position but uses the stage.lr configured now (e.g. lowered after a
         non-finite loss); the restored optimizer and scheduler would otherwise bring back the old peak lr."""
-        for st in checkpoint.get("lr_schedulers", []):
-            st["base_lrs"] = [self.stage.lr for _ in st.get("base_lrs", [])]
+        peak = {name: lr for name, (lr, _) in self.stage.rate_groups().items()}
         for st in checkpoint.get("optimizer_states", []):
-            for g in st.get("param_groups", []):
+            groups = st.get("param_groups", [])
+            for g in groups:
+                want = peak.get(g.get("name"), self.stage.lr)
                 if g.get("initial_lr"):
-                    g["lr"], g["initial_lr"] = g["lr"] * (self.stage.lr / g["initial_lr"]), self.stage.lr
+                    g["lr"], g["initial_lr"] = g["lr"] * (want / g["initial_lr"]), want
+            for sched in checkpoint.get("lr_schedulers", []):
+                sched["base_lrs"] = [peak.get(g.get("name"), self.stage.lr) for g in groups]
 
     # ---- validation: loss and bits per byte per language ------------------------------------------------
     def on_validation_epoch_start(self):
@@ -189,6 +192,7 @@ class EEVEModule(L.LightningModule):
                 continue
             res = {"loss": nats / ntok, "bpb": nats / LN2 / max(nbytes, 1.0), "tokens": ntok}
             self.last_val[name] = res
+            self.last_val_step = self.global_step
             self.log(f"val_{name}/loss", res["loss"], sync_dist=False, batch_size=1)
             self.log(f"val_{name}/bpb", res["bpb"], sync_dist=False, batch_size=1)
 
@@ -200,6 +204,20 @@ def _eeve_losses(model, inputs: torch.Tensor, targets: torch.Tensor, backbone_gr
     with contextlib.nullcontext() if backbone_grad and torch.is_grad_enabled() else torch.no_grad():
         hidden = model.model(input_ids=inputs, use_cache=False).last_hidden_state
     return model.lm_head(hidden, targets)
+
+
+def rate_param_groups(model, stage: StageConfig) -> list[dict]:
+    """One AdamW param group per rate group (new rows, old rows, transformer) holding trainable tensors, each with
+    its peak lr and weight decay from the stage (``stage.lr_new`` ... default ``stage.lr``)."""
+    settings = stage.rate_groups()
+    out: dict[str, dict] = {}
+    for group, params in group_parameters(model).items():
+        params = [p for p in params if p.requires_grad]
+        if params:
+            name = RATE_GROUPS[group]
+            lr, wd = settings[name]
+            out.setdefault(name, {"name": name, "params": [], "lr": lr, "weight_decay": wd})["params"] += params
+    return list(out.values())
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:

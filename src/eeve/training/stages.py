@@ -75,28 +75,37 @@ def build_stage_model(cfg: TrainConfig, number: int, tokenizer_dir: Path, expans
     from eeve.model.load import load_base_model, torch_dtype
     from eeve.model.split import split_vocab
 
+    from tokenizers import Tokenizer
+
+    from eeve.model import equivalence
+
     base_vocab = expansion["base_vocab_size"]
     src = stage_source(cfg, number)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # every rank builds the same weights
+    base_tok = Tokenizer.from_file(str(tokenizer_dir / "base_tokenizer" / "tokenizer.json"))
+    probe = equivalence.probe_ids(base_tok, base_vocab)
     if src is None:
-        from tokenizers import Tokenizer
+        from eeve.model.init_data import init_inputs
 
         model = load_base_model(cfg.model)
-        base_tok = Tokenizer.from_file(str(tokenizer_dir / "base_tokenizer" / "tokenizer.json"))
+        ref = equivalence.reference(model, probe, base_vocab)  # the base itself, before expansion
         model = expand_model(model, base_tok, expansion["new_tokens"], base_vocab, cfg.init, cfg.seed,
-                             vocab_size=expansion["vocab_size"], untie=cfg.model.untie_embeddings)
+                             vocab_size=expansion["vocab_size"], untie=cfg.model.untie_embeddings,
+                             **init_inputs(cfg, tokenizer_dir, expansion))
     else:
         model = AutoModelForCausalLM.from_pretrained(
             src, dtype=torch_dtype(cfg.model.dtype), trust_remote_code=cfg.model.trust_remote_code)
         if model.get_input_embeddings().weight.shape[0] != expansion["vocab_size"]:
             raise StageError(f"{src} has {model.get_input_embeddings().weight.shape[0]} embedding rows but the tokenizer "
                              f"has {expansion['vocab_size']}: use the tokenizer the previous stage was trained with")
+        ref = equivalence.reference(model, probe, base_vocab)
     split_vocab(model, base_vocab)
+    equivalence.check(model, ref, f"stage {number}")  # the model being trained computes what its source computes
     return model
 
 
 def make_trainer(cfg: TrainConfig, number: int, max_steps: int, ckpt_dir: Path, batches_per_epoch: int,
-                 world: int) -> L.Trainer:
+                 world: int, extra_callbacks: list | None = None) -> L.Trainer:
     from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -121,7 +130,8 @@ def make_trainer(cfg: TrainConfig, number: int, max_steps: int, ckpt_dir: Path, 
         precision=t.precision, max_steps=max_steps, accumulate_grad_batches=t.accumulate_grad_batches,
         logger=logger, log_every_n_steps=t.log_every_n_steps, enable_checkpointing=False,
         callbacks=[AtomicCheckpoint(ckpt_dir, t.checkpoint_every_n_steps, t.keep_checkpoints),
-                   LearningRateMonitor(logging_interval="step"), StageProgress(number, t.log_every_n_steps)],
+                   LearningRateMonitor(logging_interval="step"), StageProgress(number, t.log_every_n_steps),
+                   *(extra_callbacks or [])],
         val_check_interval=min(val_every, batches_per_epoch) if val_every > 0 else None,
         check_val_every_n_epoch=None, num_sanity_val_steps=0, use_distributed_sampler=False,
         deterministic=t.deterministic, enable_model_summary=False, enable_progress_bar=False)
@@ -161,7 +171,14 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     dm.configure_sampling(max_steps=max_steps, world_size=world,
                           accumulate_grad_batches=cfg.trainer.accumulate_grad_batches)
     evaluation = StageEvaluation(cfg, number, tok_dir, world)  # the base (stage 0), once per run; see eeve.eval
-    trainer = make_trainer(cfg, number, max_steps, ckpt_dir, max_steps * cfg.trainer.accumulate_grad_batches, world)
+    guard = None
+    if stage.max_regression:  # English (or any language) may not fall behind the base by more than the limit
+        from eeve.training.guard import RegressionGuard, base_validation_bpb
+
+        guard = RegressionGuard(stage.max_regression, base_validation_bpb(
+            cfg, dm, tok_dir, resolve(cfg.paths.cache_dir, root) / "base_bpb.json"))
+    trainer = make_trainer(cfg, number, max_steps, ckpt_dir, max_steps * cfg.trainer.accumulate_grad_batches, world,
+                           extra_callbacks=[guard] if guard else [])
     if evaluation.enabled:
         trainer.callbacks.append(evaluation.callback(tokens_per_step, max_steps))
 
@@ -187,11 +204,24 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     if resume is None:
         trainer.validate(module, datamodule=dm, verbose=False)
         start_val = dict(module.last_val)
+        if guard:
+            guard.set_start(module, start_val)
     # weights_only: a checkpoint is data, never code (find_resume_checkpoint already refused any that is not)
     trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
     if trainer.is_global_zero:
         print(f"stage {number}: trainable parameters {module.trainable_counts} (total {sum(module.trainable_counts.values()):,})")
-    trainer.validate(module, datamodule=dm, verbose=False)
+    if module.last_val_step != trainer.global_step:  # the last validation in fit may already be at the end
+        if not (guard and guard.breach):
+            trainer.validate(module, datamodule=dm, verbose=False)
+            if guard:
+                guard.check(trainer.global_step, module)
+    if guard and guard.breach:
+        guard.restore(module)
+        module.last_val = guard.kept_val
+        if trainer.is_global_zero:
+            b = guard.breach
+            print(f"stage {number}: {b['lang']} BPB {b['bpb']:.4f} at step {b['step']} is {b['vs_base']:+.2%} vs the "
+                  f"base (allowed {b['allowed']:.4f}): stopped; exporting step {guard.kept_step}")
     start_fp, end_fp = module.start_fingerprints, group_fingerprints(module.model)
     metrics = {
         "stage": number, "trainable": stage.trainable, "stage_config": dataclasses.asdict(stage),
@@ -203,6 +233,10 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
         "new_token_share": {"biased": dm.new_token_share(True), "unbiased": dm.new_token_share(False)},
     }
     metrics["fingerprint"] = fingerprint
+    if guard:
+        metrics["guard"] = guard.report()
+    if getattr(module.model, "eeve_expansion", None) is not None:
+        metrics["expansion"] = dataclasses.asdict(module.model.eeve_expansion)
     _export(trainer, module, cfg, tok_dir, out, metrics)
     # The export supersedes the stage's resume checkpoints (weights + optimizer state: ~3x the model on SOLAR).
     # Removing them also keeps `overwrite=true` from resuming the old run instead of starting over.
@@ -266,6 +300,9 @@ def summary_table(results: list[dict], base: dict | None = None) -> str:
         def bpb(lang):
             s, e = m["val_start"].get(lang, {}).get("bpb"), m["val_end"].get(lang, {}).get("bpb")
             return (f"{s:.3f} → " if s is not None else "") + (f"{e:.3f}" if e is not None else "–")
-        rows.append(f"| {m['stage']} | {'+'.join(m['trainable'])} | {m['steps']} | {m['tokens']:,} | {bpb('ko')} | "
+        g = m.get("guard") or {}
+        steps = f"{m['steps']}" + (f" (guard: {g['breach']['lang']} {g['breach']['vs_base']:+.1%} vs base at step "
+                                   f"{g['breach']['step']}; exported step {g['exported_step']})" if g.get("breached") else "")
+        rows.append(f"| {m['stage']} | {'+'.join(m['trainable'])} | {steps} | {m['tokens']:,} | {bpb('ko')} | "
                     f"{bpb('en')} | {', '.join(m['groups_changed']) or 'none'} |")
     return "\n".join(rows)

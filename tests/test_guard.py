@@ -1,0 +1,116 @@
+"""English guard (stage.max_regression) against the base model on the same bytes, and per-group learning rates."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from test_train import cache_dir, compose_cfg, export_state, grouped  # noqa: F401 (cache_dir: a fixture)
+
+FIRST2 = ["stages=['2']", "stage.max_steps=4", "trainer.val_every_n_steps=2"]  # stage 2 starts from the expanded base
+
+
+def guarded(cfg, **limits):
+    """The test config (compose_cfg turns the guard off) with the guard on: Hydra cannot merge a dict into the
+    null that turned it off, so set it on the checked dataclass and check again."""
+    cfg.stage.max_regression = dict(limits)
+    cfg.validate()
+    return cfg
+
+
+def test_base_bpb_is_on_the_same_bytes(expanded_tokenizer, cache_dir, tmp_path):
+    from eeve.data.datamodule import EEVEDataModule
+    from eeve.data.packing import TokenizerInfo
+    from eeve.training.guard import base_rows, base_validation_bpb
+
+    cfg = compose_cfg(tmp_path, expanded_tokenizer, cache_dir)
+    dm = EEVEDataModule(cfg.data, expanded_tokenizer, cache_dir, base_dir=cfg.paths.root)
+    dm.setup("validate")
+    exp, base = TokenizerInfo(expanded_tokenizer), TokenizerInfo(expanded_tokenizer / "base_tokenizer")
+    n = cfg.data.validation["en"].max_sequences
+    # English has no new token: the base's rows are the validation rows themselves
+    rows, _ = base_rows(dm, "en", base, exp, cfg.data.seq_len)
+    assert np.array_equal(np.stack(rows[:n]), np.asarray(dm.val_sets["en"].tokens[:n], dtype=np.int64))
+    # Korean: other tokens, the same text and bytes (a character cut by the last sequence's end aside)
+    rows, _ = base_rows(dm, "ko", base, exp, cfg.data.seq_len)
+    ko = np.asarray(dm.val_sets["ko"].tokens[:n], dtype=np.int64).reshape(-1)
+    flat = np.concatenate(rows)
+    assert flat.size > 1.5 * ko.size  # the base needs more tokens for the same Korean
+    assert base.tok.decode(flat.tolist()) == exp.tok.decode(ko.tolist()).rstrip("\ufffd")
+    assert 0 <= exp.token_bytes()[ko].sum() - base.token_bytes()[flat].sum() < 4
+    res = base_validation_bpb(cfg, dm, expanded_tokenizer, tmp_path / "base_bpb.json")
+    assert set(res) == {"ko", "en"} and all(0 < r["bpb"] < 20 for r in res.values())
+    assert json.loads((tmp_path / "base_bpb.json").read_text())  # cached for the next stages
+
+
+def test_guard_stops_a_stage_and_exports_its_last_state_within_the_limit(expanded_tokenizer, cache_dir, tmp_path):
+    from eeve.model.split import merge_vocab
+    from eeve.training.stages import build_stage_model, read_expansion, run_stage, summary_table
+
+    # a rate far too high for the new output rows: their logits blow up in English contexts too, and English
+    # gets worse than where it started; a 0 % limit is breached at the first validation
+    cfg = guarded(compose_cfg(tmp_path, expanded_tokenizer, cache_dir, "stage=2", *FIRST2, "stage.lr=1.0"), en=0.0)
+    start = merge_vocab(build_stage_model(cfg, 2, expanded_tokenizer, read_expansion(expanded_tokenizer))).state_dict()
+    m = run_stage(cfg, 2)
+    g = m["guard"]
+    assert g["breached"] and g["breach"]["lang"] == "en" and g["breach"]["step"] == 2 and g["exported_step"] == 0
+    assert g["breach"]["bpb"] > g["allowed_bpb"]["en"] >= g["base_bpb"]["en"]
+    assert m["val_end"] == m["val_start"]  # the export is the state validated at step 0
+    a, b = grouped({k: v.clone() for k, v in start.items()}), grouped(export_state(tmp_path / "stage2"))
+    for group in a:  # new output rows trained until step 2, then were put back to step 0
+        assert all(torch.equal(x, y) for x, y in zip(a[group], b[group])), group
+    assert json.loads((tmp_path / "stage2" / "metrics.json").read_text())["guard"]["breached"]
+    assert "guard: en" in summary_table([m]) and "exported step 0" in summary_table([m])
+
+
+def test_guard_within_a_generous_limit_changes_nothing(expanded_tokenizer, cache_dir, tmp_path):
+    from eeve.training.stages import run_stage
+
+    cfg = guarded(compose_cfg(tmp_path, expanded_tokenizer, cache_dir, "stage=2", *FIRST2), en=5.0)
+    m = run_stage(cfg, 2)
+    assert not m["guard"]["breached"] and m["guard"]["exported_step"] == 4 == m["steps"]
+    assert [c["step"] for c in m["guard"]["checks"]] == [2, 4]
+    assert "new_output" in m["groups_changed"]
+
+
+def test_max_regression_names_a_validation_language(expanded_tokenizer, cache_dir, tmp_path):
+    from eeve.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a validation language"):
+        guarded(compose_cfg(tmp_path, expanded_tokenizer, tmp_path), fr=0.01)
+    with pytest.raises(ConfigError, match="give a fraction"):
+        guarded(compose_cfg(tmp_path, expanded_tokenizer, tmp_path), en=-1)
+    # the default stage configs guard English at 1 %
+    from omegaconf import OmegaConf
+
+    from eeve.cli import CONF_DIR
+
+    for n in range(1, 8):
+        assert OmegaConf.load(CONF_DIR / "stage" / f"{n}.yaml").max_regression == {"en": 0.01}
+
+
+def test_rate_groups_give_each_group_its_rate_and_decay():
+    from eeve.config import StageConfig
+    from eeve.model.split import split_vocab
+    from eeve.training.groups import group_parameters, set_trainable
+    from eeve.training.module import rate_param_groups
+    from test_param_groups import BASE, batch, loss_fn, snapshot, tiny_model
+
+    model = split_vocab(tiny_model(), BASE)
+    set_trainable(model, ["old_input", "new_input", "old_output", "new_output", "transformer"])
+    stage = StageConfig(lr=1e-3, lr_new=5e-2, lr_old=0.0, weight_decay=0.1, weight_decay_pretrained=0.0)
+    groups = rate_param_groups(model, stage)
+    assert {g["name"]: (g["lr"], g["weight_decay"]) for g in groups} == {
+        "new": (5e-2, 0.1), "old": (0.0, 0.0), "transformer": (1e-3, 0.0)}
+    opt = torch.optim.AdamW(groups)
+    before = snapshot(model)
+    for k in range(2):
+        opt.zero_grad()
+        loss_fn(model, batch(k)).backward()
+        opt.step()
+    by_id = {id(p): g for g, ps in group_parameters(model).items() for p in ps}
+    for n, p in model.named_parameters():
+        moved = not torch.equal(p, before[n])
+        assert moved == (by_id[id(p)] != "old_input" and by_id[id(p)] != "old_output"), n
