@@ -218,3 +218,22 @@ def test_paper_benchmark_runs_offline_from_local_files(base_folder, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(base_folder).eval()
     res = run_tasks(model, base_folder, ["arc_easy"], include_path=str(tmp_path / "tasks"), batch_size=4)
     assert res["arc_easy"]["n"] == 3 and {"acc", "acc_norm"} <= set(res["arc_easy"])
+
+
+def test_evaluate_cli_prints_the_table_for_any_folder_against_a_base(base_folder, demo_data, capsys):
+    from eeve.evaluate import main
+
+    val = [f"validation.{lang}.paths=[{demo_data / lang / 'heldout.txt'}]" for lang in ("ko", "en")]
+    out = main([f"model={base_folder}", f"base={base_folder}", "eval.bytes=1500", "eval.samples.max_new_tokens=2",
+                *val])
+    table = capsys.readouterr().out
+    assert "| 0 (base) |" in table and f"| {base_folder.name} |" in table and "(+0.0 %)" in table
+    assert out["models"][0]["eval"]["bpb"] == out["base"]["eval"]["bpb"]  # the same model scores the same
+    with pytest.raises(SystemExit) as e:
+        main(["model", f"base={base_folder}"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith("error: argument 'model' is not key=value")
+    with pytest.raises(SystemExit):
+        main([f"model={base_folder}", "eval.bytez=1"])
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "'bytez' not in 'EvalConfig'" in err and len(err.splitlines()) == 1
