@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from test_train import cache_dir, compose_cfg  # noqa: F401  (the session's packed-data cache, shared)
+from test_train import compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,13 +88,13 @@ def test_split_training_model_scores_like_its_export(expanded_tokenizer, demo_da
     import copy
 
     from omegaconf import OmegaConf
+    from tokenizers import Tokenizer
 
     from eeve.eval.bpb import evaluate_bpb
     from eeve.model.expand import expand_model, read_expansion
     from eeve.model.load import load_base_model
     from eeve.model.split import merge_vocab, split_vocab
     from eeve.training.module import _eeve_losses
-    from tokenizers import Tokenizer
 
     exp = read_expansion(expanded_tokenizer)
     base_tok = Tokenizer.from_file(str(expanded_tokenizer / "base_tokenizer" / "tokenizer.json"))
@@ -144,7 +143,7 @@ def test_harness_local_tasks_match_direct_loglikelihoods(base_folder):
 
 
 @pytest.mark.slow
-def test_stage_run_evaluates_base_and_export_with_samples_in_tensorboard(expanded_tokenizer, cache_dir, tmp_path):
+def test_stage_run_evaluates_base_and_export_with_samples_in_tensorboard(expanded_tokenizer, packed_cache, tmp_path):
     """One stage through run_stage: stage 0 cached, the export evaluated into metrics.json, samples and the
     schedule series in TensorBoard, report.png, and the table with a base row and changes against it."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -156,7 +155,7 @@ def test_stage_run_evaluates_base_and_export_with_samples_in_tensorboard(expande
         import lm_eval  # noqa: F401
     except ImportError:
         tasks = []
-    cfg = compose_cfg(tmp_path, expanded_tokenizer, cache_dir, "eval.bytes=3000",
+    cfg = compose_cfg(tmp_path, expanded_tokenizer, packed_cache, "eval.bytes=3000",
                       "eval.samples.max_new_tokens=4", "trainer.val_every_n_steps=2", *tasks)
     m = run_stage(cfg, 1)
     base = json.loads((tmp_path / "stage0" / "metrics.json").read_text())
@@ -218,3 +217,22 @@ def test_paper_benchmark_runs_offline_from_local_files(base_folder, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(base_folder).eval()
     res = run_tasks(model, base_folder, ["arc_easy"], include_path=str(tmp_path / "tasks"), batch_size=4)
     assert res["arc_easy"]["n"] == 3 and {"acc", "acc_norm"} <= set(res["arc_easy"])
+
+
+def test_evaluate_cli_prints_the_table_for_any_folder_against_a_base(base_folder, demo_data, capsys):
+    from eeve.evaluate import main
+
+    val = [f"validation.{lang}.paths=[{demo_data / lang / 'heldout.txt'}]" for lang in ("ko", "en")]
+    out = main([f"model={base_folder}", f"base={base_folder}", "eval.bytes=1500", "eval.samples.max_new_tokens=2",
+                *val])
+    table = capsys.readouterr().out
+    assert "| 0 (base) |" in table and f"| {base_folder.name} |" in table and "(+0.0 %)" in table
+    assert out["models"][0]["eval"]["bpb"] == out["base"]["eval"]["bpb"]  # the same model scores the same
+    with pytest.raises(SystemExit) as e:
+        main(["model", f"base={base_folder}"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith("error: argument 'model' is not key=value")
+    with pytest.raises(SystemExit):
+        main([f"model={base_folder}", "eval.bytez=1"])
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "'bytez' not in 'EvalConfig'" in err and len(err.splitlines()) == 1

@@ -82,7 +82,8 @@ def test_terminal_shows_a_bar_and_logs_show_lines(expanded_tokenizer, tmp_path):
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
     args = ["stage=1", "stage.max_steps=4", "stage.warmup_steps=1", "data.seq_len=64", "data.micro_batch_size=4",
             "data.validation.ko.max_sequences=4", "data.validation.en.max_sequences=4", "trainer.log_every_n_steps=2",
-            "trainer.val_every_n_steps=100", "trainer.checkpoint_every_n_steps=100", f"hydra.run.dir={tmp_path}",
+            "trainer.val_every_n_steps=100", "trainer.checkpoint_every_n_steps=100", "eval.enabled=false",
+            f"hydra.run.dir={tmp_path}",
             f"tokenizer.path={expanded_tokenizer}", f"paths.cache_dir={tmp_path / 'cache'}"]
     proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=slave,
                             stdin=subprocess.DEVNULL)

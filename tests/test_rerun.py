@@ -12,7 +12,7 @@ from eeve.errors import StageError
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["stage.max_steps=2", "stage.warmup_steps=1", "data.seq_len=64", "data.micro_batch_size=4",
         "data.validation.ko.max_sequences=4", "data.validation.en.max_sequences=4", "trainer.val_every_n_steps=100",
-        "trainer.checkpoint_every_n_steps=100"]
+        "trainer.checkpoint_every_n_steps=100", "eval.bytes=2048", "eval.tasks=[]", "eval.samples.max_new_tokens=4"]
 
 
 def compose(*overrides: str, hydra: bool = False):

@@ -14,7 +14,6 @@ eval.task_limit, eval.include_path, eval.batch_size, eval.samples.*, dtype, trus
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path

@@ -61,11 +61,10 @@ def run_tasks(model, tokenizer_dir, tasks: list[str], *, limit: int | None = Non
               include_path: str | None = None) -> dict[str, dict[str, float]]:
     """{task or group: {metric: value}} of ``model`` (on its device) with the tokenizer in ``tokenizer_dir``."""
     tm = task_manager(list(tasks), include_path)
+    import datasets
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoTokenizer
-
-    import datasets
 
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     datasets.disable_progress_bars()

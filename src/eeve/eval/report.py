@@ -39,34 +39,32 @@ def write_report(path: str | Path, base: dict, stages: list[dict], title: str = 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     if not base or "eval" not in base:
         return None
     points, spans = run_points(base, stages)
     langs = list(base["eval"]["bpb"])
-    fig, axes = plt.subplots(1, len(langs), figsize=(6 * len(langs), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(langs), figsize=(6.2 * len(langs), 4.6), squeeze=False)
     for ax, lang in zip(axes[0], langs):
         ref = base["eval"]["bpb"][lang]["bpb"]
         pts = points.get(lang, [])
+        for k, (number, start, end) in enumerate(spans):  # stages as alternating bands, numbered on top
+            if k % 2 == 0:
+                ax.axvspan(start, end, color="0.93", lw=0)
+            ax.text((start + end) / 2, 1.01, str(number), transform=ax.get_xaxis_transform(), ha="center",
+                    va="bottom", fontsize=8, color="dimgray")
+        ax.axhline(ref, ls="--", color="gray", label=f"base model, base tokenizer: {ref:.3f}")
         if pts:
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, "-o", color="C0" if lang != "en" else "C1", markersize=3.5, label="run (same bytes)")
-            last = ys[-1]
-            ax.annotate(f"{last:.3f} ({100 * (last / ref - 1):+.1f} % vs base)", (xs[-1], last),
-                        textcoords="offset points", xytext=(-4, 8), ha="right", fontsize=8)
-        ax.axhline(ref, ls="--", color="gray", label=f"base {ref:.3f}")
-        top = max([ref, *(y for _, y in pts)])
-        low = min([ref, *(y for _, y in pts)])
-        pad = 0.08 * (top - low or 1)
-        ax.set_ylim(low - pad, top + 2 * pad)
-        for number, start, end in spans:
-            ax.axvline(end, ls=":", color="lightgray", lw=0.8)
-            ax.text((start + end) / 2, top + pad, str(number), ha="center", va="bottom", fontsize=8, color="dimgray")
-        ax.set_title(f"{LANG_NAMES.get(lang, lang)} held-out ({base['eval']['bpb'][lang]['bytes']:,} bytes)")
-        ax.set_xlabel("training tokens since the start of the first stage (stage numbers on top)")
+            ax.plot(xs, ys, "-o", color="C1" if lang == "en" else "C0", markersize=3.5,
+                    label=f"expanded model, end: {ys[-1]:.3f} ({100 * (ys[-1] / ref - 1):+.1f} % vs base)")
+        ax.set_title(f"{LANG_NAMES.get(lang, lang)}: {base['eval']['bpb'][lang]['bytes']:,} held-out bytes", pad=16)
+        ax.set_xlabel("training tokens since the first stage started (stage numbers on top)")
         ax.set_ylabel("bits per byte (lower is better)")
-        ax.legend(loc="upper right" if lang == "ko" else "lower left", fontsize=8)
-        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 4))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:,.0f}k" if x else "0"))
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, fontsize=8, frameon=False)
+        ax.margins(x=0.02)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

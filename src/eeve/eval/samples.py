@@ -28,7 +28,8 @@ def greedy_samples(model, tokenizer, prompts: dict[str, list[str]], max_new_toke
                 # Decode prompt and continuation together, so a leading space of the continuation survives.
                 full = info.tok.decode(ids + y[0, x.shape[1]:].tolist(), skip_special_tokens=True)
                 head = info.tok.decode(ids, skip_special_tokens=True)
-                out[lang].append({"prompt": prompt, "continuation": full[len(head):] if full.startswith(head) else full})
+                continuation = full[len(head):] if full.startswith(head) else full
+                out[lang].append({"prompt": prompt, "continuation": continuation})
     finally:
         model.train(was_training)
     return out

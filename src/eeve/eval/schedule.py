@@ -21,7 +21,6 @@ from pathlib import Path
 
 import lightning as L
 
-from eeve.eval.harness import main_metric
 from eeve.eval.samples import samples_markdown
 
 

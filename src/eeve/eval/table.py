@@ -58,7 +58,8 @@ def eval_table(results: list[dict], base: dict | None) -> str:
         is_base = m is base
         start = [p for p in ev.get("series", []) if p.get("step") == 0]
         if start and not is_base:
-            fmt_row(f"{m['stage']} start", "(expanded, untrained)", f"{start[0]['tokens']:,}", start[0]["bpb"], None, "")
+            fmt_row(f"{m['stage']} start", "(expanded, untrained)", f"{start[0]['tokens']:,}", start[0]["bpb"], None,
+                    "")
         label = "0 (base)" if is_base else str(m["stage"])
         trained = "base model, base tokenizer" if is_base else "+".join(m.get("trainable", []))
         tokens = f"{m['tokens']:,}" if isinstance(m.get("tokens"), int) else ""

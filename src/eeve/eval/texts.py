@@ -2,14 +2,15 @@
 
 Token counts differ between tokenizers, so a fixed number of token sequences would be different text for the base
 and for the expanded model. Instead, per language of ``data.validation``, whole documents are taken in file order
-(NFC-normalised, as :mod:`eeve.text.corpus` reads them) while the running total stays within ``eval.bytes``.
+(NFC-normalised, read as :mod:`eeve.text.corpus` reads any validation source) while the running total stays
+within ``eval.bytes``.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from eeve.errors import CorpusError
-from eeve.text.corpus import iter_documents, resolve_paths
+from eeve.text.corpus import SourceOptions, iter_documents
 
 
 def take_bytes(documents, nbytes: int) -> list[str]:
@@ -28,14 +29,9 @@ def heldout_texts(validation: dict, nbytes: int, base_dir: str | Path | None = N
     """Language -> documents, for every entry of ``data.validation`` (name = language, e.g. ``ko``, ``en``)."""
     out = {}
     for lang, entry in validation.items():
-        files = resolve_paths(entry.paths, base_dir)
-        docs = take_bytes(iter_documents(files, text_field=entry.text_field), int(nbytes))
+        docs = take_bytes(iter_documents(entry.paths, base_dir=base_dir, options=SourceOptions.of(entry)), int(nbytes))
         if not docs:
             raise CorpusError(f"data.validation.{lang}: no document fits in eval.bytes={nbytes} (the first one is "
                               "larger, or the files are empty): raise eval.bytes or give other held-out files")
         out[lang] = docs
     return out
-
-
-def text_bytes(docs: list[str]) -> int:
-    return sum(len(d.encode("utf-8")) for d in docs)

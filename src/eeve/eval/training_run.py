@@ -18,8 +18,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 class StageEvaluation:
     def __init__(self, cfg, number: int, tokenizer_dir: Path, world_size: int = 1):
-        from eeve.eval.stage_eval import base_metrics, run_texts
         from eeve.eval.schedule import tokens_before
+        from eeve.eval.stage_eval import base_metrics, run_texts
 
         self.cfg, self.number, self.tokenizer_dir, self.world = cfg, number, Path(tokenizer_dir), world_size
         self.enabled = cfg.eval.enabled

@@ -140,9 +140,8 @@ def make_trainer(cfg: TrainConfig, number: int, max_steps: int, ckpt_dir: Path, 
 def run_stage(cfg: TrainConfig, number: int) -> dict:
     """Train stage `number` to its export folder and return its metrics (read back if it already finished)."""
     from eeve.data.datamodule import EEVEDataModule
-    from eeve.training.module import EEVEModule, group_fingerprints
-
     from eeve.eval.training_run import StageEvaluation
+    from eeve.training.module import EEVEModule, group_fingerprints
 
     out = stage_dir(cfg, number)
     root = Path(cfg.paths.root)
