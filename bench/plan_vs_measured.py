@@ -13,6 +13,7 @@ tests/test_plan.py uses `measured_peak` from here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -33,16 +34,19 @@ SIZES = {
 WORKER = r"""
 import json, sys, types, torch
 from transformers import LlamaConfig, LlamaForCausalLM
+from eeve.config import StageConfig, to_object
 from eeve.model.split import split_vocab
+from eeve.training.adapters import attach_adapter
 from eeve.training.groups import set_trainable
 from eeve.training.module import _eeve_losses
 
 def status(key):
     return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
 
-def build(config, vocab, base, trainable, ckpt):
+def build(config, vocab, base, trainable, ckpt, stage):
     model = LlamaForCausalLM(LlamaConfig(**{**config, "vocab_size": vocab}))
     split_vocab(model, base)
+    attach_adapter(model, stage, seed=0)  # nothing unless the stage trains LoRA adapters
     set_trainable(model, trainable)
     model.config.use_cache = False
     model.train()
@@ -61,14 +65,15 @@ def steps(model, n, batch, seq_len, vocab, backbone_grad):
         opt.zero_grad(set_to_none=True)
 
 a = json.loads(sys.argv[1])
+stage = to_object(StageConfig, a["stage"])
 torch.manual_seed(0)
 backbone_grad = any(g in a["trainable"] for g in ("old_input", "new_input", "transformer"))
 small = dict(a["config"], hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
              num_key_value_heads=1)
-steps(build(small, 600, 500, a["trainable"], a["ckpt"]), 1, 2, 16, 600, backbone_grad)  # thread pools, kernels
+steps(build(small, 600, 500, a["trainable"], a["ckpt"], stage), 1, 2, 16, 600, backbone_grad)  # thread pools, kernels
 before = status("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark
-model = build(a["config"], a["vocab"], a["base"], a["trainable"], a["ckpt"])
+model = build(a["config"], a["vocab"], a["base"], a["trainable"], a["ckpt"], stage)
 steps(model, 3, a["batch"], a["seq_len"], a["vocab"], backbone_grad)
 print(json.dumps({"peak": status("VmHWM") - before}))
 """
@@ -88,7 +93,7 @@ def compose(*overrides: str):
                                                                   *overrides]))
 
 
-def stage_config(size: str, stage: int, checkpointing: bool):
+def stage_config(size: str, stage: int | str, checkpointing: bool):
     return compose(f"stage={stage}", "trainer.accelerator=cpu", f"plan.vocab_size={VOCAB}",
                    f"model.activation_checkpointing={str(checkpointing).lower()}", *SIZES[size])
 
@@ -97,7 +102,8 @@ def measured_peak(cfg) -> int:
     """Peak bytes of three real training steps of the stage `cfg` describes (see the module docstring)."""
     args = {"config": dict(cfg.model.config), "vocab": VOCAB, "base": cfg.model.config["vocab_size"],
             "trainable": list(cfg.stage.trainable), "ckpt": cfg.model.activation_checkpointing,
-            "batch": cfg.data.micro_batch_size, "seq_len": cfg.data.seq_len}
+            "batch": cfg.data.micro_batch_size, "seq_len": cfg.data.seq_len,
+            "stage": dataclasses.asdict(cfg.stage)}
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONPATH=str(ROOT / "src"))
     r = subprocess.run([sys.executable, "-c", WORKER, json.dumps(args)], capture_output=True, text=True, env=env,
                        timeout=600)
@@ -109,7 +115,7 @@ def measured_peak(cfg) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="tiny,mid")
-    ap.add_argument("--stages", default="1,2,4,6,7")
+    ap.add_argument("--stages", default="1,2,4,6,7,6_lora")
     a = ap.parse_args()
     from eeve.training.plan import plan_stage
 
@@ -117,8 +123,8 @@ def main() -> None:
     print("|---|---|---|---:|---:|---:|")
     for size in a.sizes.split(","):
         for ckpt in (False, True):
-            for stage in map(int, a.stages.split(",")):
-                if ckpt and stage in (2, 4):  # no backward through the backbone: nothing to recompute
+            for stage in a.stages.split(","):
+                if ckpt and stage in ("2", "4"):  # no backward through the backbone: nothing to recompute
                     continue
                 cfg = stage_config(size, stage, ckpt)
                 plan, peak = plan_stage(cfg).peak, measured_peak(cfg)

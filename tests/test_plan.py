@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = {1: "new_input", 2: "new_output", 6: "old_input,new_input,old_output,new_output,transformer",
-          7: "transformer"}
+GROUPS = {"1": "new_input", "2": "new_output", "6": "old_input,new_input,old_output,new_output,transformer",
+          "6_lora": "old_input,new_input,old_output,new_output,transformer", "7": "transformer"}
 
 
 def _bench():
@@ -29,15 +29,16 @@ def compose(*overrides: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("size,stage,ckpt", [("tiny", 1, False), ("tiny", 6, False), ("mid", 1, False),
-                                             ("mid", 2, False), ("mid", 6, False), ("mid", 7, True)])
+@pytest.mark.parametrize("size,stage,ckpt", [("tiny", "1", False), ("tiny", "6", False), ("mid", "1", False),
+                                             ("mid", "2", False), ("mid", "6", False), ("mid", "7", True),
+                                             ("mid", "6_lora", True)])
 def test_plan_matches_measured_peak_on_cpu(size, stage, ckpt):
     """Within 20 % of the peak resident memory of real training steps (measured: within 3 %)."""
     from eeve.training.plan import plan_stage
 
     bench = _bench()
     cfg = bench.stage_config(size, stage, ckpt)
-    assert cfg.stage.trainable == GROUPS[stage].split(",")
+    assert cfg.stage.trainable == GROUPS[stage].split(",") and (cfg.stage.adapter == "lora") == stage.endswith("lora")
     plan = plan_stage(cfg)
     peak = bench.measured_peak(cfg)
     assert abs(plan.peak / peak - 1) < 0.20, (plan.peak / 2**20, peak / 2**20, plan.phase)

@@ -10,6 +10,8 @@ and the trainer settings:
 - **gradients**: trainable parameters only (frozen rows have none: eeve.training.groups); FSDP: sharded, plus
   one unit's unsharded gradient and its fp32 reduce copy; DDP: plus its gradient buckets (a second copy).
 - **optimizer**: AdamW's two moments of the trainable parameters (sharded under FSDP).
+- With ``stage.adapter=lora`` the transformer group trains as LoRA adapters (eeve.training.adapters, fp32): the
+  model carries them, and gradients and optimizer state are the adapters' and the trained rows'.
 - **activations**: what one micro-batch keeps for backward, counted by running the real layers on fake tensors
   (``torch`` FakeTensorMode) and summing the tensors autograd saves — one decoder layer, and the embedding and
   final norm — for this stage's requires_grad pattern, dtype and autocast; with activation checkpointing, each
@@ -31,7 +33,7 @@ from typing import Any
 
 import torch
 
-from eeve.config import TrainConfig
+from eeve.config import StageConfig, TrainConfig
 from eeve.errors import ConfigError
 
 GiB = float(1 << 30)
@@ -55,24 +57,43 @@ class MemoryPlan:
     """Where the peak is reached: forward, head backward, end of backward or optimizer step."""
     setting: dict[str, str] = field(default_factory=dict)
     """What the plan assumed (model, trainer, batch), one line each."""
+    adapter: str = ""
+    """How the transformer group trains when not fully, e.g. ``lora r16``."""
 
 
 def _size(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
-def _meta_model(config, vocab_size: int, base_vocab: int, num_layers: int | None = None):
-    """The split model on the meta device (no memory), with ``vocab_size`` rows and ``num_layers`` layers."""
+def _meta_model(config, vocab_size: int, base_vocab: int, trainable: list[str], dtype: torch.dtype,
+                stage: StageConfig | None = None, num_layers: int | None = None):
+    """The split model on the meta device (no memory) with ``vocab_size`` rows (and ``num_layers`` layers), in
+    ``dtype``, carrying the stage's adapter if it has one, with requires_grad set as the stage sets it."""
+    import logging
+
     from transformers import AutoModelForCausalLM
 
     from eeve.model.split import split_vocab
+    from eeve.training.adapters import attach_adapter
+    from eeve.training.groups import set_trainable
 
     config = config.__class__.from_dict({**config.to_dict(), "vocab_size": vocab_size, "tie_word_embeddings": False,
                                          **({"num_hidden_layers": num_layers} if num_layers is not None else {})})
     config._attn_implementation = "sdpa"
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+        model = AutoModelForCausalLM.from_config(config).to(dtype)
     split_vocab(model, base_vocab)
+    quiet = [logging.getLogger(n) for n in ("eeve.training.adapters", "eeve.training.groups")]
+    levels = [q.level for q in quiet]
+    for q in quiet:  # their per-build INFO lines would repeat for every stage planned
+        q.setLevel(logging.WARNING)
+    try:
+        if stage is not None and stage.adapter != "none":
+            attach_adapter(model, stage, seed=0)
+        set_trainable(model, trainable)
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
     return model
 
 
@@ -92,21 +113,19 @@ def _saved_bytes(run) -> int:
 
 
 def _activation_parts(config, vocab_size: int, base_vocab: int, trainable: list[str], batch: int, tokens: int,
-                      dtype: torch.dtype, autocast: torch.dtype | None) -> dict[str, int]:
+                      dtype: torch.dtype, autocast: torch.dtype | None, stage: StageConfig | None) -> dict[str, int]:
     """Saved bytes of one decoder layer (``layer``) and of the rest of the backbone (``rest``: embedding, rotary,
     final norm), for one micro-batch of ``batch`` x ``tokens``, on fake tensors."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from eeve.training.groups import group_parameters
-
-    model = _meta_model(config, vocab_size, base_vocab, num_layers=1).to(dtype)
-    for g, ps in group_parameters(model).items():
-        for p in ps:
-            p.requires_grad_(g in trainable)
+    model = _meta_model(config, vocab_size, base_vocab, trainable, dtype, stage, num_layers=1)
     input_grad = any(g in trainable for g in INPUT_GROUPS) or "transformer" in trainable
     cast = torch.autocast("cpu", dtype=autocast) if autocast is not None else torch.autocast("cpu", enabled=False)
     with FakeTensorMode(allow_non_fake_inputs=True):
+        grads = {n: p.requires_grad for n, p in model.named_parameters()}
         model = model.to_empty(device="cpu")
+        for n, p in model.named_parameters():  # to_empty keeps requires_grad, but say so rather than rely on it
+            p.requires_grad_(grads[n])
         params = {p.untyped_storage()._cdata for p in model.parameters()}
         ids = torch.zeros(batch, tokens, dtype=torch.long)
         hidden = torch.empty(batch, tokens, model.config.hidden_size, dtype=dtype, requires_grad=input_grad)
@@ -129,49 +148,52 @@ def _activation_parts(config, vocab_size: int, base_vocab: int, trainable: list[
 
 def estimate(config, vocab_size: int, base_vocab: int, trainable: list[str], *, micro_batch: int, seq_len: int,
              storage_dtype: torch.dtype, compute_dtype: torch.dtype, autocast: bool = False, strategy: str = "single",
-             world: int = 1, checkpointing: bool = False, accumulate: int = 1, gpu: bool = True) -> dict[str, Any]:
+             world: int = 1, checkpointing: bool = False, accumulate: int = 1, gpu: bool = True,
+             stage: StageConfig | None = None) -> dict[str, Any]:
     """Bytes per device for one stage (see the module docstring). ``config``: the base model's transformers
     config; ``compute_dtype``: dtype of the weights and activations in forward (FSDP ``param_dtype``, or the
-    autocast dtype when ``autocast``)."""
+    autocast dtype when ``autocast``); ``stage``: for its adapter (LoRA trains adapters, not the transformer)."""
     from eeve.model.split import SplitLMHead
     from eeve.training.groups import group_parameters
 
-    model = _meta_model(config, vocab_size, base_vocab)
+    model = _meta_model(config, vocab_size, base_vocab, trainable, storage_dtype, stage)
     counts = {g: sum(p.numel() for p in ps) for g, ps in group_parameters(model).items()}
-
     h = model.config.hidden_size
     n_layers = len(model.model.layers)
     v_old, v_new = base_vocab, vocab_size - base_vocab
     fsdp, ddp = strategy == "fsdp", strategy == "ddp"
     shard = world if fsdp else 1
-    ss, cs = _size(storage_dtype), _size(compute_dtype)
-    n_params = sum(counts.values())
-    n_train = sum(n for g, n in counts.items() if g in trainable)
-    groups = group_parameters(model)
-    largest_param = max((p.numel() for g in trainable for p in groups[g]), default=0)
+    cs = _size(compute_dtype)
+    ss = _size(storage_dtype)
 
-    params = n_params * ss / shard
-    grads = n_train * ss / shard
-    optimizer = 2 * n_train * ss / shard
+    def nbytes(ps) -> int:  # adapters are kept in fp32 whatever the model's dtype
+        return sum(p.numel() * p.element_size() for p in ps)
+
+    train = [p for p in model.parameters() if p.requires_grad]
+    train_bytes = nbytes(train)
+    params = nbytes(model.parameters()) / shard
+    grads = train_bytes / shard
+    optimizer = 2 * train_bytes / shard
     # FSDP units: each decoder layer, old and new embedding rows, the head (old and new rows together)
-    layer_n = sum(p.numel() for p in model.model.layers[0].parameters())
-    units = {"layer": layer_n, "embed_old": v_old * h, "embed_new": v_new * h, "head": vocab_size * h}
-    trained_in_unit = {"layer": layer_n * ("transformer" in trainable),
-                       "embed_old": v_old * h * ("old_input" in trainable),
-                       "embed_new": v_new * h * ("new_input" in trainable),
-                       "head": h * (v_old * ("old_output" in trainable) + v_new * ("new_output" in trainable))}
-    gather = 2 * max(units.values()) * cs if fsdp else 0.0
+    layer0 = model.model.layers[0]
+    units = {"layer": nbytes(layer0.parameters()) * cs / ss, "embed_old": v_old * h * cs,
+             "embed_new": v_new * h * cs, "head": vocab_size * h * cs}
+    trained_in_unit = {"layer": nbytes(p for p in layer0.parameters() if p.requires_grad),
+                       "embed_old": v_old * h * ss * ("old_input" in trainable),
+                       "embed_new": v_new * h * ss * ("new_input" in trainable),
+                       "head": h * ss * (v_old * ("old_output" in trainable) + v_new * ("new_output" in trainable))}
+    gather = 2 * max(units.values()) if fsdp else 0.0
     # a unit's unsharded gradient (frozen rows have none) and its fp32 copy for the reduce-scatter
-    reduce_buf = max(trained_in_unit.values()) * (cs + 4) if fsdp else 0.0
-    buckets = n_train * ss if ddp else 0.0
+    reduce_buf = max(trained_in_unit.values()) * (cs + 4) / ss if fsdp else 0.0
+    buckets = train_bytes if ddp else 0.0
 
     # activations of one micro-batch
     tokens = seq_len - 1  # the model reads seq_len - 1 inputs and predicts the next token of each
     n_tok = micro_batch * tokens
     backbone_grad = any(g in trainable for g in (*INPUT_GROUPS, "transformer"))
-    part = _activation_parts(model.config, vocab_size, base_vocab, trainable, micro_batch, tokens,
+    part = _activation_parts(config, vocab_size, base_vocab, trainable, micro_batch, tokens,
                              compute_dtype if (fsdp or not autocast) else storage_dtype,
-                             compute_dtype if autocast and not fsdp else None)
+                             compute_dtype if autocast and not fsdp else None, stage)
     layer_in = n_tok * h * cs
     if not backbone_grad:
         backbone = 2 * layer_in  # no autograd: the hidden states in flight and the final output for the head
@@ -187,7 +209,8 @@ def estimate(config, vocab_size: int, base_vocab: int, trainable: list[str], *, 
     head_bwd_tmp = (4 * h * (need_old * v_old + need_new * v_new) if head_w != 4 else 0) + (
         n_tok * h * cs if backbone_grad else 0)
     head_grads = (need_old * v_old + need_new * v_new) * h * ss / shard
-    step_tmp = n_train * ss / shard if gpu else 2 * largest_param * ss  # foreach AdamW temporaries vs per-tensor
+    largest = max((p.numel() * p.element_size() for p in train), default=0)
+    step_tmp = train_bytes / shard if gpu else 2 * largest  # foreach AdamW temporaries vs per-tensor ones
     carried = grads if accumulate > 1 else 0.0  # accumulated gradients live through the next forward
 
     phases = {
@@ -281,7 +304,7 @@ def plan_stage(cfg: TrainConfig) -> MemoryPlan:
     est = estimate(config, vocab, base_vocab, list(s.trainable), micro_batch=d.micro_batch_size, seq_len=d.seq_len,
                    storage_dtype=storage, compute_dtype=compute, autocast=autocast, strategy=t.strategy, world=world,
                    checkpointing=cfg.model.activation_checkpointing, accumulate=t.accumulate_grad_batches,
-                   gpu=t.accelerator != "cpu")
+                   gpu=t.accelerator != "cpu", stage=s)
     tokens_per_step = d.micro_batch_size * d.seq_len * world * t.accumulate_grad_batches
     steps = math.ceil(s.max_tokens / tokens_per_step) if s.max_tokens else s.max_steps
     n_params = sum(est["counts"].values())
@@ -296,7 +319,8 @@ def plan_stage(cfg: TrainConfig) -> MemoryPlan:
                  f"{t.accumulate_grad_batches}",
     }
     return MemoryPlan(s.number, list(s.trainable), est["params"], est["grads"], est["optimizer"], est["activations"],
-                      est["peak"], tokens_per_step, steps, est["phase"], setting)
+                      est["peak"], tokens_per_step, steps, est["phase"], setting,
+                      f"{s.adapter} r{s.lora.rank}" if s.adapter != "none" else "")
 
 
 def plan_table(plans: list[MemoryPlan]) -> str:
@@ -311,7 +335,8 @@ def plan_table(plans: list[MemoryPlan]) -> str:
              "| stage | trains | parameters | gradients | optimizer | activations | peak | tokens/step | steps |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for p in plans:
-        lines.append(f"| {p.stage} | {'+'.join(p.trainable)} | {g(p.params)} | {g(p.grads)} | {g(p.optimizer)} | "
+        trains = "+".join(p.trainable) + (f" ({p.adapter})" if p.adapter else "")
+        lines.append(f"| {p.stage} | {trains} | {g(p.params)} | {g(p.grads)} | {g(p.optimizer)} | "
                      f"{g(p.activations)} | **{g(p.peak)}** | {p.tokens_per_step:,} | {p.steps:,} |")
     lines.append("")
     lines.append("peak = parameters + optimizer + the largest of forward, head backward, end of backward and "
