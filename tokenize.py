@@ -5,6 +5,7 @@ This file's name shadows the standard library's `tokenize` whenever the reposito
 So when imported as a module it *becomes* the standard library module; only run as a script does it
 build a tokenizer.
 """
+
 if __name__ != "__main__":  # imported as `tokenize`: stand in for the standard library module
     import importlib.util as _util
     import sys as _sys

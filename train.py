@@ -6,6 +6,7 @@ and exports a standard Hugging Face model to outputs/<run_name>/stage<N>/. `stag
 lists (`stages:`), each composed exactly as `stage=<name>` with the same command line. TensorBoard:
 outputs/<run_name>/tensorboard.
 """
+
 import os
 import sys
 from pathlib import Path
@@ -39,10 +40,15 @@ def main(dcfg: DictConfig) -> None:
         # The basic launcher runs jobs in this process; Lightning would re-launch the script for its extra ranks
         # and each rank would run the whole sweep. Launchers that start one job per allocation (submitit) are fine.
         launcher = hc.runtime.choices.get("hydra/launcher", "basic")
-        if hc.mode == RunMode.MULTIRUN and launcher == "basic" and (
-                cfg.trainer.strategy != "single" or cfg.trainer.num_nodes > 1):
-            raise ConfigError("Hydra multirun (-m) with a multi-process strategy re-runs the sweep in every rank: "
-                              "launch one job per configuration (see README, 'Multi-GPU and SLURM')")
+        if (
+            hc.mode == RunMode.MULTIRUN
+            and launcher == "basic"
+            and (cfg.trainer.strategy != "single" or cfg.trainer.num_nodes > 1)
+        ):
+            raise ConfigError(
+                "Hydra multirun (-m) with a multi-process strategy re-runs the sweep in every rank: "
+                "launch one job per configuration (see README, 'Multi-GPU and SLURM')"
+            )
         task = list(hc.overrides.task)
         stage_overrides = [o for o in task if o.startswith("stage.")]
         chosen = hc.runtime.choices["stage"]

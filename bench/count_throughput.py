@@ -11,6 +11,7 @@
           getrusage. Goal: flat (the corpus is streamed; only a few batches are alive at a time).
 Every measurement runs in its own subprocess with RAYON_NUM_THREADS=--threads, so both sides use the same threads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,25 +62,55 @@ def worker(mode: str, tokenizer: str, path: str, batch_bytes: int) -> dict:
     else:
         tok.encode_batch_fast(["warm up"], add_special_tokens=False)
         t = time.perf_counter()
-        c = count_tokens(tok, iter_documents([path]), batch_bytes=batch_bytes, count_chars=(mode == "count_chars"),
-                         pack=0 if mode == "count_unpacked" else 64)
+        c = count_tokens(
+            tok,
+            iter_documents([path]),
+            batch_bytes=batch_bytes,
+            count_chars=(mode == "count_chars"),
+            pack=0 if mode == "count_unpacked" else 64,
+        )
         dt = time.perf_counter() - t
         n = int(c.tokens.sum())
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"mode": mode, "bytes": size, "seconds": dt, "mb_per_s": size / dt / 1e6, "tokens": n,
-            "peak_rss_mb": rss / 1024, "rss_before_mb": rss0 / 1024}
+    return {
+        "mode": mode,
+        "bytes": size,
+        "seconds": dt,
+        "mb_per_s": size / dt / 1e6,
+        "tokens": n,
+        "peak_rss_mb": rss / 1024,
+        "rss_before_mb": rss0 / 1024,
+    }
 
 
 def spawn(mode: str, tokenizer: str, path: Path, batch_bytes: int, threads: int) -> dict:
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="true")
-    r = subprocess.run([sys.executable, __file__, "--worker", mode, "--tokenizer", tokenizer, "--text", str(path),
-                        "--batch-bytes", str(batch_bytes)], env=env, capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            mode,
+            "--tokenizer",
+            tokenizer,
+            "--text",
+            str(path),
+            "--batch-bytes",
+            str(batch_bytes),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokenizer", default=None, help="tokenizer.json or folder (default: the demo expansion, else the demo base)")
+    ap.add_argument(
+        "--tokenizer", default=None, help="tokenizer.json or folder (default: the demo expansion, else the demo base)"
+    )
     ap.add_argument("--text", default=None, help="text file (default: .cache/demo/ko/train.txt)")
     ap.add_argument("--mb", type=float, default=8.0, help="input size for the throughput and 1x memory runs")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -110,8 +141,10 @@ def main() -> None:
     text = Path(a.text) if a.text else demo / "ko" / "train.txt"
     small = make_input(text, a.mb, tmp / "x1.txt")
     big = make_input(text, a.mb * 10, tmp / "x10.txt")
-    print(f"tokenizer {tok}\ntext {text} -> {small.stat().st_size / 1e6:.1f} MB and {big.stat().st_size / 1e6:.1f} MB; "
-          f"threads {a.threads}; batch {a.batch_bytes} chars; best of {a.repeats}")
+    print(
+        f"tokenizer {tok}\ntext {text} -> {small.stat().st_size / 1e6:.1f} MB and {big.stat().st_size / 1e6:.1f} MB; "
+        f"threads {a.threads}; batch {a.batch_bytes} chars; best of {a.repeats}"
+    )
     modes = ("raw", "count", "count_chars", "count_unpacked")
     runs = [spawn(m, tok, small, a.batch_bytes, a.threads) for _ in range(a.repeats) for m in modes]  # interleaved
     res = {m: max((r for r in runs if r["mode"] == m), key=lambda r: r["mb_per_s"]) for m in modes}
@@ -121,13 +154,17 @@ def main() -> None:
     print(f"{'count_tokens (from disk)':28s}{res['count']['mb_per_s']:8.2f}{res['count']['mb_per_s'] / raw:8.2f}")
     cc = res["count_chars"]["mb_per_s"]
     print(f"{'  + character counts':28s}{cc:8.2f}{cc / raw:8.2f}")
-    print(f"{'  one document per encode':28s}{res['count_unpacked']['mb_per_s']:8.2f}{res['count_unpacked']['mb_per_s'] / raw:8.2f}")
+    print(
+        f"{'  one document per encode':28s}{res['count_unpacked']['mb_per_s']:8.2f}{res['count_unpacked']['mb_per_s'] / raw:8.2f}"  # noqa: E501
+    )
     assert res["raw"]["tokens"] == res["count"]["tokens"] == res["count_unpacked"]["tokens"], "token totals disagree"
     m1 = spawn("count", tok, small, a.batch_bytes, a.threads)
     m10 = spawn("count", tok, big, a.batch_bytes, a.threads)
-    print(f"peak RSS count_tokens: {m1['bytes'] / 1e6:.0f} MB input -> {m1['peak_rss_mb']:.0f} MB; "
-          f"{m10['bytes'] / 1e6:.0f} MB input -> {m10['peak_rss_mb']:.0f} MB (ratio {m10['peak_rss_mb'] / m1['peak_rss_mb']:.2f}; "
-          f"after imports + tokenizer load {m1['rss_before_mb']:.0f} MB)")
+    print(
+        f"peak RSS count_tokens: {m1['bytes'] / 1e6:.0f} MB input -> {m1['peak_rss_mb']:.0f} MB; "
+        f"{m10['bytes'] / 1e6:.0f} MB input -> {m10['peak_rss_mb']:.0f} MB (ratio {m10['peak_rss_mb'] / m1['peak_rss_mb']:.2f}; "  # noqa: E501
+        f"after imports + tokenizer load {m1['rss_before_mb']:.0f} MB)"
+    )
     shutil.rmtree(tmp, ignore_errors=True)
 
 

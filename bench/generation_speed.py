@@ -10,6 +10,7 @@ writes that much). chars/s = characters produced / wall time of ``generate``, su
 of ``--repeats`` passes. Prompts: the first ``--prompts`` held-out paragraphs of each language (demo data), cut to
 their first 60 characters. Prints one row per model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,7 @@ class EnoughChars:
         self.tok, self.start, self.chars, self.produced = tok, start, chars, 0
 
     def __call__(self, input_ids, scores, **kwargs):
-        self.produced = len(self.tok.decode(input_ids[0, self.start:].tolist(), skip_special_tokens=True))
+        self.produced = len(self.tok.decode(input_ids[0, self.start :].tolist(), skip_special_tokens=True))
         return torch.tensor([self.produced >= self.chars], device=input_ids.device)
 
 
@@ -44,9 +45,15 @@ def generate_chars(model, info, prompt: str, chars: int) -> tuple[float, int, in
     stop = EnoughChars(info.tok, x.shape[1], chars)
     t0 = time.perf_counter()
     with torch.no_grad():
-        y = model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=6 * chars,
-                           stopping_criteria=StoppingCriteriaList([stop]), suppress_tokens=[info.eos_id],
-                           pad_token_id=info.eos_id)
+        y = model.generate(
+            input_ids=x,
+            attention_mask=torch.ones_like(x),
+            do_sample=False,
+            max_new_tokens=6 * chars,
+            stopping_criteria=StoppingCriteriaList([stop]),
+            suppress_tokens=[info.eos_id],
+            pad_token_id=info.eos_id,
+        )
     return time.perf_counter() - t0, stop.produced, y.shape[1] - x.shape[1]
 
 
@@ -67,10 +74,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    prompts = {lang: [x[:60] for x in (args.data / lang / "heldout.txt").read_text(encoding="utf-8").splitlines()
-                      if len(x) >= 60][: args.prompts] for lang in ("ko", "en")}
-    models = [("base", args.base)] + [(f"stage {n}", args.run / f"stage{n}") for n in range(1, 8)
-                                      if (args.run / f"stage{n}" / "config.json").is_file()]
+    prompts = {
+        lang: [
+            x[:60] for x in (args.data / lang / "heldout.txt").read_text(encoding="utf-8").splitlines() if len(x) >= 60
+        ][: args.prompts]
+        for lang in ("ko", "en")
+    }
+    models = [("base", args.base)] + [
+        (f"stage {n}", args.run / f"stage{n}")
+        for n in range(1, 8)
+        if (args.run / f"stage{n}" / "config.json").is_file()
+    ]
     rows = {}
     for name, folder in models:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
@@ -84,18 +98,29 @@ def main() -> None:
                 passes.append((sum(r[0] for r in res), sum(r[1] for r in res), sum(r[2] for r in res)))
             secs = statistics.median(p[0] for p in passes)
             rows[name][lang] = {"chars_per_s": passes[0][1] / secs, "chars": passes[0][1], "tokens": passes[0][2]}
-        print(f"{name}: " + ", ".join(f"{lang} {r['chars_per_s']:.0f} chars/s ({r['tokens']} tokens for {r['chars']} "
-                                       f"chars)" for lang, r in rows[name].items()), file=sys.stderr)
+        print(
+            f"{name}: "
+            + ", ".join(
+                f"{lang} {r['chars_per_s']:.0f} chars/s ({r['tokens']} tokens for {r['chars']} chars)"
+                for lang, r in rows[name].items()
+            ),
+            file=sys.stderr,
+        )
     base = rows["base"]
-    print(f"\n{args.prompts} prompts x {args.chars} characters per language, greedy, median of {args.repeats}, "
-          f"{args.threads} threads\n")
+    print(
+        f"\n{args.prompts} prompts x {args.chars} characters per language, greedy, median of {args.repeats}, "
+        f"{args.threads} threads\n"
+    )
     print("| model | ko chars/s | ko tokens | ko vs base | en chars/s | en tokens | en vs base |")
     print("|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         cells = []
         for lang in ("ko", "en"):
-            cells += [f"{r[lang]['chars_per_s']:.0f}", f"{r[lang]['tokens']}",
-                      f"x{r[lang]['chars_per_s'] / base[lang]['chars_per_s']:.2f}"]
+            cells += [
+                f"{r[lang]['chars_per_s']:.0f}",
+                f"{r[lang]['tokens']}",
+                f"x{r[lang]['chars_per_s'] / base[lang]['chars_per_s']:.2f}",
+            ]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

@@ -15,6 +15,7 @@ It exits 1 if any check fails. Without CUDA it says so in one line and skips the
 still run (so CI exercises the script), and ``--cpu-bf16`` runs the bf16 side on the CPU instead of a GPU, so that
 the comparison runs too. Needs the demo data (``python -m eeve.demo.data``); builds the demo tokenizer if missing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,16 +62,35 @@ def model_dims(model: str) -> dict:
 def train(a, side: str, name: str, stage: int, extra: list[str]) -> tuple[dict | None, str]:
     """One train.py run; (metrics, error line)."""
     run_dir = Path(a.out) / side / name.replace(" ", "_")
-    device = {"cpu": ["trainer.accelerator=cpu", "trainer.param_dtype=float32"],
-              "gpu": ["trainer.accelerator=gpu", "trainer.param_dtype=bfloat16"],
-              "cpu-bf16": ["trainer.accelerator=cpu", "trainer.param_dtype=bfloat16"]}[side]
+    device = {
+        "cpu": ["trainer.accelerator=cpu", "trainer.param_dtype=float32"],
+        "gpu": ["trainer.accelerator=gpu", "trainer.param_dtype=bfloat16"],
+        "cpu-bf16": ["trainer.accelerator=cpu", "trainer.param_dtype=bfloat16"],
+    }[side]
     init = [] if stage == 1 else [f"init_from={Path(a.out) / 'cpu' / 'stage_1' / 'stage1'}"]
-    args = [f"stage={stage}", "stages=[1,6]", f"model={a.model}", "trainer=fsdp", "trainer.devices=1", *device,
-            "trainer.precision=32-true", f"stage.max_steps={a.steps}", "stage.warmup_steps=2",
-            f"data.seq_len={a.seq}", f"data.micro_batch_size={a.batch}", "data.validation.ko.max_sequences=16",
-            "data.validation.en.max_sequences=16", "trainer.val_every_n_steps=100000",
-            "trainer.checkpoint_every_n_steps=100000", f"tokenizer.path={a.tokenizer}", "overwrite=true",
-            "resume=never", f"hydra.run.dir={run_dir}", *init, *extra]
+    args = [
+        f"stage={stage}",
+        "stages=[1,6]",
+        f"model={a.model}",
+        "trainer=fsdp",
+        "trainer.devices=1",
+        *device,
+        "trainer.precision=32-true",
+        f"stage.max_steps={a.steps}",
+        "stage.warmup_steps=2",
+        f"data.seq_len={a.seq}",
+        f"data.micro_batch_size={a.batch}",
+        "data.validation.ko.max_sequences=16",
+        "data.validation.en.max_sequences=16",
+        "trainer.val_every_n_steps=100000",
+        "trainer.checkpoint_every_n_steps=100000",
+        f"tokenizer.path={a.tokenizer}",
+        "overwrite=true",
+        "resume=never",
+        f"hydra.run.dir={run_dir}",
+        *init,
+        *extra,
+    ]
     p = sh([sys.executable, "train.py", *args], a.timeout)
     metrics = run_dir / f"stage{stage}" / "metrics.json"
     if p.returncode != 0 or not metrics.is_file():
@@ -89,8 +109,10 @@ def compare(ref: dict, got: dict, rtol: float, drop_rtol: float) -> tuple[bool, 
         drop_ok &= abs((g0 - g1) - (r0 - r1)) <= max(drop_rtol * abs(r0 - r1), 0.01)
         parts.append(f"{lang} {r0:.4f}→{r1:.4f} vs {g0:.4f}→{g1:.4f}")
     ok = worst <= rtol and drop_ok
-    return ok, (f"loss fp32 vs bf16: {'; '.join(parts)}; max rel. diff {100 * worst:.2f} % (≤ {100 * rtol:g} %); "
-                f"drops {'agree' if drop_ok else 'DIFFER'} (≤ {100 * drop_rtol:g} % or 0.01)")
+    return ok, (
+        f"loss fp32 vs bf16: {'; '.join(parts)}; max rel. diff {100 * worst:.2f} % (≤ {100 * rtol:g} %); "
+        f"drops {'agree' if drop_ok else 'DIFFER'} (≤ {100 * drop_rtol:g} % or 0.01)"
+    )
 
 
 def main(argv=None) -> int:
@@ -105,8 +127,11 @@ def main(argv=None) -> int:
     ap.add_argument("--tokenizer", default=str(ROOT / "outputs" / "tokenize" / "demo" / "tokenizer"))
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per subprocess")
     ap.add_argument("--cpu-bf16", action="store_true", help="without CUDA: run the bf16 side on the CPU")
-    ap.add_argument("--parts", default="tests,stages,speed",
-                    help="which parts to run (comma-separated), e.g. to split the check over several sessions")
+    ap.add_argument(
+        "--parts",
+        default="tests,stages,speed",
+        help="which parts to run (comma-separated), e.g. to split the check over several sessions",
+    )
     a = ap.parse_args(argv)
 
     import torch
@@ -121,13 +146,21 @@ def main(argv=None) -> int:
         name = torch.cuda.get_device_name()
         peak, src = gpu_bf16_peak(name)
         nccl = ".".join(map(str, torch.cuda.nccl.version())) if hasattr(torch.cuda, "nccl") else "?"
-        rows.append(("environment", f"torch {torch.__version__}, CUDA {torch.version.cuda}, NCCL {nccl}, {name}, "
-                     f"{torch.cuda.get_device_properties(0).total_memory / 2 ** 30:.0f} GiB; bf16 peak "
-                     + (f"{peak / 1e12:.0f} TFLOP/s ({src})" if peak else src), "info"))
+        rows.append(
+            (
+                "environment",
+                f"torch {torch.__version__}, CUDA {torch.version.cuda}, NCCL {nccl}, {name}, "
+                f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB; bf16 peak "
+                + (f"{peak / 1e12:.0f} TFLOP/s ({src})" if peak else src),
+                "info",
+            )
+        )
     else:
-        print(f"CUDA not available (torch {torch.__version__}): skipping the CUDA-marked tests, the bf16 GPU stage "
-              "runs and the GPU speed run" + ("; the bf16 side runs on the CPU (--cpu-bf16)" if a.cpu_bf16 else ""),
-              flush=True)
+        print(
+            f"CUDA not available (torch {torch.__version__}): skipping the CUDA-marked tests, the bf16 GPU stage "
+            "runs and the GPU speed run" + ("; the bf16 side runs on the CPU (--cpu-bf16)" if a.cpu_bf16 else ""),
+            flush=True,
+        )
         rows.append(("environment", f"torch {torch.__version__}, no CUDA", "info"))
 
     # 0. prerequisites: demo data and the expanded tokenizer
@@ -158,8 +191,13 @@ def main(argv=None) -> int:
         if ref is None:
             rows.append((f"{name}, fsdp fp32 CPU", err, "FAIL"))
             continue
-        rows.append((f"{name}, fsdp fp32 CPU", f"{ref['steps']} steps, {ref['wall_seconds']:.0f} s, groups changed "
-                     f"{', '.join(ref['groups_changed'])}", "ran"))
+        rows.append(
+            (
+                f"{name}, fsdp fp32 CPU",
+                f"{ref['steps']} steps, {ref['wall_seconds']:.0f} s, groups changed {', '.join(ref['groups_changed'])}",
+                "ran",
+            )
+        )
         if side is None:
             rows.append((f"{name}, fsdp bf16 GPU vs fp32 CPU", "skipped: no CUDA", "SKIP"))
             continue
@@ -169,9 +207,14 @@ def main(argv=None) -> int:
             continue
         ok, detail = compare(ref, got, a.rtol, a.drop_rtol)
         same_groups = got["groups_changed"] == ref["groups_changed"]
-        rows.append((f"{name}, fsdp bf16 {where} vs fp32 CPU", f"{detail}; {got['wall_seconds']:.0f} s"
-                     + ("" if same_groups else f"; groups changed differ: {got['groups_changed']}"),
-                     "PASS" if ok and same_groups else "FAIL"))
+        rows.append(
+            (
+                f"{name}, fsdp bf16 {where} vs fp32 CPU",
+                f"{detail}; {got['wall_seconds']:.0f} s"
+                + ("" if same_groups else f"; groups changed differ: {got['groups_changed']}"),
+                "PASS" if ok and same_groups else "FAIL",
+            )
+        )
 
     # 3. speed on the GPU
     if "speed" not in parts:
@@ -186,24 +229,57 @@ def main(argv=None) -> int:
 def speed_rows(a) -> list[tuple[str, str, str]]:
     dims = model_dims(a.model)
     out = Path(a.out) / "stage_speed.json"
-    cmd = [sys.executable, "bench/stage_speed.py", "--device", "cuda", "--dtype", "bf16", "--stages", "1,6,7",
-           "--hidden", str(dims["hidden_size"]), "--layers", str(dims["num_hidden_layers"]), "--heads",
-           str(dims["num_attention_heads"]), "--kv-heads", str(dims["num_key_value_heads"]), "--intermediate",
-           str(dims["intermediate_size"]), "--batch", "8", "--seq", "1024", "--warmup", "2", "--steps", "5",
-           "--tokenizer", a.tokenizer, "--json", str(out)]
+    cmd = [
+        sys.executable,
+        "bench/stage_speed.py",
+        "--device",
+        "cuda",
+        "--dtype",
+        "bf16",
+        "--stages",
+        "1,6,7",
+        "--hidden",
+        str(dims["hidden_size"]),
+        "--layers",
+        str(dims["num_hidden_layers"]),
+        "--heads",
+        str(dims["num_attention_heads"]),
+        "--kv-heads",
+        str(dims["num_key_value_heads"]),
+        "--intermediate",
+        str(dims["intermediate_size"]),
+        "--batch",
+        "8",
+        "--seq",
+        "1024",
+        "--warmup",
+        "2",
+        "--steps",
+        "5",
+        "--tokenizer",
+        a.tokenizer,
+        "--json",
+        str(out),
+    ]
     p = sh(cmd, a.timeout)
     if p.returncode != 0 or not out.is_file():
-        return [("stage_speed on the GPU", f"exit {p.returncode}: {last_line(p.stderr) or last_line(p.stdout)}",
-                 "FAIL")]
+        return [
+            ("stage_speed on the GPU", f"exit {p.returncode}: {last_line(p.stderr) or last_line(p.stdout)}", "FAIL")
+        ]
     rows = []
     for r in json.loads(out.read_text()):
         ok = r["project_optimizer_bytes"] == r["ideal_optimizer_bytes"]
-        rows.append((f"speed stage {r['stage']} ({r['trains']}), bf16 1 GPU",
-                     f"project {r['project_tok_s']:,.0f} tok/s vs recipe {r['recipe_tok_s']:,.0f} "
-                     f"({r['project_tok_s'] / r['recipe_tok_s']:.2f}x); MFU {100 * r['mfu']:.1f} % of "
-                     f"{r['peak_flops'] / 1e12:.0f} TFLOP/s; GPU peak {r['project_peak_mb']:,.0f} MB vs recipe "
-                     f"{r['recipe_peak_mb']:,.0f} MB; optimizer {r['project_optimizer_bytes'] / 2 ** 20:,.1f} MB "
-                     f"{'=' if ok else '≠'} ideal", "PASS" if ok else "FAIL"))
+        rows.append(
+            (
+                f"speed stage {r['stage']} ({r['trains']}), bf16 1 GPU",
+                f"project {r['project_tok_s']:,.0f} tok/s vs recipe {r['recipe_tok_s']:,.0f} "
+                f"({r['project_tok_s'] / r['recipe_tok_s']:.2f}x); MFU {100 * r['mfu']:.1f} % of "
+                f"{r['peak_flops'] / 1e12:.0f} TFLOP/s; GPU peak {r['project_peak_mb']:,.0f} MB vs recipe "
+                f"{r['recipe_peak_mb']:,.0f} MB; optimizer {r['project_optimizer_bytes'] / 2**20:,.1f} MB "
+                f"{'=' if ok else '≠'} ideal",
+                "PASS" if ok else "FAIL",
+            )
+        )
     return rows
 
 
@@ -214,8 +290,10 @@ def report(rows: list[tuple[str, str, str]], t0: float) -> int:
     for check, detail, status in rows:
         print(f"| {check} | {detail.replace('|', '/')} | {status} |")
     failed = [r for r in rows if r[2] == "FAIL"]
-    print(f"\n{len(failed)} failed, {sum(r[2] == 'PASS' for r in rows)} passed, "
-          f"{sum(r[2] == 'SKIP' for r in rows)} skipped ({time.time() - t0:.0f} s)")
+    print(
+        f"\n{len(failed)} failed, {sum(r[2] == 'PASS' for r in rows)} passed, "
+        f"{sum(r[2] == 'SKIP' for r in rows)} skipped ({time.time() - t0:.0f} s)"
+    )
     return 1 if failed else 0
 
 

@@ -10,6 +10,7 @@
 * memory:   `pack_source` over `--mb` MB and over 10x that, each in a fresh subprocess; peak RSS from getrusage.
 Every measurement runs in its own subprocess with RAYON_NUM_THREADS=--threads, so both sides use the same cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,14 +75,25 @@ def worker(mode: str, tokenizer: str, path: str) -> dict:
         n = meta["tokens_total"]
         shutil.rmtree(cache, ignore_errors=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"mode": mode, "bytes": size, "seconds": dt, "mb_per_s": size / dt / 1e6, "tokens": n,
-            "peak_rss_mb": rss / 1024, "rss_before_mb": rss0 / 1024}
+    return {
+        "mode": mode,
+        "bytes": size,
+        "seconds": dt,
+        "mb_per_s": size / dt / 1e6,
+        "tokens": n,
+        "peak_rss_mb": rss / 1024,
+        "rss_before_mb": rss0 / 1024,
+    }
 
 
 def spawn(mode: str, tokenizer: str, path: Path, threads: int) -> dict:
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="true")
-    r = subprocess.run([sys.executable, __file__, "--worker", mode, "--tokenizer", tokenizer, "--text", str(path)],
-                       env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, __file__, "--worker", mode, "--tokenizer", tokenizer, "--text", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if r.returncode:
         raise SystemExit(r.stderr[-3000:])
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -89,8 +101,11 @@ def spawn(mode: str, tokenizer: str, path: Path, threads: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokenizer", default=str(ROOT / "outputs/tokenize/demo/tokenizer"),
-                    help="expanded tokenizer folder (default: the demo's, from `python tokenize.py`)")
+    ap.add_argument(
+        "--tokenizer",
+        default=str(ROOT / "outputs/tokenize/demo/tokenizer"),
+        help="expanded tokenizer folder (default: the demo's, from `python tokenize.py`)",
+    )
     ap.add_argument("--text", default=None, help="text file (default: .cache/demo/ko/train.txt)")
     ap.add_argument("--mb", type=float, default=8.0, help="input size for the throughput and 1x memory runs")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -116,25 +131,32 @@ def main() -> None:
     lines = [x for x in small.read_text(encoding="utf-8").split("\n") if x.strip()]
     parquet = tmp / "x1.parquet"
     datasets.Dataset.from_dict({"text": lines}).to_parquet(str(parquet))
-    print(f"tokenizer {a.tokenizer}\ntext {text} -> {small.stat().st_size / 1e6:.1f} MB and "
-          f"{big.stat().st_size / 1e6:.1f} MB; threads {a.threads}; best of {a.repeats}")
+    print(
+        f"tokenizer {a.tokenizer}\ntext {text} -> {small.stat().st_size / 1e6:.1f} MB and "
+        f"{big.stat().st_size / 1e6:.1f} MB; threads {a.threads}; best of {a.repeats}"
+    )
     modes = {"raw": small, "raw_offsets": small, "pack": small, "pack_parquet": parquet}
     runs = [spawn(m, a.tokenizer, p, a.threads) | {"mode": m} for _ in range(a.repeats) for m, p in modes.items()]
     res = {m: min((r for r in runs if r["mode"] == m), key=lambda r: r["seconds"]) for m in modes}  # best of N
     text_bytes = small.stat().st_size
     raw = text_bytes / res["raw"]["seconds"] / 1e6
     print(f"{'':44s}{'MB/s':>8s}{'x raw':>8s}")
-    for m, label in [("raw", "raw encode_batch_fast (in memory)"), ("raw_offsets", "raw encode_batch (with offsets)"),
-                     ("pack", "pack_source from .txt (read..write)"),
-                     ("pack_parquet", "pack_source from .parquet (datasets)")]:
+    for m, label in [
+        ("raw", "raw encode_batch_fast (in memory)"),
+        ("raw_offsets", "raw encode_batch (with offsets)"),
+        ("pack", "pack_source from .txt (read..write)"),
+        ("pack_parquet", "pack_source from .parquet (datasets)"),
+    ]:
         mbs = text_bytes / res[m]["seconds"] / 1e6  # the same text bytes on every row
         print(f"{label:44s}{mbs:8.2f}{mbs / raw:8.2f}")
     assert res["raw"]["tokens"] == res["pack"]["tokens"] == res["pack_parquet"]["tokens"], "token totals disagree"
     m1 = spawn("pack", a.tokenizer, small, a.threads)
     m10 = spawn("pack", a.tokenizer, big, a.threads)
-    print(f"peak RSS pack_source: {m1['bytes'] / 1e6:.0f} MB input -> {m1['peak_rss_mb']:.0f} MB; "
-          f"{m10['bytes'] / 1e6:.0f} MB input -> {m10['peak_rss_mb']:.0f} MB (ratio "
-          f"{m10['peak_rss_mb'] / m1['peak_rss_mb']:.2f}; after imports + tokenizer load {m1['rss_before_mb']:.0f} MB)")
+    print(
+        f"peak RSS pack_source: {m1['bytes'] / 1e6:.0f} MB input -> {m1['peak_rss_mb']:.0f} MB; "
+        f"{m10['bytes'] / 1e6:.0f} MB input -> {m10['peak_rss_mb']:.0f} MB (ratio "
+        f"{m10['peak_rss_mb'] / m1['peak_rss_mb']:.2f}; after imports + tokenizer load {m1['rss_before_mb']:.0f} MB)"
+    )
     shutil.rmtree(tmp, ignore_errors=True)
 
 

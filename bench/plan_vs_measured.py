@@ -10,6 +10,7 @@ just before the model is built) minus the resident memory before it. Large alloc
 (MALLOC_MMAP_THRESHOLD_) so that freed tensors leave the resident set, as they leave a GPU's allocated memory.
 tests/test_plan.py uses `measured_peak` from here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,15 @@ sys.path.insert(0, str(ROOT / "src"))
 VOCAB = 35264  # the demo tokenizer's expanded vocabulary
 SIZES = {
     "tiny": ["data.micro_batch_size=8", "data.seq_len=128"],  # conf/model/tiny.yaml
-    "mid": ["model.config.hidden_size=512", "model.config.intermediate_size=1536", "model.config.num_hidden_layers=4",
-            "model.config.num_attention_heads=8", "model.config.num_key_value_heads=4", "data.micro_batch_size=4",
-            "data.seq_len=256"],  # bench/stage_speed.py's size
+    "mid": [
+        "model.config.hidden_size=512",
+        "model.config.intermediate_size=1536",
+        "model.config.num_hidden_layers=4",
+        "model.config.num_attention_heads=8",
+        "model.config.num_key_value_heads=4",
+        "data.micro_batch_size=4",
+        "data.seq_len=256",
+    ],  # bench/stage_speed.py's size
 }
 
 WORKER = r"""
@@ -89,24 +96,37 @@ def compose(*overrides: str):
     register_configs()
     overrides = tuple(f"stage='{o[6:]}'" if o.startswith("stage=") else o for o in overrides)
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return to_train_config(hydra_compose("config", overrides=[f"paths.root={ROOT}", "paths.run_dir=unused",
-                                                                  *overrides]))
+        return to_train_config(
+            hydra_compose("config", overrides=[f"paths.root={ROOT}", "paths.run_dir=unused", *overrides])
+        )
 
 
 def stage_config(size: str, stage: int | str, checkpointing: bool):
-    return compose(f"stage={stage}", "trainer.accelerator=cpu", f"plan.vocab_size={VOCAB}",
-                   f"model.activation_checkpointing={str(checkpointing).lower()}", *SIZES[size])
+    return compose(
+        f"stage={stage}",
+        "trainer.accelerator=cpu",
+        f"plan.vocab_size={VOCAB}",
+        f"model.activation_checkpointing={str(checkpointing).lower()}",
+        *SIZES[size],
+    )
 
 
 def measured_peak(cfg) -> int:
     """Peak bytes of three real training steps of the stage `cfg` describes (see the module docstring)."""
-    args = {"config": dict(cfg.model.config), "vocab": VOCAB, "base": cfg.model.config["vocab_size"],
-            "trainable": list(cfg.stage.trainable), "ckpt": cfg.model.activation_checkpointing,
-            "batch": cfg.data.micro_batch_size, "seq_len": cfg.data.seq_len,
-            "stage": dataclasses.asdict(cfg.stage)}
+    args = {
+        "config": dict(cfg.model.config),
+        "vocab": VOCAB,
+        "base": cfg.model.config["vocab_size"],
+        "trainable": list(cfg.stage.trainable),
+        "ckpt": cfg.model.activation_checkpointing,
+        "batch": cfg.data.micro_batch_size,
+        "seq_len": cfg.data.seq_len,
+        "stage": dataclasses.asdict(cfg.stage),
+    }
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONPATH=str(ROOT / "src"))
-    r = subprocess.run([sys.executable, "-c", WORKER, json.dumps(args)], capture_output=True, text=True, env=env,
-                       timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-c", WORKER, json.dumps(args)], capture_output=True, text=True, env=env, timeout=600
+    )
     if r.returncode:
         raise RuntimeError(r.stderr[-3000:])
     return json.loads(r.stdout.strip().splitlines()[-1])["peak"]
@@ -128,8 +148,11 @@ def main() -> None:
                     continue
                 cfg = stage_config(size, stage, ckpt)
                 plan, peak = plan_stage(cfg).peak, measured_peak(cfg)
-                print(f"| {size} | {stage} | {'on' if ckpt else 'off'} | {plan / 2**20:,.1f} | {peak / 2**20:,.1f} | "
-                      f"{plan / peak:.3f} |", flush=True)
+                print(
+                    f"| {size} | {stage} | {'on' if ckpt else 'off'} | {plan / 2**20:,.1f} | {peak / 2**20:,.1f} | "
+                    f"{plan / peak:.3f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

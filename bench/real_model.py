@@ -14,6 +14,7 @@
 
 Too slow for CI (a 135M model: about an hour for seven stages on 2 busy CPU cores). Run it from the repository root.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,15 +33,21 @@ def sh(args: list[str], log: Path) -> None:
     print("$", " ".join(args), flush=True)
     t0 = time.time()
     with open(log, "a") as f:
-        r = subprocess.run(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-                           env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"})
+        r = subprocess.run(
+            args,
+            cwd=ROOT,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"},
+        )
     print(f"  ({time.time() - t0:.0f} s, exit {r.returncode}, log {log})", flush=True)
     if r.returncode:
         sys.exit(f"failed: see {log}")
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hcompose, initialize_config_dir
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
 
     from eeve.config import register_configs, to_train_config
 
@@ -69,8 +76,14 @@ def step0(cfg) -> dict:
         return holder["model"]
 
     module = EEVEModule(cfg, cfg.stage, build, exp["base_vocab_size"], dm.token_bytes, dm.val_names, 1)
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.validate(module, datamodule=dm, verbose=False)
     summary = getattr(holder["model"], "eeve_expansion", None)
     return {"val": dict(module.last_val), "init_stats": summary.method_stats if summary else {}}
@@ -119,12 +132,21 @@ def main() -> None:
     tok_dir = ROOT / "outputs" / "tokenize" / run / "tokenizer"
     py = sys.executable
     if not (tok_dir / "expansion.json").is_file():
-        sh([py, "tokenize.py", f"run_name={run}", f"base_tokenizer={model_dir}", "progress=false"], logs / f"{run}-tokenize.log")
+        sh(
+            [py, "tokenize.py", f"run_name={run}", f"base_tokenizer={model_dir}", "progress=false"],
+            logs / f"{run}-tokenize.log",
+        )
     stages = [s.strip() for s in a.stages.split(",") if s.strip()]
-    common = [f"model.name_or_path={model_dir}", f"tokenizer.path={tok_dir}", f"stage.max_steps={a.steps}",
-              f"data.seq_len={a.seq}", f"data.micro_batch_size={a.batch}",
-              f"data.validation.ko.max_sequences={a.val_seqs}", f"data.validation.en.max_sequences={a.val_seqs}",
-              *a.overrides]
+    common = [
+        f"model.name_or_path={model_dir}",
+        f"tokenizer.path={tok_dir}",
+        f"stage.max_steps={a.steps}",
+        f"data.seq_len={a.seq}",
+        f"data.micro_batch_size={a.batch}",
+        f"data.validation.ko.max_sequences={a.val_seqs}",
+        f"data.validation.en.max_sequences={a.val_seqs}",
+        *a.overrides,
+    ]
     results = {}
     for init in [i.strip() for i in a.inits.split(",") if i.strip()]:
         run_dir = ROOT / "outputs" / f"{run}-{init}"
@@ -134,14 +156,25 @@ def main() -> None:
             results[init] = {"step0": step0(compose(over)), "seconds": round(time.time() - t0)}
             print(init, json.dumps(results[init]), flush=True)
             continue
-        sh([py, "train.py", "stage=all", f"stages=[{','.join(repr(s) for s in stages)}]", f"run_name={run}-{init}",
-            *over], logs / f"{run}-{init}.log")
+        sh(
+            [
+                py,
+                "train.py",
+                "stage=all",
+                f"stages=[{','.join(repr(s) for s in stages)}]",
+                f"run_name={run}-{init}",
+                *over,
+            ],
+            logs / f"{run}-{init}.log",
+        )
         results[init] = {n: json.loads((run_dir / f"stage{n}" / "metrics.json").read_text()) for n in stages}
     base = base_bpb(compose(common))  # cached by the stages' English guard (keyed by model, tokenizer, bytes)
     t = json.loads((tok_dir / "expansion.json").read_text())
-    print(f"\n{model_dir.name}: {t['num_new_tokens']:,} new tokens; {a.steps} steps x {a.batch} x {a.seq} tokens per "
-          f"stage; validation: first {a.val_seqs} packed held-out sequences per language "
-          f"(base scored on the same bytes: ko {base['ko']['bytes']:,} B, en {base['en']['bytes']:,} B)\n")
+    print(
+        f"\n{model_dir.name}: {t['num_new_tokens']:,} new tokens; {a.steps} steps x {a.batch} x {a.seq} tokens per "
+        f"stage; validation: first {a.val_seqs} packed held-out sequences per language "
+        f"(base scored on the same bytes: ko {base['ko']['bytes']:,} B, en {base['en']['bytes']:,} B)\n"
+    )
     for init, res in results.items():
         print(f"init={init}\n\n| model | Korean BPB | vs base | English BPB | vs base |\n|---|---|---|---|---|")
         print(row("base model, base tokenizer", {k: v for k, v in base.items()}, base))
@@ -153,7 +186,11 @@ def main() -> None:
         for n in stages:
             m = res[n]
             g = m.get("guard") or {}
-            note = f" (guard stopped at step {g['breach']['step']}, kept {g['exported_step']})" if g.get("breached") else ""
+            note = (
+                f" (guard stopped at step {g['breach']['step']}, kept {g['exported_step']})"
+                if g.get("breached")
+                else ""
+            )
             print(row(f"after stage {n}{note}", m["val_end"], base))
         print()
     out = ROOT / "outputs" / f"bench_real_model_{run}.json"

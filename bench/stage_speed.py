@@ -9,10 +9,12 @@ Same model (a mid-size Llama, fp32, vocab 32000 expanded to the tokenizer's size
 `eeve.model.expand.expand_model`, weights saved once and loaded by every worker), same batches (real
 Korean demo text encoded with the expanded tokenizer), same thread count, same AdamW (lr 1e-4, wd 0.1, no clipping
 on either side). Per stage three subprocesses: one per variant alone for memory (peak RSS, optimizer state), and
-one holding both variants that alternates their steps (project, recipe, recipe, project, ...) for the speed columns, so that
+one holding both variants that alternates their steps (project, recipe, recipe, project, ...) for the speed columns,
+so that
 load from other processes on a shared machine hits both sides alike.
 
-* project: `split_vocab` + `set_trainable(model, <conf/stage/N.yaml trainable>)`, loss from `eeve.training.module._eeve_losses`
+* project: `split_vocab` + `set_trainable(model, <conf/stage/N.yaml trainable>)`, loss from
+`eeve.training.module._eeve_losses`
   (backbone under no_grad when neither input rows nor the transformer train; the split head's fused
   fused chunked cross-entropy, logits never concatenated), AdamW over requires_grad parameters only.
 * recipe (Axolotl + the model cards' hook): unsplit `LlamaForCausalLM(input_ids, labels=...)`; any input rows
@@ -44,6 +46,7 @@ matmul weights that require grad (the head's trainable blocks for the project, t
 Softmax / norm / elementwise work is not counted, nor (with --gc) the recomputed forward. On a shared machine the
 matmul peak is measured under the same load, so MFU is only as good as the load average printed with it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,14 +64,25 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # What each EEVE stage trains, read from the stage configs themselves (conf/stage/<N>.yaml).
-STAGE_TRAINS = {n: tuple(yaml.safe_load((ROOT / "conf" / "stage" / f"{n}.yaml").read_text())["trainable"])
-                for n in range(1, 8)}
+STAGE_TRAINS = {
+    n: tuple(yaml.safe_load((ROOT / "conf" / "stage" / f"{n}.yaml").read_text())["trainable"]) for n in range(1, 8)
+}
 
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, FLOP/s; matched against
 # torch.cuda.get_device_name() in this order (first hit wins).
-GPU_BF16_PEAK = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("GH200", 989e12), ("A100", 312e12),
-                 ("L40S", 362e12), ("A10G", 70e12), ("L4", 121e12), ("RTX 4090", 165e12), ("A6000", 155e12)]
+GPU_BF16_PEAK = [
+    ("H200", 989e12),
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("GH200", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("A10G", 70e12),
+    ("L4", 121e12),
+    ("RTX 4090", 165e12),
+    ("A6000", 155e12),
+]
 
 
 def gpu_bf16_peak(name: str) -> tuple[float | None, str]:
@@ -87,8 +101,12 @@ def _adapter_stage(meta: dict, stage: int):
     from eeve.config import LoraSettings, StageConfig
 
     rank = meta["lora_rank"]
-    return StageConfig(number=stage, trainable=list(STAGE_TRAINS[stage]), adapter=meta["adapter"],
-                       lora=LoraSettings(rank=rank, alpha=2.0 * rank))
+    return StageConfig(
+        number=stage,
+        trainable=list(STAGE_TRAINS[stage]),
+        adapter=meta["adapter"],
+        lora=LoraSettings(rank=rank, alpha=2.0 * rank),
+    )
 
 
 def _sync(device: str) -> None:
@@ -164,6 +182,7 @@ def build(work: Path, stage: int, variant: str, gc: bool = False):
         def zero_old_rows(grad):  # the model card's hook
             grad[:base] = 0
             return grad
+
         if "new_input" in groups or "old_input" in groups:
             emb.requires_grad_(True)
             if "old_input" not in groups:
@@ -191,6 +210,7 @@ def build(work: Path, stage: int, variant: str, gc: bool = False):
         opt.step()
         opt.zero_grad(set_to_none=True)
         return float(loss.detach())
+
     return model, opt, step, sum(p.numel() for p in params)
 
 
@@ -200,7 +220,8 @@ def _batches(work: Path):
     data = torch.load(work / "batches.pt", weights_only=True)  # [n_batches, B, T+1]
     data = data.to(json.loads((work / "meta.json").read_text())["device"])
     return [(x, x[:, :-1].contiguous(), x[:, 1:].contiguous()) for x in data.unbind(0)], int(
-        data.shape[1] * (data.shape[2] - 1))
+        data.shape[1] * (data.shape[2] - 1)
+    )
 
 
 def worker_memory(a) -> dict:
@@ -230,18 +251,28 @@ def worker_memory(a) -> dict:
         losses.append(step(batches[i % len(batches)]))
         times.append(time.perf_counter() - t0)
         if opt_bytes is None:
-            opt_bytes = sum(v.nbytes for st in opt.state.values() for k, v in st.items()
-                            if torch.is_tensor(v) and k != "step")
+            opt_bytes = sum(
+                v.nbytes for st in opt.state.values() for k, v in st.items() if torch.is_tensor(v) and k != "step"
+            )
     if cuda:
         peak_kb = torch.cuda.max_memory_allocated() / 1024
     else:
         peak_kb = _status_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"rss_built_mb": rss_built / 1024, "peak_mb": peak_kb / 1024, "peak_reset": reset, "times": times,
-            "opt_bytes": opt_bytes, "trainable_numel": n_train, "loss": losses, "tokens_per_step": tps}
+    return {
+        "rss_built_mb": rss_built / 1024,
+        "peak_mb": peak_kb / 1024,
+        "peak_reset": reset,
+        "times": times,
+        "opt_bytes": opt_bytes,
+        "trainable_numel": n_train,
+        "loss": losses,
+        "tokens_per_step": tps,
+    }
 
 
 def worker_timing(a) -> dict:
-    """Both variants in one process, steps interleaved (project, recipe, recipe, project, ...) on the same batches, so that
+    """Both variants in one process, steps interleaved (project, recipe, recipe, project, ...) on the same batches,
+    so that
     load from other processes hits both alike; --warmup untimed then --steps timed steps each."""
     import torch
 
@@ -251,7 +282,7 @@ def worker_timing(a) -> dict:
     steps = {v: build(work, a.stage, v, a.gc)[2] for v in ("project", "recipe")}
     times = {v: [] for v in steps}
     for i in range(a.warmup + a.steps):
-        for v in (("project", "recipe") if i % 2 == 0 else ("recipe", "project")):  # alternate who goes first
+        for v in ("project", "recipe") if i % 2 == 0 else ("recipe", "project"):  # alternate who goes first
             step = steps[v]
             t0 = time.perf_counter()
             step(batches[i % len(batches)])
@@ -270,9 +301,19 @@ def prepare(a, work: Path) -> dict:
     torch.set_num_threads(a.threads)
     exp = read_expansion(a.tokenizer)
     base, V = int(exp["base_vocab_size"]), int(exp["vocab_size"])
-    conf = dict(vocab_size=base, hidden_size=a.hidden, num_hidden_layers=a.layers, num_attention_heads=a.heads,
-                num_key_value_heads=a.kv_heads, intermediate_size=a.intermediate, max_position_embeddings=4096,
-                tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, rms_norm_eps=1e-5)
+    conf = dict(
+        vocab_size=base,
+        hidden_size=a.hidden,
+        num_hidden_layers=a.layers,
+        num_attention_heads=a.heads,
+        num_key_value_heads=a.kv_heads,
+        intermediate_size=a.intermediate,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        rms_norm_eps=1e-5,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**conf))
     expand_model(model, Path(a.tokenizer) / "base_tokenizer", exp["new_tokens"], base)
@@ -297,12 +338,22 @@ def prepare(a, work: Path) -> dict:
     torch.save(data, work / "batches.pt")
 
     P_layers = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and ".layers." in n)
-    P_transformer = sum(p.numel() for n, p in model.named_parameters()
-                        if not n.startswith(("model.embed_tokens.", "lm_head.")))
-    meta = {"config": conf, "base_vocab_size": base, "vocab_size": V, "P_layers": P_layers,
-            "P_transformer": P_transformer, "new_target_share": float((data[:, :, 1:] >= base).float().mean()),
-            "device": a.device, "dtype": a.dtype, "adapter": a.adapter, "lora_rank": a.lora_rank,
-            "P_adapter": 0}
+    P_transformer = sum(
+        p.numel() for n, p in model.named_parameters() if not n.startswith(("model.embed_tokens.", "lm_head."))
+    )
+    meta = {
+        "config": conf,
+        "base_vocab_size": base,
+        "vocab_size": V,
+        "P_layers": P_layers,
+        "P_transformer": P_transformer,
+        "new_target_share": float((data[:, :, 1:] >= base).float().mean()),
+        "device": a.device,
+        "dtype": a.dtype,
+        "adapter": a.adapter,
+        "lora_rank": a.lora_rank,
+        "P_adapter": 0,
+    }
     if a.adapter:  # adapter size, counted on an empty (meta-device) copy
         from eeve.training.adapters import attach_adapter
 
@@ -332,7 +383,7 @@ def matmul_peak(threads: int, n: int = 2048, seconds: float = 3.0, device: str =
         t = time.perf_counter()
         torch.matmul(x, y)
         _sync(device)
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
+        best = max(best, 2 * n**3 / (time.perf_counter() - t))
     return best
 
 
@@ -345,8 +396,10 @@ def device_peak(a) -> tuple[float, str]:
         name = torch.cuda.get_device_name()
         peak, _ = gpu_bf16_peak(name)
         if peak is not None:
-            return peak, (f"{name} dense bf16 peak {peak / 1e12:.0f} TFLOP/s (data sheet; measured bf16 matmul "
-                          f"{measured / 1e12:.0f})")
+            return peak, (
+                f"{name} dense bf16 peak {peak / 1e12:.0f} TFLOP/s (data sheet; measured bf16 matmul "
+                f"{measured / 1e12:.0f})"
+            )
         return measured, f"{name} (not listed): measured bf16 matmul peak {measured / 1e12:.0f} TFLOP/s"
     return measured, f"{a.dtype} matmul peak {measured / 1e9:.1f} GFLOP/s (measured, best of 3 s)"
 
@@ -356,7 +409,7 @@ def step_flops(meta: dict, a, stage: int, variant: str) -> float:
     g = STAGE_TRAINS[stage]
     d, L, V, base = a.hidden, a.layers, meta["vocab_size"], meta["base_vocab_size"]
     N = a.batch * a.seq
-    attn = 2.0 * L * a.batch * a.seq ** 2 * d  # causal QK^T + AV
+    attn = 2.0 * L * a.batch * a.seq**2 * d  # causal QK^T + AV
     P_head = V * d
     fwd = 2.0 * (meta["P_layers"] + P_head) * N + attn
     backbone_grad = any(x in g for x in ("old_input", "new_input", "transformer"))
@@ -378,17 +431,37 @@ def ideal_opt_bytes(meta: dict, a, stage: int) -> int:
     dtype)."""
     d, V, base = a.hidden, meta["vocab_size"], meta["base_vocab_size"]
     size = 2 if a.dtype == "bf16" else 4
-    rows = {"old_input": base * d, "new_input": (V - base) * d, "old_output": base * d,
-            "new_output": (V - base) * d, "transformer": meta["P_transformer"]}
+    rows = {
+        "old_input": base * d,
+        "new_input": (V - base) * d,
+        "old_output": base * d,
+        "new_output": (V - base) * d,
+        "transformer": meta["P_transformer"],
+    }
     if _adapter_stage(meta, stage) is not None:
         return 2 * (size * sum(rows[x] for x in STAGE_TRAINS[stage] if x != "transformer") + 4 * meta["P_adapter"])
     return 2 * size * sum(rows[x] for x in STAGE_TRAINS[stage])
 
 
 def run_worker(a, work: Path, stage: int, mode: str) -> dict:
-    cmd = [sys.executable, __file__, "--_worker", mode, "--_workdir", str(work), "--_stage", str(stage),
-           "--threads", str(a.threads), "--warmup", str(a.warmup), "--steps", str(a.steps),
-           "--mem-steps", str(a.mem_steps)] + (["--gc"] if a.gc else [])
+    cmd = [
+        sys.executable,
+        __file__,
+        "--_worker",
+        mode,
+        "--_workdir",
+        str(work),
+        "--_stage",
+        str(stage),
+        "--threads",
+        str(a.threads),
+        "--warmup",
+        str(a.warmup),
+        "--steps",
+        str(a.steps),
+        "--mem-steps",
+        str(a.mem_steps),
+    ] + (["--gc"] if a.gc else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
@@ -411,15 +484,30 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--stages", default="1,2,3,4,5,6,7")
-    ap.add_argument("--stat", choices=("min", "median", "mean"), default="min",
-                    help="step time statistic over the timed steps (min: least disturbed by other load)")
-    ap.add_argument("--mem-steps", type=int, default=2,
-                    help="steps of each single-variant memory worker (the peak is reached by the second)")
-    ap.add_argument("--gc", action="store_true",
-                    help="activation checkpointing on both sides (model.gradient_checkpointing_enable, as Axolotl's "
-                         "gradient_checkpointing: true and the project's model.activation_checkpointing do)")
-    ap.add_argument("--adapter", choices=("lora",), default=None,
-                    help="LoRA adapters instead of the transformer's weights in the stages that train it (6, 7)")
+    ap.add_argument(
+        "--stat",
+        choices=("min", "median", "mean"),
+        default="min",
+        help="step time statistic over the timed steps (min: least disturbed by other load)",
+    )
+    ap.add_argument(
+        "--mem-steps",
+        type=int,
+        default=2,
+        help="steps of each single-variant memory worker (the peak is reached by the second)",
+    )
+    ap.add_argument(
+        "--gc",
+        action="store_true",
+        help="activation checkpointing on both sides (model.gradient_checkpointing_enable, as Axolotl's "
+        "gradient_checkpointing: true and the project's model.activation_checkpointing do)",
+    )
+    ap.add_argument(
+        "--adapter",
+        choices=("lora",),
+        default=None,
+        help="LoRA adapters instead of the transformer's weights in the stages that train it (6, 7)",
+    )
     ap.add_argument("--lora-rank", type=int, default=16)
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (one GPU)")
     ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="weights' dtype")
@@ -438,6 +526,7 @@ def main(argv=None):
     print("command: " + " ".join(shlex.quote(x) for x in [".venv/bin/python", rel(__file__)] + sys.argv[1:]))
     t_start = time.perf_counter()
     import statistics
+
     stat = {"min": min, "median": statistics.median, "mean": statistics.fmean}[a.stat]
     load0 = _loadavg()
     with tempfile.TemporaryDirectory(prefix="eeve_stage_speed_") as tmp:
@@ -445,26 +534,35 @@ def main(argv=None):
         meta = prepare(a, work)
         peak, peak_from = device_peak(a)
         import torch
-        print(f"torch {torch.__version__}, {a.threads} threads, device {a.device}; model: Llama hidden {a.hidden}, "
-              f"{a.layers} layers, {a.heads} heads / {a.kv_heads} KV, intermediate {a.intermediate}, vocab "
-              f"{meta['base_vocab_size']} -> {meta['vocab_size']} (untied, {a.dtype}); batch {a.batch} x seq {a.seq} "
-              f"of Korean demo text ({100 * meta['new_target_share']:.1f}% of targets are new tokens); warm-up "
-              f"{a.warmup}, timed {a.steps} steps; activation checkpointing {'on' if a.gc else 'off'}; "
-              + (f"LoRA rank {a.lora_rank} ({meta['P_adapter']:,} parameters) in stages 6-7; " if a.adapter else "")
-              + f"MFU against: {peak_from}", flush=True)
+
+        print(
+            f"torch {torch.__version__}, {a.threads} threads, device {a.device}; model: Llama hidden {a.hidden}, "
+            f"{a.layers} layers, {a.heads} heads / {a.kv_heads} KV, intermediate {a.intermediate}, vocab "
+            f"{meta['base_vocab_size']} -> {meta['vocab_size']} (untied, {a.dtype}); batch {a.batch} x seq {a.seq} "
+            f"of Korean demo text ({100 * meta['new_target_share']:.1f}% of targets are new tokens); warm-up "
+            f"{a.warmup}, timed {a.steps} steps; activation checkpointing {'on' if a.gc else 'off'}; "
+            + (f"LoRA rank {a.lora_rank} ({meta['P_adapter']:,} parameters) in stages 6-7; " if a.adapter else "")
+            + f"MFU against: {peak_from}",
+            flush=True,
+        )
         rows = []
         for s in stages:
             res = {v: run_worker(a, work, s, v) for v in ("project", "recipe", "timing")}
             rows.append((s, res))
             tt = res["timing"]["times"]
-            print(f"  stage {s} step times (s), interleaved: project {' '.join(f'{t:.2f}' for t in tt['project'])}; "
-                  f"recipe {' '.join(f'{t:.2f}' for t in tt['recipe'])}  [load {_loadavg()}]", flush=True)
-    MB = 2 ** 20
+            print(
+                f"  stage {s} step times (s), interleaved: project {' '.join(f'{t:.2f}' for t in tt['project'])}; "
+                f"recipe {' '.join(f'{t:.2f}' for t in tt['recipe'])}  [load {_loadavg()}]",
+                flush=True,
+            )
+    MB = 2**20
     print(f"load average at start {load0}, at end {_loadavg()} (other processes compete for the cores when high)")
     print()
     mem = "GPU peak MB" if a.device.startswith("cuda") else "peak MB"
-    print(f"| stage | trains | project tok/s | recipe tok/s | speedup | project {mem} (+train) | "
-          f"recipe {mem} (+train) | project optimizer MB | recipe optimizer MB | ideal optimizer MB | project MFU |")
+    print(
+        f"| stage | trains | project tok/s | recipe tok/s | speedup | project {mem} (+train) | "
+        f"recipe {mem} (+train) | project optimizer MB | recipe optimizer MB | ideal optimizer MB | project MFU |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     notes, records = [], []
     for s, res in rows:
@@ -478,27 +576,44 @@ def main(argv=None):
         trains = "+".join(STAGE_TRAINS[s]) if s != 6 else "everything"
         if _adapter_stage(meta, s) is not None:
             trains = trains.replace("transformer", "LoRA").replace("everything", "rows+LoRA")
-        records.append({"stage": s, "trains": trains, "project_tok_s": tps["project"], "recipe_tok_s": tps["recipe"],
-                        "project_peak_mb": pr["peak_mb"], "recipe_peak_mb": rc["peak_mb"],
-                        "project_optimizer_bytes": pr["opt_bytes"], "recipe_optimizer_bytes": rc["opt_bytes"],
-                        "ideal_optimizer_bytes": ideal, "mfu": mfu, "peak_flops": peak, "peak_from": peak_from})
-        print(f"| {s} | {trains} | {tps['project']:,.0f} | "
-              f"{tps['recipe']:,.0f} | {tps['project'] / tps['recipe']:.2f}x | "
-              f"{pr['peak_mb']:,.0f} (+{pr['peak_mb'] - pr['rss_built_mb']:,.0f}) | "
-              f"{rc['peak_mb']:,.0f} (+{rc['peak_mb'] - rc['rss_built_mb']:,.0f}) | "
-              f"{pr['opt_bytes'] / MB:,.2f} {ok} | {rc['opt_bytes'] / MB:,.2f} | {ideal / MB:,.2f} | "
-              f"{100 * mfu:.1f}% |")
+        records.append(
+            {
+                "stage": s,
+                "trains": trains,
+                "project_tok_s": tps["project"],
+                "recipe_tok_s": tps["recipe"],
+                "project_peak_mb": pr["peak_mb"],
+                "recipe_peak_mb": rc["peak_mb"],
+                "project_optimizer_bytes": pr["opt_bytes"],
+                "recipe_optimizer_bytes": rc["opt_bytes"],
+                "ideal_optimizer_bytes": ideal,
+                "mfu": mfu,
+                "peak_flops": peak,
+                "peak_from": peak_from,
+            }
+        )
+        print(
+            f"| {s} | {trains} | {tps['project']:,.0f} | "
+            f"{tps['recipe']:,.0f} | {tps['project'] / tps['recipe']:.2f}x | "
+            f"{pr['peak_mb']:,.0f} (+{pr['peak_mb'] - pr['rss_built_mb']:,.0f}) | "
+            f"{rc['peak_mb']:,.0f} (+{rc['peak_mb'] - rc['rss_built_mb']:,.0f}) | "
+            f"{pr['opt_bytes'] / MB:,.2f} {ok} | {rc['opt_bytes'] / MB:,.2f} | {ideal / MB:,.2f} | "
+            f"{100 * mfu:.1f}% |"
+        )
         if abs(pr["loss"][0] - rc["loss"][0]) > 1e-3 * max(1.0, abs(rc["loss"][0])):
-            notes.append(f"stage {s}: first-step loss differs: project {pr['loss'][0]:.5f} vs recipe "
-                         f"{rc['loss'][0]:.5f}")
+            notes.append(
+                f"stage {s}: first-step loss differs: project {pr['loss'][0]:.5f} vs recipe {rc['loss'][0]:.5f}"
+            )
         if not (pr["peak_reset"] and rc["peak_reset"]):
             notes.append(f"stage {s}: peak RSS could not be reset after construction; peak includes it")
     print()
-    print("peak MB = peak RSS of the single-variant worker over its steps; (+train) = that minus the RSS after model "
-          "construction. optimizer MB = AdamW exp_avg + exp_avg_sq nbytes after one step; '=' marks the "
-          "project equal to the ideal (trainable rows and adapter only). MFU = model matmul FLOPs / step time / "
-          "peak above. "
-          f"tok/s from the {a.stat} step time.")
+    print(
+        "peak MB = peak RSS of the single-variant worker over its steps; (+train) = that minus the RSS after model "
+        "construction. optimizer MB = AdamW exp_avg + exp_avg_sq nbytes after one step; '=' marks the "
+        "project equal to the ideal (trainable rows and adapter only). MFU = model matmul FLOPs / step time / "
+        "peak above. "
+        f"tok/s from the {a.stat} step time."
+    )
     for n in notes:
         print("note: " + n)
     print(f"total wall time {time.perf_counter() - t_start:.0f}s")

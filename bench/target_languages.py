@@ -17,6 +17,7 @@ It prints one markdown table: held-out characters per token base -> expanded, th
 expanded encoding of the held-out text, and the identity check (held-out lines of the language and of English,
 target characters removed, that encode differently from the base: must be 0).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,9 +43,16 @@ def build(lang: str, base: Path, demo: Path, out: Path) -> dict:
         heldout["ko"] = None
     t0 = time.time()
     with contextlib.redirect_stdout(sys.stderr):  # the build's log; stdout is the table
-        run_from_config({"base_tokenizer": str(base), "corpus": {"paths": [str(folder / "train.txt")]},
-                         "target": {"scripts": list(spec.scripts), "ranges": list(spec.ranges)},
-                         "heldout": heldout, "output_dir": str(out), "progress": False})
+        run_from_config(
+            {
+                "base_tokenizer": str(base),
+                "corpus": {"paths": [str(folder / "train.txt")]},
+                "target": {"scripts": list(spec.scripts), "ranges": list(spec.ranges)},
+                "heldout": heldout,
+                "output_dir": str(out),
+                "progress": False,
+            }
+        )
     rep = json.loads((out / "expansion.json").read_text(encoding="utf-8"))
     return {"report": rep, "seconds": time.time() - t0}
 
@@ -67,24 +75,33 @@ def main() -> int:
         for lang in args.langs:
             demo = ensure_demo_data(lang=lang)
             train = lines(demo / lang / "train.txt")
-            bl_base = train_byte_level_base(lines(demo / "en" / "train.txt") + train[: len(train) // 10],
-                                            out / f"byte_level_base_{lang}", vocab_size=16000)
+            bl_base = train_byte_level_base(
+                lines(demo / "en" / "train.txt") + train[: len(train) // 10],
+                out / f"byte_level_base_{lang}",
+                vocab_size=16000,
+            )
             spec = LANGUAGES[lang]
             target = ",".join(spec.scripts) if spec.scripts else f"{len(spec.ranges)} ranges"
-            for kind, base in (("SentencePiece (Mistral)", demo / "base_tokenizer" / "tokenizer.model"),
-                               ("byte-level BPE", bl_base)):
+            for kind, base in (
+                ("SentencePiece (Mistral)", demo / "base_tokenizer" / "tokenizer.model"),
+                ("byte-level BPE", bl_base),
+            ):
                 res = build(lang, base, demo, out / f"{lang}_{'sp' if 'Mistral' in kind else 'bl'}")
                 rep = res["report"]
                 c, e = rep["compression"][lang], rep["compression"]["en"]
-                rows.append(f"| {lang} | {target} | {kind} | {rep['corpus']['text_bytes'] / 1e6:.2f} | "
-                            f"{rep['num_new_tokens']:,} | {c['base_chars_per_token']:.3f} → "
-                            f"{c['expanded_chars_per_token']:.3f} (×{c['ratio']:.2f}) | {c['new_token_share']:.0%} | "
-                            f"{e['base_chars_per_token']:.3f} → {e['expanded_chars_per_token']:.3f} | "
-                            f"{c['non_target_mismatches'] + e['non_target_mismatches']}/"
-                            f"{c['non_target_lines_checked'] + e['non_target_lines_checked']} | {res['seconds']:.0f} |")
+                rows.append(
+                    f"| {lang} | {target} | {kind} | {rep['corpus']['text_bytes'] / 1e6:.2f} | "
+                    f"{rep['num_new_tokens']:,} | {c['base_chars_per_token']:.3f} → "
+                    f"{c['expanded_chars_per_token']:.3f} (×{c['ratio']:.2f}) | {c['new_token_share']:.0%} | "
+                    f"{e['base_chars_per_token']:.3f} → {e['expanded_chars_per_token']:.3f} | "
+                    f"{c['non_target_mismatches'] + e['non_target_mismatches']}/"
+                    f"{c['non_target_lines_checked'] + e['non_target_lines_checked']} | {res['seconds']:.0f} |"
+                )
                 print(rows[-1], file=sys.stderr, flush=True)
-    print("| lang | target | base | corpus MB | new tokens | held-out chars/token | new-token share | "
-          "English chars/token | lines differing w/o target chars | build s |")
+    print(
+        "| lang | target | base | corpus MB | new tokens | held-out chars/token | new-token share | "
+        "English chars/token | lines differing w/o target chars | build s |"
+    )
     print("|---|---|---|---:|---:|---|---:|---|---:|---:|")
     print("\n".join(rows))
     return 0

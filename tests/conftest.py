@@ -1,4 +1,5 @@
 """Shared pytest fixtures (keep small)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,15 +22,17 @@ def expanded_tokenizer(demo_data, tmp_path_factory) -> Path:
     from eeve.tokenizer.run import run_from_config
 
     out = tmp_path_factory.mktemp("expanded") / "tokenizer"
-    run_from_config({
-        "base_tokenizer": str(demo_data / "base_tokenizer" / "tokenizer.model"),
-        "corpus": {"paths": [str(demo_data / "ko" / "train.txt")]},
-        "heldout": {"ko": str(demo_data / "ko" / "heldout.txt"), "en": str(demo_data / "en" / "heldout.txt")},
-        "output_dir": str(out),
-        "intermediate_vocab_size": 8000,
-        "min_frequency": 8,
-        "progress": False,
-    })
+    run_from_config(
+        {
+            "base_tokenizer": str(demo_data / "base_tokenizer" / "tokenizer.model"),
+            "corpus": {"paths": [str(demo_data / "ko" / "train.txt")]},
+            "heldout": {"ko": str(demo_data / "ko" / "heldout.txt"), "en": str(demo_data / "en" / "heldout.txt")},
+            "output_dir": str(out),
+            "intermediate_vocab_size": 8000,
+            "min_frequency": 8,
+            "progress": False,
+        }
+    )
     return out
 
 

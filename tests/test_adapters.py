@@ -1,5 +1,6 @@
 """LoRA / QLoRA adapters for the transformer group: exact freezing next to split-row training, the merged export
 as a plain HF model, the PEFT folder, FSDP2 on two CPU ranks, and the one-line errors."""
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,16 @@ LORA = LoraSettings(rank=4, alpha=8.0)
 def tiny_config(hidden=32):
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=V, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                       tie_word_embeddings=False)
+    return LlamaConfig(
+        vocab_size=V,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
 
 
 def tiny_split(seed=0, hidden=32):
@@ -92,9 +100,14 @@ def test_merged_state_dict_is_a_plain_model_with_the_same_logits():
 
 def test_same_seed_same_adapter_and_bf16_base_gets_fp32_adapter():
     stage = StageConfig(number=7, trainable=["transformer"], adapter="lora", lora=LORA)
-    lora_a, lora_b, lora_half = ({n: p for n, p in m.named_parameters() if ".lora_" in n} for m in (
-        attach_adapter(tiny_split(), stage, seed=5), attach_adapter(tiny_split(), stage, seed=5),
-        attach_adapter(tiny_split().to(torch.bfloat16), stage, seed=5)))
+    lora_a, lora_b, lora_half = (
+        {n: p for n, p in m.named_parameters() if ".lora_" in n}
+        for m in (
+            attach_adapter(tiny_split(), stage, seed=5),
+            attach_adapter(tiny_split(), stage, seed=5),
+            attach_adapter(tiny_split().to(torch.bfloat16), stage, seed=5),
+        )
+    )
     assert lora_a.keys() == lora_b.keys() and all(torch.equal(lora_a[n], lora_b[n]) for n in lora_a)
     assert lora_half.keys() == lora_a.keys() and all(p.dtype == torch.float32 for p in lora_half.values())
     # nothing outside the decoder layers is adapted: the split embedding and head stay as they are
@@ -114,15 +127,19 @@ def test_bad_adapter_settings_are_one_line_errors():
     with pytest.raises(ConfigError, match="rank >= 1"):
         cfg(adapter="lora", lora={"rank": 0})
     with pytest.raises(ConfigError, match="qlora runs under trainer=default or trainer=ddp"):
-        to_train_config({**base, "stage": {"number": 6, "trainable": STAGE6, "adapter": "qlora"},
-                         "trainer": {"strategy": "fsdp"}})
+        to_train_config(
+            {**base, "stage": {"number": 6, "trainable": STAGE6, "adapter": "qlora"}, "trainer": {"strategy": "fsdp"}}
+        )
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError) as e:
             cfg(adapter="qlora")
         assert "needs a CUDA GPU" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="matches no linear layer"):
-        attach_adapter(tiny_split(), StageConfig(number=6, trainable=STAGE6, adapter="lora",
-                                                 lora=LoraSettings(target_modules=["nope_proj"])), seed=0)
+        attach_adapter(
+            tiny_split(),
+            StageConfig(number=6, trainable=STAGE6, adapter="lora", lora=LoraSettings(target_modules=["nope_proj"])),
+            seed=0,
+        )
 
 
 def test_qlora_layers_on_cpu_freeze_exactly_and_merge_dequantized():
@@ -155,8 +172,7 @@ ADAPTED = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 
 @pytest.mark.slow
-def test_lora_stages_6_and_7_freeze_exactly_and_export_plain_models(expanded_tokenizer, packed_cache,
-                                                                     tmp_path):
+def test_lora_stages_6_and_7_freeze_exactly_and_export_plain_models(expanded_tokenizer, packed_cache, tmp_path):
     """stage=6 and stage=7 with stage.adapter=lora after stage 1: the groups each stage changed (fingerprints of
     the live model: base weights of adapted layers unchanged), the merged exports as plain HF models, and the PEFT
     folders, which on the stage's starting model give the stage's model."""
@@ -168,8 +184,9 @@ def test_lora_stages_6_and_7_freeze_exactly_and_export_plain_models(expanded_tok
     chain = ["stages=[1,6,7]", "stage.lora.rank=4", "stage.lora.alpha=8", "export.adapter=true"]
     expected = {1: ["new_input"], 6: ["adapter", "new_input", "new_output", "old_input", "old_output"], 7: ["adapter"]}
     for n in (1, 6, 7):
-        cfg = compose_cfg(tmp_path, expanded_tokenizer, packed_cache, f"stage={n}", *chain,
-                          *(["stage.adapter=lora"] if n > 1 else []))
+        cfg = compose_cfg(
+            tmp_path, expanded_tokenizer, packed_cache, f"stage={n}", *chain, *(["stage.adapter=lora"] if n > 1 else [])
+        )
         m = run_stage(cfg, n)
         assert m["groups_changed"] == expected[n], n
         assert m["trainable_parameters"].get("transformer", 0) == 0
@@ -185,7 +202,8 @@ def test_lora_stages_6_and_7_freeze_exactly_and_export_plain_models(expanded_tok
         adapter = load_file(folder / "adapter_model.safetensors")
         assert ("base_model.model.lm_head.weight" in adapter) == rows  # the rows the stage trained ride along
         assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
-            tmp_path / f"stage{prev}")
+            tmp_path / f"stage{prev}"
+        )
         plain = AutoModelForCausalLM.from_pretrained(tmp_path / f"stage{n}").eval()
         assert type(plain) is LlamaForCausalLM and not hasattr(plain, "peft_config")
         peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path / f"stage{prev}"), folder).eval()
@@ -194,8 +212,7 @@ def test_lora_stages_6_and_7_freeze_exactly_and_export_plain_models(expanded_tok
 
 
 @pytest.mark.slow
-def test_lora_stage_on_two_fsdp_cpu_ranks_matches_one_process(expanded_tokenizer, packed_cache,
-                                                               tmp_path):
+def test_lora_stage_on_two_fsdp_cpu_ranks_matches_one_process(expanded_tokenizer, packed_cache, tmp_path):
     """FSDP2 (gloo, 2 CPU processes x micro-batch 4, activation checkpointing) == 1 process x micro-batch 8, with
     LoRA on the transformer and all four row groups training in the same stage."""
     from eeve.training.stages import run_stage
@@ -203,16 +220,34 @@ def test_lora_stage_on_two_fsdp_cpu_ranks_matches_one_process(expanded_tokenizer
     lora = ["stage.adapter=lora", "stage.lora.rank=4", "stage.lora.alpha=8", "export.adapter=true"]
     run_stage(compose_cfg(tmp_path / "init", expanded_tokenizer, packed_cache), 1)
     init = [f"init_from={tmp_path / 'init' / 'stage1'}"]
-    single = run_stage(compose_cfg(tmp_path / "single", expanded_tokenizer, packed_cache, "stage=6",
-                                   "data.micro_batch_size=8", *init, *lora), 6)
-    r = run_cli("stage=6", "trainer=fsdp", "trainer.devices=2", "trainer.accelerator=cpu",
-                "trainer.param_dtype=float32", "trainer.precision=32-true", f"hydra.run.dir={tmp_path / 'fsdp'}",
-                "model.activation_checkpointing=true", f"tokenizer.path={expanded_tokenizer}",
-                f"paths.cache_dir={packed_cache}", *FAST, *init, *lora)
+    single = run_stage(
+        compose_cfg(
+            tmp_path / "single", expanded_tokenizer, packed_cache, "stage=6", "data.micro_batch_size=8", *init, *lora
+        ),
+        6,
+    )
+    r = run_cli(
+        "stage=6",
+        "trainer=fsdp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "trainer.param_dtype=float32",
+        "trainer.precision=32-true",
+        f"hydra.run.dir={tmp_path / 'fsdp'}",
+        "model.activation_checkpointing=true",
+        f"tokenizer.path={expanded_tokenizer}",
+        f"paths.cache_dir={packed_cache}",
+        *FAST,
+        *init,
+        *lora,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     fsdp = json.loads((tmp_path / "fsdp" / "stage6" / "metrics.json").read_text())
-    assert fsdp["groups_changed"] == single["groups_changed"] == ["adapter", "new_input", "new_output", "old_input",
-                                                                  "old_output"]
+    assert (
+        fsdp["groups_changed"]
+        == single["groups_changed"]
+        == ["adapter", "new_input", "new_output", "old_input", "old_output"]
+    )
     assert fsdp["trainable_parameters"] == single["trainable_parameters"]
     for folder in ("stage6", "stage6/adapter"):  # the merged export, and the adapter itself
         a, b = (export_state(tmp_path / run / folder) for run in ("single", "fsdp"))
@@ -229,4 +264,5 @@ def test_qlora_without_cuda_is_one_line_error():
     r = run_cli("stage=7", "stage.adapter=qlora", timeout=300)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "error: stage.adapter=qlora needs a CUDA GPU (bitsandbytes 4-bit weights) and this machine has none: use "
-        "stage.adapter=lora"], r.stderr[-2000:]
+        "stage.adapter=lora"
+    ], r.stderr[-2000:]

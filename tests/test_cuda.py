@@ -1,12 +1,15 @@
 """Checks that need a CUDA GPU (``pytest -m cuda``; bench/gpu_check.py runs them): QLoRA on 4-bit weights end to
 end, and the fused split-head loss in bf16 on the GPU against fp32 on the CPU. Skipped without CUDA."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu_check.py)")]
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu_check.py)"),
+]
 
 
 def test_fused_head_loss_bf16_on_gpu_matches_fp32_on_cpu():
@@ -63,8 +66,17 @@ def test_qlora_stage_7_on_one_gpu(expanded_tokenizer, tmp_path):
 
     from eeve.training.stages import run_stage
 
-    cfg = compose_cfg(tmp_path, expanded_tokenizer, tmp_path / "cache", "stage=7", "stages=[7]", "stage.adapter=qlora",
-                      "stage.lora.rank=4", "export.adapter=true", "trainer.accelerator=gpu")
+    cfg = compose_cfg(
+        tmp_path,
+        expanded_tokenizer,
+        tmp_path / "cache",
+        "stage=7",
+        "stages=[7]",
+        "stage.adapter=qlora",
+        "stage.lora.rank=4",
+        "export.adapter=true",
+        "trainer.accelerator=gpu",
+    )
     m = run_stage(cfg, 7)
     assert m["groups_changed"] == ["adapter"]
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "stage7")

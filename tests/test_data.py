@@ -3,6 +3,7 @@
 Real tokenizer (a small SentencePiece-style BPE with byte fallback trained here on the demo data's Korean and
 English prose), real text, no mocks.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,12 +40,16 @@ def _train_tokenizer(folder: Path, texts: list[str], vocab_size: int, new_tokens
     byte_pieces = [f"<0x{b:02X}>" for b in range(256)]
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
-    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                     decoders.Strip(" ", 1, 0)])
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials + byte_pieces, limit_alphabet=600,
-                                  show_progress=False)
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials + byte_pieces, limit_alphabet=600, show_progress=False
+    )
     tok.train_from_iterator(texts, trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
     spec = json.loads(tok.to_str())
     # like Mistral: byte pieces are ordinary vocab entries, not added tokens
     spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] in specials]
@@ -53,8 +58,9 @@ def _train_tokenizer(folder: Path, texts: list[str], vocab_size: int, new_tokens
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     fast.save_pretrained(folder)
     V = tok.get_vocab_size(with_added_tokens=True)
-    (folder / "expansion.json").write_text(json.dumps({"base_vocab_size": V - new_tokens, "vocab_size": V,
-                                                       "base_kind": "sentencepiece_bpe"}))
+    (folder / "expansion.json").write_text(
+        json.dumps({"base_vocab_size": V - new_tokens, "vocab_size": V, "base_kind": "sentencepiece_bpe"})
+    )
     return folder
 
 
@@ -64,8 +70,10 @@ def corpus(tmp_path_factory, demo_data) -> dict:
     ko, en = _korean_paragraphs(demo_data), _english_paragraphs(demo_data)
     assert len(ko) > 500 and len(en) > 300, (len(ko), len(en))
     files = {
-        "ko_train": ko[: int(len(ko) * 0.85)], "ko_val": ko[int(len(ko) * 0.85):],
-        "en_train": en[: int(len(en) * 0.85)], "en_val": en[int(len(en) * 0.85):],
+        "ko_train": ko[: int(len(ko) * 0.85)],
+        "ko_val": ko[int(len(ko) * 0.85) :],
+        "en_train": en[: int(len(en) * 0.85)],
+        "en_val": en[int(len(en) * 0.85) :],
     }
     paths = {}
     for name, lines in files.items():
@@ -84,14 +92,20 @@ def corpus(tmp_path_factory, demo_data) -> dict:
 def _cfg(corpus, **over) -> dict:
     p = corpus["paths"]
     cfg = {
-        "seq_len": 64, "micro_batch_size": 4, "num_workers": 0, "new_token_bias": 2.0, "seed": 0,
+        "seq_len": 64,
+        "micro_batch_size": 4,
+        "num_workers": 0,
+        "new_token_bias": 2.0,
+        "seed": 0,
         "sources": {
             "ko_web": {"paths": [p["ko_train"].name], "ratio": 0.8346, "lang": "ko"},
             "multilingual": {"paths": [p["en_train"].name], "ratio": 0.1069, "lang": "en"},
             "en_ko_pairs": {"paths": [p["pairs"].name], "ratio": 0.0586, "lang": "en-ko"},
         },
-        "validation": {"ko": {"paths": [p["ko_val"].name], "max_sequences": 16},
-                       "en": {"paths": [p["en_val"].name], "max_sequences": 16}},
+        "validation": {
+            "ko": {"paths": [p["ko_val"].name], "max_sequences": 16},
+            "en": {"paths": [p["en_val"].name], "max_sequences": 16},
+        },
     }
     cfg.update(over)
     return cfg
@@ -137,19 +151,35 @@ def test_ranks_partition_global_stream(corpus, cache_dir):
     ref = np.fromiter(iter(_sampler(single)), dtype=np.int64)
     assert len(ref) == n
     for W in (2, 3):
-        per = [np.fromiter(iter(_sampler(_dm(corpus, cache_dir, rank=r, world_size=W, num_samples=n * W,
-                                             cfg={"micro_batch_size": 1}))), dtype=np.int64) for r in range(W)]
+        per = [
+            np.fromiter(
+                iter(
+                    _sampler(
+                        _dm(corpus, cache_dir, rank=r, world_size=W, num_samples=n * W, cfg={"micro_batch_size": 1})
+                    )
+                ),
+                dtype=np.int64,
+            )
+            for r in range(W)
+        ]
         # rank r holds global samples r, r+W, ...; together (interleaved) they are the single-rank stream
         merged = np.empty(sum(map(len, per)), dtype=np.int64)
         for r in range(W):
             merged[r::W] = per[r]
         assert np.array_equal(merged[:n], ref)
+
         # disjoint as global sample numbers
         def global_numbers(s):  # global sample numbers the next iterator yields on this rank
             return set(range(s._first() + s.rank, s.window()[1], s.world_size))
 
-        glob = [global_numbers(_sampler_obj(_dm(corpus, cache_dir, rank=r, world_size=W, num_samples=96 * W,
-                                                cfg={"micro_batch_size": 1}))) for r in range(W)]
+        glob = [
+            global_numbers(
+                _sampler_obj(
+                    _dm(corpus, cache_dir, rank=r, world_size=W, num_samples=96 * W, cfg={"micro_batch_size": 1})
+                )
+            )
+            for r in range(W)
+        ]
         assert all(not (glob[i] & glob[j]) for i in range(W) for j in range(i + 1, W))
         assert set().union(*glob) == set(range(96 * W))
 
@@ -195,9 +225,18 @@ def test_resume_with_lightning_trainer(corpus, cache_dir, tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.0)
 
     def trainer(steps, root):
-        return L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, default_root_dir=root,
-                         accumulate_grad_batches=2, use_distributed_sampler=False)
+        return L.Trainer(
+            max_steps=steps,
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            default_root_dir=root,
+            accumulate_grad_batches=2,
+            use_distributed_sampler=False,
+        )
 
     ref = Recorder()
     trainer(12, tmp_path / "a").fit(ref, datamodule=_dm(corpus, cache_dir, seed=5))
@@ -320,9 +359,15 @@ def test_token_bytes_byte_level(tmp_path, demo_data):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(_korean_paragraphs(demo_data)[:300] + _english_paragraphs(demo_data)[:300], trainers.BpeTrainer(
-        vocab_size=800, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
+    tok.train_from_iterator(
+        _korean_paragraphs(demo_data)[:300] + _english_paragraphs(demo_data)[:300],
+        trainers.BpeTrainer(
+            vocab_size=800,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     tok.save(str(tmp_path / "tokenizer.json"))
     info = TokenizerInfo(tmp_path)
     tb = info.token_bytes()
@@ -389,8 +434,9 @@ def test_demo_config_end_to_end(corpus, tmp_path):
     tok_dir = REPO / "outputs" / "tokenize" / "demo" / "tokenizer"
     if not (tok_dir / "expansion.json").is_file():
         tok_dir = corpus["tok"]
-    dm = EEVEDataModule(OmegaConf.load(REPO / "conf" / "data" / "demo.yaml"), tok_dir, tmp_path, base_dir=REPO,
-                        num_samples=64)
+    dm = EEVEDataModule(
+        OmegaConf.load(REPO / "conf" / "data" / "demo.yaml"), tok_dir, tmp_path, base_dir=REPO, num_samples=64
+    )
     dm.prepare_data()
     dm.setup()
     batch = next(iter(dm.train_dataloader()))["input_ids"]

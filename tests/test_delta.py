@@ -1,5 +1,6 @@
 """Delta exports: only what a stage changed, with row offsets; a chain of deltas applied to the base model gives
 every stage's full export bit for bit."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,12 @@ from eeve.model.delta import SafetensorsWeights, apply_deltas, compute_delta, re
 def test_rows_blocks_offsets_and_round_trip(tmp_path):
     g = torch.Generator().manual_seed(0)
     base = {"emb": torch.randn(10, 4, generator=g), "norm": torch.ones(4), "w": torch.randn(3, 4, generator=g)}
-    one = {"emb": torch.cat([base["emb"], torch.randn(6, 4, generator=g)]), "norm": base["norm"].clone(),
-           "w": base["w"].clone(), "extra": torch.zeros(2, dtype=torch.bfloat16)}  # expansion: 6 new rows
+    one = {
+        "emb": torch.cat([base["emb"], torch.randn(6, 4, generator=g)]),
+        "norm": base["norm"].clone(),
+        "w": base["w"].clone(),
+        "extra": torch.zeros(2, dtype=torch.bfloat16),
+    }  # expansion: 6 new rows
     two = {k: v.clone() for k, v in one.items()}
     two["emb"][12] += 1  # one new row
     two["emb"][3] -= 1  # and one old row
@@ -32,8 +37,9 @@ def test_rows_blocks_offsets_and_round_trip(tmp_path):
         assert got.keys() == want.keys()
         assert all(got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]) for k in want)
     with pytest.raises(ExportError, match="wrong base or order"):
-        apply_deltas({"emb": torch.zeros(2, 4), "norm": torch.ones(4), "w": torch.zeros(3, 4)},
-                     [tmp_path / "1.safetensors"])
+        apply_deltas(
+            {"emb": torch.zeros(2, 4), "norm": torch.ones(4), "w": torch.zeros(3, 4)}, [tmp_path / "1.safetensors"]
+        )
     with pytest.raises(ExportError, match="order"):
         apply_deltas(base, [tmp_path / "2.safetensors"])
     with pytest.raises(ExportError, match="no delta at"):
@@ -49,8 +55,17 @@ def test_stage_deltas_rebuild_every_export_bit_for_bit(expanded_tokenizer, packe
 
     chain = ["stages=[1,2,5,7]", "export.delta=true"]
     for n in (1, 2, 5, 7):
-        run_stage(compose_cfg(tmp_path, expanded_tokenizer, packed_cache, f"stage={n}", *chain,
-                              *(["stage.adapter=lora"] if n == 7 else [])), n)
+        run_stage(
+            compose_cfg(
+                tmp_path,
+                expanded_tokenizer,
+                packed_cache,
+                f"stage={n}",
+                *chain,
+                *(["stage.adapter=lora"] if n == 7 else []),
+            ),
+            n,
+        )
     cfg = compose_cfg(tmp_path, expanded_tokenizer, packed_cache)
     base = load_base_model(cfg.model).state_dict()  # model=tiny: the seeded random-init base, 32000 rows
     emb, head = "model.embed_tokens.weight", "lm_head.weight"

@@ -1,4 +1,5 @@
 """Demo data: real fetch through the session fixture, split hygiene, atomic builds, fallback path."""
+
 from __future__ import annotations
 
 import json

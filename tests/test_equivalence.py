@@ -1,6 +1,7 @@
 """The split training model computes what the HF model computes, on architectures other than Llama (debug size):
 Gemma 3 (embedding scaled by sqrt(hidden)), Gemma 2 (scaled embedding + final logit soft-capping), Qwen 2; and the
 equivalence self-check names the module when something is dropped."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,8 +15,15 @@ from eeve.model.fused_ce import SplitHeadCrossEntropy
 from eeve.model.split import merge_vocab, split_vocab, transform_logits
 
 V, BASE = 96, 80
-SMALL = dict(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-             num_key_value_heads=1, max_position_embeddings=64)
+SMALL = dict(
+    vocab_size=V,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    max_position_embeddings=64,
+)
 
 
 def gemma3(**kw):
@@ -67,8 +75,12 @@ def test_split_training_path_matches_the_hf_model(arch):
     y = ids(2, new=True) * 0 + torch.arange(10) * 9 % V
     hidden = model.model(input_ids=x).last_hidden_state
     fused, _ = model.lm_head(hidden, y)
-    torch.testing.assert_close(fused, nn.functional.cross_entropy(model(input_ids=x).logits.reshape(-1, V),
-                                                                  y.reshape(-1)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        fused,
+        nn.functional.cross_entropy(model(input_ids=x).logits.reshape(-1, V), y.reshape(-1)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     # merging back restores the original module classes (a Gemma embedding keeps its scaling)
     merged = merge_vocab(model)
     assert type(merged.get_input_embeddings()).__name__ == ref.embedding_class
@@ -79,7 +91,7 @@ def test_dropped_embedding_scale_is_named():
     model = build("gemma3")
     ref = equivalence.reference(model, ids(), BASE)
     split_vocab(model, BASE)
-    assert model.get_input_embeddings().scale == pytest.approx(32 ** 0.5)
+    assert model.get_input_embeddings().scale == pytest.approx(32**0.5)
     model.get_input_embeddings().scale = 1.0  # what the split did before: a plain lookup
     with pytest.raises(SplitError, match=r"embed_tokens \(Gemma3TextScaledWordEmbedding\) does more than a lookup"):
         equivalence.check(model, ref, "stage 1")

@@ -1,6 +1,7 @@
 """Evaluation on the same held-out bytes (eeve.eval): stage-0 bits per byte against a direct computation, the split
 training model against its export, lm-evaluation-harness on the local tasks against a direct computation, and a
 stage run writing its evaluation, samples and schedule view. Real tiny model, real demo data."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,9 @@ def texts_of(demo_data: Path, nbytes: int) -> dict[str, list[str]]:
     from eeve.config import ValConfig
     from eeve.eval.texts import heldout_texts
 
-    return heldout_texts({lang: ValConfig(paths=[str(demo_data / lang / "heldout.txt")]) for lang in ("ko", "en")},
-                         nbytes)
+    return heldout_texts(
+        {lang: ValConfig(paths=[str(demo_data / lang / "heldout.txt")]) for lang in ("ko", "en")}, nbytes
+    )
 
 
 def test_take_bytes_keeps_whole_documents_within_the_budget():
@@ -68,7 +70,7 @@ def test_stage0_bpb_equals_direct_computation(base_folder, demo_data):
             n_tok += len(body)
             n_byte_pieces += sum(p.startswith("<0x") for p in tok.convert_ids_to_tokens(body))
             for a in range(0, len(body), 15):
-                x = torch.tensor([[tok.bos_token_id] + body[a:a + 15]])
+                x = torch.tensor([[tok.bos_token_id] + body[a : a + 15]])
                 with torch.no_grad():
                     logp = torch.log_softmax(model(x).logits[0, :-1].double(), -1)
                 nats -= logp.gather(1, x[0, 1:, None]).sum().item()
@@ -98,8 +100,15 @@ def test_split_training_model_scores_like_its_export(expanded_tokenizer, demo_da
 
     exp = read_expansion(expanded_tokenizer)
     base_tok = Tokenizer.from_file(str(expanded_tokenizer / "base_tokenizer" / "tokenizer.json"))
-    model = expand_model(load_base_model(OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml")), base_tok,
-                         exp["new_tokens"], exp["base_vocab_size"], "mean_subwords", 0, vocab_size=exp["vocab_size"])
+    model = expand_model(
+        load_base_model(OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml")),
+        base_tok,
+        exp["new_tokens"],
+        exp["base_vocab_size"],
+        "mean_subwords",
+        0,
+        vocab_size=exp["vocab_size"],
+    )
     split = split_vocab(copy.deepcopy(model), exp["base_vocab_size"])
     split.eeve_losses = types.MethodType(_eeve_losses, split)
     texts = texts_of(demo_data, 1500)
@@ -133,7 +142,7 @@ def test_harness_local_tasks_match_direct_loglikelihoods(base_folder):
             for choice in doc["choices"]:
                 ctx = tok(doc["context"]).input_ids
                 whole = tok(doc["context"] + " " + choice).input_ids
-                cont = whole[len(ctx):]
+                cont = whole[len(ctx) :]
                 with torch.no_grad():
                     logp = torch.log_softmax(model(torch.tensor([whole])).logits[0].double(), -1)
                 lls.append(sum(logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(cont)))
@@ -155,8 +164,15 @@ def test_stage_run_evaluates_base_and_export_with_samples_in_tensorboard(expande
         import lm_eval  # noqa: F401
     except ImportError:
         tasks = []
-    cfg = compose_cfg(tmp_path, expanded_tokenizer, packed_cache, "eval.bytes=3000",
-                      "eval.samples.max_new_tokens=4", "trainer.val_every_n_steps=2", *tasks)
+    cfg = compose_cfg(
+        tmp_path,
+        expanded_tokenizer,
+        packed_cache,
+        "eval.bytes=3000",
+        "eval.samples.max_new_tokens=4",
+        "trainer.val_every_n_steps=2",
+        *tasks,
+    )
     m = run_stage(cfg, 1)
     base = json.loads((tmp_path / "stage0" / "metrics.json").read_text())
     saved = json.loads((tmp_path / "stage1" / "metrics.json").read_text())
@@ -177,8 +193,9 @@ def test_stage_run_evaluates_base_and_export_with_samples_in_tensorboard(expande
         tag = f"samples/{lang}/text_summary"
         assert tag in text_tags
         written = [e.tensor_proto.string_val[0].decode() for e in ea.Tensors(tag)]
-        assert any(s["prompt"] in w and s["continuation"].strip()[:5] in w
-                   for s in m["eval"]["samples"][lang] for w in written)
+        assert any(
+            s["prompt"] in w and s["continuation"].strip()[:5] in w for s in m["eval"]["samples"][lang] for w in written
+        )
         series = ea.Scalars(f"schedule/val_{lang}_bpb")
         assert [e.step for e in series] == [0, 2 * m["tokens"] // m["steps"], m["tokens"]]
         assert series[-1].value == pytest.approx(m["eval"]["bpb"][lang]["bpb"], rel=1e-6)
@@ -204,11 +221,16 @@ def test_paper_benchmark_runs_offline_from_local_files(base_folder, tmp_path):
     from eeve.eval.harness import run_tasks
     from eeve.eval.offline import write_yamls
 
-    rows = [{"id": f"q{i}", "question": q, "choices": {"text": c, "label": ["A", "B", "C", "D"]}, "answerKey": k}
-            for i, (q, c, k) in enumerate([
+    rows = [
+        {"id": f"q{i}", "question": q, "choices": {"text": c, "label": ["A", "B", "C", "D"]}, "answerKey": k}
+        for i, (q, c, k) in enumerate(
+            [
                 ("Which organ pumps blood?", ["Heart", "Lung", "Liver", "Skin"], "A"),
                 ("What falls from clouds?", ["Stones", "Rain", "Cars", "Light"], "B"),
-                ("What do plants need to grow?", ["Noise", "Plastic", "Water", "Metal"], "C")])]
+                ("What do plants need to grow?", ["Noise", "Plastic", "Water", "Metal"], "C"),
+            ]
+        )
+    ]
     d = tmp_path / "data" / "allenai__ai2_arc" / "ARC-Easy"
     d.mkdir(parents=True)
     (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -223,8 +245,9 @@ def test_evaluate_cli_prints_the_table_for_any_folder_against_a_base(base_folder
     from eeve.evaluate import main
 
     val = [f"validation.{lang}.paths=[{demo_data / lang / 'heldout.txt'}]" for lang in ("ko", "en")]
-    out = main([f"model={base_folder}", f"base={base_folder}", "eval.bytes=1500", "eval.samples.max_new_tokens=2",
-                *val])
+    out = main(
+        [f"model={base_folder}", f"base={base_folder}", "eval.bytes=1500", "eval.samples.max_new_tokens=2", *val]
+    )
     table = capsys.readouterr().out
     assert "| 0 (base) |" in table and f"| {base_folder.name} |" in table and "(+0.0 %)" in table
     assert out["models"][0]["eval"]["bpb"] == out["base"]["eval"]["bpb"]  # the same model scores the same

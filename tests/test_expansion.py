@@ -1,4 +1,5 @@
 """eeve.model.expand: loading, untying, vocab checks and the subword initialisation (checked by hand)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,13 @@ from eeve.model.load import load_base_model, torch_dtype
 from eeve.tokenizer.base import bpe_pieces
 
 ROOT = Path(__file__).resolve().parents[1]
-SENTS = ["한국어 문장을 토큰화합니다.", "안녕하세요 여러분 반갑습니다.", "Hello world, this is a test.",
-         "한국 사람은 한국어를 합니다.", "the quick brown fox"] * 3
+SENTS = [
+    "한국어 문장을 토큰화합니다.",
+    "안녕하세요 여러분 반갑습니다.",
+    "Hello world, this is a test.",
+    "한국 사람은 한국어를 합니다.",
+    "the quick brown fox",
+] * 3
 
 
 def make_base_tokenizer():

@@ -1,4 +1,5 @@
 """eeve.model.export: HF round trip from a split model and from a split-format full state dict; atomic replacement."""
+
 from __future__ import annotations
 
 import json
@@ -37,9 +38,16 @@ def tok_dir(tmp_path_factory):
     exp.add_tokens(NEW)
     PreTrainedTokenizerFast(tokenizer_object=exp, **kw).save_pretrained(d)
     (d / "special_tokens_map.json").write_text(json.dumps(kw))
-    (d / "expansion.json").write_text(json.dumps({
-        "base_vocab_size": 330, "vocab_size": 334, "base_kind": "sentencepiece_bpe",
-        "new_tokens": [{"id": 330 + i, "token": t, "frequency": 1} for i, t in enumerate(NEW)]}))
+    (d / "expansion.json").write_text(
+        json.dumps(
+            {
+                "base_vocab_size": 330,
+                "vocab_size": 334,
+                "base_kind": "sentencepiece_bpe",
+                "new_tokens": [{"id": 330 + i, "token": t, "frequency": 1} for i, t in enumerate(NEW)],
+            }
+        )
+    )
     return d
 
 
@@ -70,8 +78,15 @@ def check_export(out: Path, merged: dict, tok_dir: Path):
     assert set(sd) == set(merged)
     for k, v in merged.items():
         assert torch.equal(sd[k], v), k
-    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "expansion.json",
-              "metrics.json", "config.json", "model.safetensors"):
+    for f in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "expansion.json",
+        "metrics.json",
+        "config.json",
+        "model.safetensors",
+    ):
         assert (out / f).exists(), f
     assert (out / "base_tokenizer" / "tokenizer.json").exists()
     assert tok("국어를").input_ids  # loads and encodes

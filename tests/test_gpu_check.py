@@ -1,5 +1,6 @@
 """bench/gpu_check.py: its bf16-vs-fp32 comparison can fail, and the script runs on a CPU-only machine with the
 CUDA parts skipped (the bf16 side on the CPU, so that every comparison runs)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -13,8 +14,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 
 def metrics(ko0, ko1, en0=3.0, en1=3.0):
-    return {"val_start": {"ko": {"loss": ko0}, "en": {"loss": en0}},
-            "val_end": {"ko": {"loss": ko1}, "en": {"loss": en1}}}
+    return {
+        "val_start": {"ko": {"loss": ko0}, "en": {"loss": en0}},
+        "val_end": {"ko": {"loss": ko1}, "en": {"loss": en1}},
+    }
 
 
 def test_compare_tolerances():
@@ -29,9 +32,27 @@ def test_compare_tolerances():
 
 @pytest.mark.slow
 def test_gpu_check_runs_on_cpu_with_cuda_parts_skipped(tmp_path):
-    r = subprocess.run([sys.executable, "bench/gpu_check.py", "--model", "tiny", "--steps", "2", "--seq", "32",
-                        "--batch", "4", "--cpu-bf16", "--out", str(tmp_path)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=1800)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "bench/gpu_check.py",
+            "--model",
+            "tiny",
+            "--steps",
+            "2",
+            "--seq",
+            "32",
+            "--batch",
+            "4",
+            "--cpu-bf16",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     out = r.stdout
     assert r.returncode == 0, out[-3000:] + r.stderr[-3000:]
     assert "CUDA not available" in out and "| check | result | status |" in out

@@ -1,4 +1,5 @@
 """English guard (stage.max_regression) against the base model on the same bytes, and per-group learning rates."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from test_train import cache_dir, compose_cfg, export_state, grouped  # noqa: F401 (cache_dir: a fixture)
 
 FIRST2 = ["stages=['2']", "stage.max_steps=4", "trainer.val_every_n_steps=2"]  # stage 2 starts from the expanded base
@@ -92,18 +92,22 @@ def test_max_regression_names_a_validation_language(expanded_tokenizer, cache_di
 
 
 def test_rate_groups_give_each_group_its_rate_and_decay():
+    from test_param_groups import BASE, batch, loss_fn, snapshot, tiny_model
+
     from eeve.config import StageConfig
     from eeve.model.split import split_vocab
     from eeve.training.groups import group_parameters, set_trainable
     from eeve.training.module import rate_param_groups
-    from test_param_groups import BASE, batch, loss_fn, snapshot, tiny_model
 
     model = split_vocab(tiny_model(), BASE)
     set_trainable(model, ["old_input", "new_input", "old_output", "new_output", "transformer"])
     stage = StageConfig(lr=1e-3, lr_new=5e-2, lr_old=0.0, weight_decay=0.1, weight_decay_pretrained=0.0)
     groups = rate_param_groups(model, stage)
     assert {g["name"]: (g["lr"], g["weight_decay"]) for g in groups} == {
-        "new": (5e-2, 0.1), "old": (0.0, 0.0), "transformer": (1e-3, 0.0)}
+        "new": (5e-2, 0.1),
+        "old": (0.0, 0.0),
+        "transformer": (1e-3, 0.0),
+    }
     opt = torch.optim.AdamW(groups)
     before = snapshot(model)
     for k in range(2):

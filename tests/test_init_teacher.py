@@ -1,5 +1,6 @@
 """Init methods that use the base model as teacher (mass_first_piece, distill), on the tiny model and the demo's
 real expanded tokenizer and text."""
+
 from __future__ import annotations
 
 import math
@@ -7,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from test_train import compose_cfg
 
 
@@ -17,9 +17,17 @@ def setup(expanded_tokenizer, tmp_path_factory):
     from eeve.model.init_data import init_inputs
 
     cache = tmp_path_factory.mktemp("cache")
-    cfg = compose_cfg(tmp_path_factory.mktemp("run"), expanded_tokenizer, cache, "init=distill",
-                      "init_options.documents=64", "init_options.teacher_tokens=1024", "init_options.head_epochs=3",
-                      "init_options.distill_steps=2", "init_options.distill_seq_len=32")
+    cfg = compose_cfg(
+        tmp_path_factory.mktemp("run"),
+        expanded_tokenizer,
+        cache,
+        "init=distill",
+        "init_options.documents=64",
+        "init_options.teacher_tokens=1024",
+        "init_options.head_epochs=3",
+        "init_options.distill_steps=2",
+        "init_options.distill_seq_len=32",
+    )
     exp = read_expansion(expanded_tokenizer)
     return cfg, exp, init_inputs(cfg, expanded_tokenizer, exp)["data"]
 
@@ -34,8 +42,17 @@ def expand(cfg, exp, data, init, tok_dir):
     old_in = base.get_input_embeddings().weight.detach().clone()
     old_out = base.get_output_embeddings().weight.detach().clone()
     tok = Tokenizer.from_file(str(tok_dir / "base_tokenizer" / "tokenizer.json"))
-    model, summary = expand_model(base, tok, exp["new_tokens"], exp["base_vocab_size"], init, 0,
-                                  vocab_size=exp["vocab_size"], return_summary=True, data=data)
+    model, summary = expand_model(
+        base,
+        tok,
+        exp["new_tokens"],
+        exp["base_vocab_size"],
+        init,
+        0,
+        vocab_size=exp["vocab_size"],
+        return_summary=True,
+        data=data,
+    )
     return model, summary, old_in, old_out, tok
 
 

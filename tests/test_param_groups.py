@@ -1,4 +1,5 @@
 """eeve.model.split: split vocabulary, exact freezing under AdamW weight decay, equivalence with the HF model."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,6 +20,7 @@ STAGE_GROUPS = {n: tuple(OmegaConf.load(CONF_DIR / "stage" / f"{n}.yaml").traina
 def trainable_parameters(model):
     return [p for p in model.parameters() if p.requires_grad]
 
+
 BASE, V = 48, 64
 
 
@@ -26,8 +28,16 @@ def tiny_model(seed=0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=V,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
     return LlamaForCausalLM(cfg)
 
 
@@ -74,8 +84,9 @@ def test_every_stage_freezes_exactly_and_trains_its_groups():
             else:
                 assert not p.requires_grad and torch.equal(p, before[n]), f"stage {stage}: frozen {n} moved"
         # optimizer state exists only for trainable tensors: exp_avg + exp_avg_sq = 2 x trainable x 4 bytes
-        state_bytes = sum(s[k].numel() * s[k].element_size() for s in opt.state.values()
-                          for k in ("exp_avg", "exp_avg_sq"))
+        state_bytes = sum(
+            s[k].numel() * s[k].element_size() for s in opt.state.values() for k in ("exp_avg", "exp_avg_sq")
+        )
         assert state_bytes == 2 * sum(counts.values()) * 4
         assert all(p.requires_grad for p in opt.state)
 
@@ -117,8 +128,9 @@ def test_split_forward_and_fused_losses_match_hf():
         targets = ids[:, 1:].clone()
         targets[0, :3] = -100
         ours = model.lm_head(hidden, targets)[1]
-        full = F.cross_entropy(a[:, :-1].float().reshape(-1, V), targets.reshape(-1), reduction="none",
-                               ignore_index=-100).view_as(targets)
+        full = F.cross_entropy(
+            a[:, :-1].float().reshape(-1, V), targets.reshape(-1), reduction="none", ignore_index=-100
+        ).view_as(targets)
         torch.testing.assert_close(ours, full)
         assert torch.all(ours[0, :3] == 0)
         # the HF labels path works unchanged too
@@ -190,7 +202,7 @@ def test_split_modules_match_plain_ops(base, extra, seed):
     torch.testing.assert_close(head(h, t)[1], ref)
 
 
-_FSDP_SCRIPT = r'''
+_FSDP_SCRIPT = r"""
 import os, socket, sys, torch, torch.distributed as dist
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
 os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1")
@@ -235,7 +247,7 @@ merged = merge_split_state_dict(sd)
 assert merged["model.embed_tokens.weight"].shape == (64, 32) and merged["lm_head.weight"].shape == (64, 32)
 dist.destroy_process_group()
 print("FSDP2-OK")
-'''
+"""
 
 
 @pytest.mark.slow
@@ -273,7 +285,9 @@ def test_fused_head_gradients_equal_autograd_reference(chunk_elements, trainable
     t[0, 5] = base  # first new id
     t[0, 6] = base - 1  # last old id
     loss, per_token = head(h, t)
-    grads = torch.autograd.grad(loss, [x for x, w in ((h, need_h), (old.weight, need_old), (new.weight, need_new)) if w])
+    grads = torch.autograd.grad(
+        loss, [x for x, w in ((h, need_h), (old.weight, need_old), (new.weight, need_new)) if w]
+    )
 
     h2 = h.detach().clone().requires_grad_(need_h)
     wo, wn = old.weight.detach().clone().requires_grad_(need_old), new.weight.detach().clone().requires_grad_(need_new)

@@ -1,5 +1,6 @@
 """`mode=plan`: the memory plan per device, checked against the measured peak of real training steps on CPU (tiny
 and a mid-size debug Llama), and its arithmetic for SOLAR-10.7B on 8 GPUs."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = {"1": "new_input", "2": "new_output", "6": "old_input,new_input,old_output,new_output,transformer",
-          "6_lora": "old_input,new_input,old_output,new_output,transformer", "7": "transformer"}
+GROUPS = {
+    "1": "new_input",
+    "2": "new_output",
+    "6": "old_input,new_input,old_output,new_output,transformer",
+    "6_lora": "old_input,new_input,old_output,new_output,transformer",
+    "7": "transformer",
+}
 
 
 def _bench():
@@ -29,9 +35,18 @@ def compose(*overrides: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("size,stage,ckpt", [("tiny", "1", False), ("tiny", "6", False), ("mid", "1", False),
-                                             ("mid", "2", False), ("mid", "6", False), ("mid", "7", True),
-                                             ("mid", "6_lora", True)])
+@pytest.mark.parametrize(
+    "size,stage,ckpt",
+    [
+        ("tiny", "1", False),
+        ("tiny", "6", False),
+        ("mid", "1", False),
+        ("mid", "2", False),
+        ("mid", "6", False),
+        ("mid", "7", True),
+        ("mid", "6_lora", True),
+    ],
+)
 def test_plan_matches_measured_peak_on_cpu(size, stage, ckpt):
     """Within 20 % of the peak resident memory of real training steps (measured: within 3 %)."""
     from eeve.training.plan import plan_stage
@@ -51,8 +66,13 @@ def test_solar_fsdp8_plan_is_the_arithmetic():
     from eeve.training.stages import apply_schedule
 
     def solar(stage: int, devices: int):
-        cfg = compose("mode=plan", "experiment=eeve_solar", f"stage={stage}", f"trainer.devices={devices}",
-                      "plan.vocab_size=40960")
+        cfg = compose(
+            "mode=plan",
+            "experiment=eeve_solar",
+            f"stage={stage}",
+            f"trainer.devices={devices}",
+            "plan.vocab_size=40960",
+        )
         cfg.stage = apply_schedule(cfg.stage, str(stage), cfg.schedule, [])  # as train.py does
         return plan_stage(cfg)
 
@@ -75,8 +95,13 @@ def test_solar_fsdp8_plan_is_the_arithmetic():
 @pytest.mark.slow
 def test_cli_prints_the_table_and_fails_in_one_line_without_a_vocabulary(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "train.py", "mode=plan", f"hydra.run.dir={tmp_path}", *args], cwd=ROOT,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "train.py", "mode=plan", f"hydra.run.dir={tmp_path}", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     r = run("stage=all", "experiment=eeve_solar", "trainer.devices=8", "plan.vocab_size=40960")
     assert r.returncode == 0, r.stderr[-3000:]

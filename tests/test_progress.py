@@ -1,4 +1,5 @@
 """What a stage shows: a live bar on a terminal, periodic plain lines in a log, no Lightning banners."""
+
 from __future__ import annotations
 
 import io
@@ -45,9 +46,17 @@ class Regression(L.LightningModule):
 def test_bar_and_lines_follow_optimizer_steps(tmp_path):
     bar, lines = io.StringIO(), io.StringIO()
     cb = StageProgress(5, every=2, bar=True, lines=True, bar_file=bar, line_file=lines)
-    trainer = L.Trainer(max_steps=5, accumulate_grad_batches=2, callbacks=[cb], logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path, accelerator="cpu")
+    trainer = L.Trainer(
+        max_steps=5,
+        accumulate_grad_batches=2,
+        callbacks=[cb],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
     trainer.fit(Regression())
     got = lines.getvalue().splitlines()
     # every 2nd optimizer step (not micro-batch) and the last one; loss, tokens/s and ETA on each line
@@ -80,13 +89,25 @@ def test_terminal_shows_a_bar_and_logs_show_lines(expanded_tokenizer, tmp_path):
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
-    args = ["stage=1", "stage.max_steps=4", "stage.warmup_steps=1", "data.seq_len=64", "data.micro_batch_size=4",
-            "data.validation.ko.max_sequences=4", "data.validation.en.max_sequences=4", "trainer.log_every_n_steps=2",
-            "trainer.val_every_n_steps=100", "trainer.checkpoint_every_n_steps=100", "eval.enabled=false",
-            f"hydra.run.dir={tmp_path}",
-            f"tokenizer.path={expanded_tokenizer}", f"paths.cache_dir={tmp_path / 'cache'}"]
-    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=slave,
-                            stdin=subprocess.DEVNULL)
+    args = [
+        "stage=1",
+        "stage.max_steps=4",
+        "stage.warmup_steps=1",
+        "data.seq_len=64",
+        "data.micro_batch_size=4",
+        "data.validation.ko.max_sequences=4",
+        "data.validation.en.max_sequences=4",
+        "trainer.log_every_n_steps=2",
+        "trainer.val_every_n_steps=100",
+        "trainer.checkpoint_every_n_steps=100",
+        "eval.enabled=false",
+        f"hydra.run.dir={tmp_path}",
+        f"tokenizer.path={expanded_tokenizer}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL
+    )
     os.close(slave)
     term = b""
     while True:  # drain the terminal while the run goes on (a full pty buffer would block the child)

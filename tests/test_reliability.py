@@ -2,6 +2,7 @@
 
 Runs the real CLI (`python train.py ...`) as subprocesses on a tiny model, small data and a small expanded
 tokenizer built once for this module."""
+
 from __future__ import annotations
 
 import json
@@ -32,23 +33,43 @@ def env(demo_data, tmp_path_factory):
         (d / name).write_text("\n".join(x for x in lines if x.strip()) + "\n", encoding="utf-8")
         return d / name
 
-    files = {"ko": head(demo_data / "ko" / "train.txt", 2000, "ko.txt"),
-             "en": head(demo_data / "en" / "train.txt", 400, "en.txt"),
-             "pairs": head(demo_data / "pairs" / "train.jsonl", 300, "pairs.jsonl"),
-             "kov": head(demo_data / "ko" / "heldout.txt", 200, "kov.txt"),
-             "env": head(demo_data / "en" / "heldout.txt", 200, "env.txt")}
+    files = {
+        "ko": head(demo_data / "ko" / "train.txt", 2000, "ko.txt"),
+        "en": head(demo_data / "en" / "train.txt", 400, "en.txt"),
+        "pairs": head(demo_data / "pairs" / "train.jsonl", 300, "pairs.jsonl"),
+        "kov": head(demo_data / "ko" / "heldout.txt", 200, "kov.txt"),
+        "env": head(demo_data / "en" / "heldout.txt", 200, "env.txt"),
+    }
     tok = d / "tokenizer"
-    run_from_config({"base_tokenizer": str(demo_data / "base_tokenizer" / "tokenizer.model"),
-                     "corpus": {"paths": [str(files["ko"])]},
-                     "heldout": {"ko": str(files["kov"]), "en": str(files["env"])},
-                     "output_dir": str(tok), "intermediate_vocab_size": 2000, "min_frequency": 3, "progress": False})
-    args = ["run_name=rel", "trainer.val_every_n_steps=100", "data.seq_len=32", "data.micro_batch_size=2",
-            "eval.bytes=2048", "eval.tasks=[]", "eval.samples.max_new_tokens=4",
-            "data.validation.ko.max_sequences=4", "data.validation.en.max_sequences=4",
-            f"paths.cache_dir={d / 'cache'}", f"tokenizer.path={tok}",
-            f"data.sources.ko_web.paths=[{files['ko']}]", f"data.sources.multilingual.paths=[{files['en']}]",
-            f"data.sources.en_ko_pairs.paths=[{files['pairs']}]",
-            f"data.validation.ko.paths=[{files['kov']}]", f"data.validation.en.paths=[{files['env']}]"]
+    run_from_config(
+        {
+            "base_tokenizer": str(demo_data / "base_tokenizer" / "tokenizer.model"),
+            "corpus": {"paths": [str(files["ko"])]},
+            "heldout": {"ko": str(files["kov"]), "en": str(files["env"])},
+            "output_dir": str(tok),
+            "intermediate_vocab_size": 2000,
+            "min_frequency": 3,
+            "progress": False,
+        }
+    )
+    args = [
+        "run_name=rel",
+        "trainer.val_every_n_steps=100",
+        "data.seq_len=32",
+        "data.micro_batch_size=2",
+        "eval.bytes=2048",
+        "eval.tasks=[]",
+        "eval.samples.max_new_tokens=4",
+        "data.validation.ko.max_sequences=4",
+        "data.validation.en.max_sequences=4",
+        f"paths.cache_dir={d / 'cache'}",
+        f"tokenizer.path={tok}",
+        f"data.sources.ko_web.paths=[{files['ko']}]",
+        f"data.sources.multilingual.paths=[{files['en']}]",
+        f"data.sources.en_ko_pairs.paths=[{files['pairs']}]",
+        f"data.validation.ko.paths=[{files['kov']}]",
+        f"data.validation.en.paths=[{files['env']}]",
+    ]
     return {"dir": d, "tok": tok, "args": args}
 
 
@@ -57,8 +78,14 @@ def cmd(*args: str) -> list[str]:
 
 
 def run(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return subprocess.run(
+        cmd(*args),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
 
 
 def load_export(folder: Path) -> dict:
@@ -81,10 +108,16 @@ def test_sigkill_resume_matches_uninterrupted_run(env, tmp_path):
     stage = ["stage=1", "stage.max_steps=24", "trainer.checkpoint_every_n_steps=3"]
     a, b = tmp_path / "a", tmp_path / "b"
     # the uninterrupted reference runs alongside the run we kill
-    ref = subprocess.Popen(cmd(*stage, *env["args"], f"hydra.run.dir={a}"), cwd=ROOT, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
-    killed = subprocess.Popen(cmd(*stage, *env["args"], f"hydra.run.dir={b}"), cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ref = subprocess.Popen(
+        cmd(*stage, *env["args"], f"hydra.run.dir={a}"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    killed = subprocess.Popen(
+        cmd(*stage, *env["args"], f"hydra.run.dir={b}"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ckpts = b / "checkpoints" / "stage1"
     deadline = time.time() + 180
     while time.time() < deadline and killed.poll() is None:
@@ -247,8 +280,15 @@ def _remote_code_folder(tmp: Path, marker: Path) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     d = tmp / "remote"
-    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).save_pretrained(d, safe_serialization=True)
     c = json.loads((d / "config.json").read_text())
@@ -259,7 +299,8 @@ def _remote_code_folder(tmp: Path, marker: Path) -> Path:
         f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
         "from transformers import LlamaConfig, LlamaForCausalLM\n"
         "class EvilConfig(LlamaConfig):\n    model_type = 'evil_llama'\n"
-        "class EvilModel(LlamaForCausalLM):\n    config_class = EvilConfig\n")
+        "class EvilModel(LlamaForCausalLM):\n    config_class = EvilConfig\n"
+    )
     return d
 
 

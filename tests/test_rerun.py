@@ -1,5 +1,6 @@
 """Safe reruns: a finished stage is reused only by the configuration that produced it (its fingerprint), and the
 default output folder follows the model, so `python train.py stage=3 model=solar` never lands in the demo's run."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,19 @@ import pytest
 from eeve.errors import StageError
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["stage.max_steps=2", "stage.warmup_steps=1", "data.seq_len=64", "data.micro_batch_size=4",
-        "data.validation.ko.max_sequences=4", "data.validation.en.max_sequences=4", "trainer.val_every_n_steps=100",
-        "trainer.checkpoint_every_n_steps=100", "eval.bytes=2048", "eval.tasks=[]", "eval.samples.max_new_tokens=4"]
+FAST = [
+    "stage.max_steps=2",
+    "stage.warmup_steps=1",
+    "data.seq_len=64",
+    "data.micro_batch_size=4",
+    "data.validation.ko.max_sequences=4",
+    "data.validation.en.max_sequences=4",
+    "trainer.val_every_n_steps=100",
+    "trainer.checkpoint_every_n_steps=100",
+    "eval.bytes=2048",
+    "eval.tasks=[]",
+    "eval.samples.max_new_tokens=4",
+]
 
 
 def compose(*overrides: str, hydra: bool = False):
@@ -30,17 +41,27 @@ def compose(*overrides: str, hydra: bool = False):
 def train_cfg(run_dir: Path, tok: Path, cache: Path, *overrides: str):
     from eeve.config import to_train_config
 
-    return to_train_config(compose(f"paths.root={ROOT}", f"paths.run_dir={run_dir}", f"paths.cache_dir={cache}",
-                                   f"tokenizer.path={tok}", *FAST, *overrides))
+    return to_train_config(
+        compose(
+            f"paths.root={ROOT}",
+            f"paths.run_dir={run_dir}",
+            f"paths.cache_dir={cache}",
+            f"tokenizer.path={tok}",
+            *FAST,
+            *overrides,
+        )
+    )
 
 
 def test_default_run_folder_follows_the_model():
     """The design card's commands: each model's stages (and tokenizer) have their own folder."""
-    for overrides, run, tok in [(["model=solar"], "outputs/solar", "outputs/tokenize/solar/tokenizer"),
-                                (["model=tiny_pretrained"], "outputs/demo", "outputs/tokenize/demo/tokenizer"),
-                                ([], "outputs/demo", "outputs/tokenize/demo/tokenizer"),
-                                (["experiment=eeve_solar"], "outputs/eeve_solar", "outputs/tokenize/solar/tokenizer"),
-                                (["model=solar", "run_name=mine"], "outputs/mine", "outputs/tokenize/solar/tokenizer")]:
+    for overrides, run, tok in [
+        (["model=solar"], "outputs/solar", "outputs/tokenize/solar/tokenizer"),
+        (["model=tiny_pretrained"], "outputs/demo", "outputs/tokenize/demo/tokenizer"),
+        ([], "outputs/demo", "outputs/tokenize/demo/tokenizer"),
+        (["experiment=eeve_solar"], "outputs/eeve_solar", "outputs/tokenize/solar/tokenizer"),
+        (["model=solar", "run_name=mine"], "outputs/mine", "outputs/tokenize/solar/tokenizer"),
+    ]:
         c = compose(*overrides, hydra=True)
         assert (c.hydra.run.dir, c.tokenizer.path) == (run, tok), overrides
 
@@ -56,8 +77,12 @@ def test_mismatched_rerun_is_refused_with_the_fix(expanded_tokenizer, tmp_path):
 
     # same configuration: skipped, on other hardware knobs too (micro-batch size, trainer)
     mtime = (tmp_path / "run" / "stage1" / "model.safetensors").stat().st_mtime_ns
-    again = run_stage(train_cfg(tmp_path / "run", expanded_tokenizer, cache, "data.micro_batch_size=2",
-                                "trainer.log_every_n_steps=1"), 1)
+    again = run_stage(
+        train_cfg(
+            tmp_path / "run", expanded_tokenizer, cache, "data.micro_batch_size=2", "trainer.log_every_n_steps=1"
+        ),
+        1,
+    )
     assert again == first and (tmp_path / "run" / "stage1" / "model.safetensors").stat().st_mtime_ns == mtime
 
     cases = {

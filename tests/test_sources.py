@@ -1,6 +1,7 @@
 """Hugging Face `datasets` sources (Parquet, Arrow, JSON, load_dataset ids) read exactly like the .txt they were
 written from: the same documents, token counts, packed tokens, tokenizer and training batches. Real demo data,
 real `datasets` files, no mocks."""
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,9 @@ def shards(demo_data, tmp_path_factory) -> dict:
     datasets.Dataset.from_dict({"content": ["다른 설정"] * 5}).to_parquet(str(repo / "ko" / "other.parquet"))
     (repo / "README.md").write_text(
         "---\nconfigs:\n- config_name: ko\n  data_files:\n  - split: train\n    path: ko/train.parquet\n"
-        "  - split: other\n    path: ko/other.parquet\n---\n", encoding="utf-8")
+        "  - split: other\n    path: ko/other.parquet\n---\n",
+        encoding="utf-8",
+    )
     return {"dir": d, "txt": txt, "lines": lines}
 
 
@@ -92,8 +95,9 @@ def test_packed_tokens_identical_to_txt(shards, expanded_tokenizer, tmp_path):
     the shards, so it is a different cache built independently."""
     tok = TokenizerInfo(expanded_tokenizer)
     a, built_a = pack_source("ko", [str(shards["txt"])], SourceOptions(), tok, 128, tmp_path, None)
-    b, built_b = pack_source("ko", [str(shards["dir"] / "ko-*.parquet")], SourceOptions(text_field="content"), tok,
-                             128, tmp_path, None)
+    b, built_b = pack_source(
+        "ko", [str(shards["dir"] / "ko-*.parquet")], SourceOptions(text_field="content"), tok, 128, tmp_path, None
+    )
     assert built_a and built_b and a != b
     pa, pb = open_packed(a), open_packed(b)
     assert pa.n > 100
@@ -120,13 +124,21 @@ def test_tokenizer_built_from_parquet_equals_txt(shards, demo_data, tmp_path):
     from eeve.tokenizer.run import run_from_config
 
     outs = {}
-    for name, corpus in {"txt": {"paths": [str(shards["txt"])]},
-                         "parquet": {"paths": [str(shards["dir"] / "ko-*.parquet")], "text_field": "content"}}.items():
-        outs[name] = run_from_config({
-            "base_tokenizer": str(demo_data / "base_tokenizer" / "tokenizer.model"), "corpus": corpus,
-            "heldout": {"ko": str(demo_data / "ko" / "heldout.txt"), "en": None},
-            "output_dir": str(tmp_path / name), "intermediate_vocab_size": 3000, "min_frequency": 3,
-            "progress": False})
+    for name, corpus in {
+        "txt": {"paths": [str(shards["txt"])]},
+        "parquet": {"paths": [str(shards["dir"] / "ko-*.parquet")], "text_field": "content"},
+    }.items():
+        outs[name] = run_from_config(
+            {
+                "base_tokenizer": str(demo_data / "base_tokenizer" / "tokenizer.model"),
+                "corpus": corpus,
+                "heldout": {"ko": str(demo_data / "ko" / "heldout.txt"), "en": None},
+                "output_dir": str(tmp_path / name),
+                "intermediate_vocab_size": 3000,
+                "min_frequency": 3,
+                "progress": False,
+            }
+        )
     assert (outs["txt"] / "tokenizer.json").read_bytes() == (outs["parquet"] / "tokenizer.json").read_bytes()
     a, b = (json.loads((outs[k] / "expansion.json").read_text()) for k in ("txt", "parquet"))
     assert a["new_tokens"] == b["new_tokens"] and a["compression"] == b["compression"]
@@ -140,17 +152,25 @@ def test_datamodule_batches_identical_to_txt(shards, expanded_tokenizer, tmp_pat
     d = shards["dir"]
 
     def dm(train: dict, val: dict) -> EEVEDataModule:
-        cfg = {"seq_len": 64, "micro_batch_size": 4, "new_token_bias": 2.0,
-               "sources": {"ko": {"paths": train.pop("paths"), "ratio": 0.9, **train},
-                           "en": {"paths": [str(demo_data / "en" / "heldout.txt")], "ratio": 0.1}},
-               "validation": {"ko": {"paths": val.pop("paths"), "max_sequences": 8, **val}}}
+        cfg = {
+            "seq_len": 64,
+            "micro_batch_size": 4,
+            "new_token_bias": 2.0,
+            "sources": {
+                "ko": {"paths": train.pop("paths"), "ratio": 0.9, **train},
+                "en": {"paths": [str(demo_data / "en" / "heldout.txt")], "ratio": 0.1},
+            },
+            "validation": {"ko": {"paths": val.pop("paths"), "max_sequences": 8, **val}},
+        }
         m = EEVEDataModule(cfg, expanded_tokenizer, tmp_path / "cache", base_dir=tmp_path, num_samples=64)
         m.setup("fit")
         return m
 
     a = dm({"paths": [str(shards["txt"])]}, {"paths": [str(shards["txt"])]})
-    b = dm({"paths": [str(d / "ko-*.parquet")], "text_field": "content"},
-           {"paths": [str(d / "saved0"), str(d / "saved1")], "text_field": "content", "format": "arrow"})
+    b = dm(
+        {"paths": [str(d / "ko-*.parquet")], "text_field": "content"},
+        {"paths": [str(d / "saved0"), str(d / "saved1")], "text_field": "content", "format": "arrow"},
+    )
     for x, y in zip(a.train_dataloader(), b.train_dataloader()):
         assert np.array_equal(x["input_ids"].numpy(), y["input_ids"].numpy())
     assert np.array_equal(a.val_sets["ko"].tokens, b.val_sets["ko"].tokens)
@@ -182,9 +202,22 @@ def test_hub_id_without_network_names_offline_alternatives(tmp_path):
     """A hub id that cannot be reached (offline here, with an empty datasets cache): one line naming both ways out,
     through `python tokenize.py` exit code 2."""
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
-    r = subprocess.run([sys.executable, str(ROOT / "tokenize.py"), "progress=false", "corpus.format=hub",
-                        "corpus.paths=[someone/korean-web]", "corpus.name=ko", f"hydra.run.dir={tmp_path / 'run'}"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tokenize.py"),
+            "progress=false",
+            "corpus.format=hub",
+            "corpus.paths=[someone/korean-web]",
+            "corpus.name=ko",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot load hub dataset 'someone/korean-web'"), r.stderr
@@ -226,9 +259,16 @@ def test_two_processes_pack_a_shared_cache_once(shards, expanded_tokenizer, tmp_
     cache = tmp_path / "cache"
     cache.mkdir()
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    procs = [subprocess.Popen([sys.executable, "-c", RANK, str(expanded_tokenizer), str(shards["txt"]), str(cache),
-                               str(r)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for r in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK, str(expanded_tokenizer), str(shards["txt"]), str(cache), str(r)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for r in range(2)
+    ]
     deadline = time.time() + 120
     while not all((cache / f"ready{r}").exists() for r in range(2)) and time.time() < deadline:
         time.sleep(0.01)

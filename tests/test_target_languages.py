@@ -3,6 +3,7 @@ Russian, fetched by the demo data builder), with both base kinds: the Mistral Se
 BPE trained here. For each: every new token reachable, text without target characters encoded exactly as the base
 (token for token), round trip to NFC, and fewer tokens on held-out text. Builds use a slice of the corpus and a
 small intermediate vocabulary; the full-corpus command-line builds are the slow tests at the end."""
+
 from __future__ import annotations
 
 import json
@@ -28,13 +29,30 @@ TRAIN_LINES = 3000  # of the language's train.txt (Hindi has 4,701)
 # Text that must keep every guarantee: combining marks, variation selectors and joiners inside target words,
 # decomposed (NFD) letters, emoji ZWJ sequences and other scripts around them.
 SAMPLES = {
-    "ja": ["データベースの関数を使います。", "カ\u3099ソリン と ハ\u309aン (NFD)", "葛\U000E0100城市と辻\U000E0101",
-           "半角ｶﾀｶﾅ、全角ＡＢＣ、〜ー々〆ゝ㍿", "家族 👨\u200d👩\u200d👧 絵文字 ❤\ufe0f",
-           "Use the 関数 in Calc 2024年"],
-    "hi": ["क्\u200dष और क्\u200cष", "नमस्ते दुनिया। १२३ ॐ", "फ\u093cाइल (NFD nukta) क़िला", "देवनागरी\u0951 स्वर",
-           "ज़्यादा ह\ufe0fिंदी 😀 text", "Use the फ़ंक्शन in Calc"],
-    "ru": ["большо\u0301й до\u0301м", "и\u0306од и й (NFD)", "Ёлка, ёж и ЁЖИК!", "ѣ Ѣ ԁ Ԁ ꙗ",
-           "д\ufe0fа 👩\u200d💻 Привет", "Use the функция in Calc"],
+    "ja": [
+        "データベースの関数を使います。",
+        "カ\u3099ソリン と ハ\u309aン (NFD)",
+        "葛\U000e0100城市と辻\U000e0101",
+        "半角ｶﾀｶﾅ、全角ＡＢＣ、〜ー々〆ゝ㍿",
+        "家族 👨\u200d👩\u200d👧 絵文字 ❤\ufe0f",
+        "Use the 関数 in Calc 2024年",
+    ],
+    "hi": [
+        "क्\u200dष और क्\u200cष",
+        "नमस्ते दुनिया। १२३ ॐ",
+        "फ\u093cाइल (NFD nukta) क़िला",
+        "देवनागरी\u0951 स्वर",
+        "ज़्यादा ह\ufe0fिंदी 😀 text",
+        "Use the फ़ंक्शन in Calc",
+    ],
+    "ru": [
+        "большо\u0301й до\u0301м",
+        "и\u0306од и й (NFD)",
+        "Ёлка, ёж и ЁЖИК!",
+        "ѣ Ѣ ԁ Ԁ ꙗ",
+        "д\ufe0fа 👩\u200d💻 Привет",
+        "Use the функция in Calc",
+    ],
 }
 
 KINDS_UNDER_TEST = ("sentencepiece_bpe", "byte_level_bpe")
@@ -48,8 +66,11 @@ def enc(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
     return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
 
 
-@pytest.fixture(scope="module", params=[(lang, kind) for lang in ("ja", "hi", "ru") for kind in KINDS_UNDER_TEST],
-                ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(
+    scope="module",
+    params=[(lang, kind) for lang in ("ja", "hi", "ru") for kind in KINDS_UNDER_TEST],
+    ids=lambda p: f"{p[0]}-{p[1]}",
+)
 def built(request, demo_data, demo_language, tmp_path_factory):
     lang, kind = request.param
     folder = demo_language(lang)
@@ -62,16 +83,27 @@ def built(request, demo_data, demo_language, tmp_path_factory):
         base_dir = train_byte_level_base(lines(demo_data / "en" / "train.txt")[:3000] + train[-300:], root / "base")
     out = root / "expanded"
     spec = LANGUAGES[lang]
-    run_from_config({
-        "base_tokenizer": str(base_dir), "corpus": {"paths": [str(root / "train.txt")]},
-        "target": {"scripts": list(spec.scripts), "ranges": list(spec.ranges)},
-        "heldout": {"ko": None, lang: str(folder / "heldout.txt"), "en": str(demo_data / "en" / "heldout.txt")},
-        "output_dir": str(out), "intermediate_vocab_size": 3000, "min_frequency": 3, "progress": False,
-    })
-    return {"lang": lang, "kind": KINDS[kind], "folder": folder, "target_scripts": spec.target(),
-            "report": json.loads((out / "expansion.json").read_text(encoding="utf-8")),
-            "target": Tokenizer.from_file(str(out / "tokenizer.json")),
-            "base": Tokenizer.from_file(str(out / "base_tokenizer" / "tokenizer.json"))}
+    run_from_config(
+        {
+            "base_tokenizer": str(base_dir),
+            "corpus": {"paths": [str(root / "train.txt")]},
+            "target": {"scripts": list(spec.scripts), "ranges": list(spec.ranges)},
+            "heldout": {"ko": None, lang: str(folder / "heldout.txt"), "en": str(demo_data / "en" / "heldout.txt")},
+            "output_dir": str(out),
+            "intermediate_vocab_size": 3000,
+            "min_frequency": 3,
+            "progress": False,
+        }
+    )
+    return {
+        "lang": lang,
+        "kind": KINDS[kind],
+        "folder": folder,
+        "target_scripts": spec.target(),
+        "report": json.loads((out / "expansion.json").read_text(encoding="utf-8")),
+        "target": Tokenizer.from_file(str(out / "tokenizer.json")),
+        "base": Tokenizer.from_file(str(out / "base_tokenizer" / "tokenizer.json")),
+    }
 
 
 def test_layout_and_target_tokens(built):
@@ -128,8 +160,19 @@ def test_samples_use_new_tokens(built):
     assert sum(map(len, enc(t, samples))) < sum(map(len, enc(b, samples)))
 
 
-MARKS = ["\u200d", "\u200c", "\ufe0f", "\ufe0e", "\U000E0100", "\u0301", "\u0306", "\u3099", "\u093c", "\u094d",
-         "\u0951"]
+MARKS = [
+    "\u200d",
+    "\u200c",
+    "\ufe0f",
+    "\ufe0e",
+    "\U000e0100",
+    "\u0301",
+    "\u0306",
+    "\u3099",
+    "\u093c",
+    "\u094d",
+    "\u0951",
+]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -140,8 +183,14 @@ def test_property_marks_and_joiners(built, data):
     ts = built["target_scripts"]
     points = ts.target_code_points()
     target_char = st.integers(0, len(points) - 1).map(lambda i: chr(int(points[i])))
-    x = data.draw(st.lists(st.one_of(target_char, target_char, st.sampled_from(MARKS + list(" .,a1😀\n")),
-                                     st.characters(codec="utf-8")), max_size=40).map("".join))
+    x = data.draw(
+        st.lists(
+            st.one_of(
+                target_char, target_char, st.sampled_from(MARKS + list(" .,a1😀\n")), st.characters(codec="utf-8")
+            ),
+            max_size=40,
+        ).map("".join)
+    )
     t, b = built["target"], built["base"]
     assert t.decode(t.encode(x, add_special_tokens=False).ids) == unicodedata.normalize("NFC", x)
     y = unicodedata.normalize("NFC", ts.strip_target(x))
@@ -158,12 +207,20 @@ def test_cli_builds_target_language(lang, demo_data, demo_language, tmp_path):
     folder = demo_language(lang)
     spec = LANGUAGES[lang]
     out = tmp_path / "tok"
-    args = [f"target.scripts=[{','.join(spec.scripts)}]", f"corpus.paths=[{folder / 'train.txt'}]",
-            f"base_tokenizer={demo_data / 'base_tokenizer' / 'tokenizer.model'}", "heldout.ko=null",
-            f"+heldout.{lang}={folder / 'heldout.txt'}", f"heldout.en={demo_data / 'en' / 'heldout.txt'}",
-            f"output_dir={out}", f"hydra.run.dir={tmp_path / 'run'}", "progress=false"]
-    r = subprocess.run([sys.executable, str(ROOT / "tokenize.py"), *args], cwd=ROOT, capture_output=True, text=True,
-                       timeout=600)
+    args = [
+        f"target.scripts=[{','.join(spec.scripts)}]",
+        f"corpus.paths=[{folder / 'train.txt'}]",
+        f"base_tokenizer={demo_data / 'base_tokenizer' / 'tokenizer.model'}",
+        "heldout.ko=null",
+        f"+heldout.{lang}={folder / 'heldout.txt'}",
+        f"heldout.en={demo_data / 'en' / 'heldout.txt'}",
+        f"output_dir={out}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "progress=false",
+    ]
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tokenize.py"), *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stderr
     rep = json.loads((out / "expansion.json").read_text(encoding="utf-8"))
     t = Tokenizer.from_file(str(out / "tokenizer.json"))

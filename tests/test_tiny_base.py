@@ -1,5 +1,6 @@
 """The demo's English-centric base: pre-training runs, lowers English bits per byte, and saves a standard HF
 folder (model + its own base tokenizer) that `model=tiny_pretrained` style loading accepts."""
+
 from __future__ import annotations
 
 import re

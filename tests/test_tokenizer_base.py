@@ -1,4 +1,5 @@
 """Base tokenizer loading: the SentencePiece -> tokenizer.json conversion must encode exactly as sentencepiece."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,23 @@ def demo_lines(demo_data) -> list[str]:
 
 
 # "<s>" in raw text is deliberately left out: HF (like the hub Mistral tokenizer.json) matches special tokens in text.
-EDGE = ["", " ", "  ", "a  b", "   x", "x   ", "\t\ttab", "\n\nabc\n", "한\t\t국어  입니다    .", "123456 1.5e10",
-        "😀👍🏽 漢字 ひらがな", "e\u0301", "\u1112\u1161\u11ab", "▁▁literal▁", "\x00\x01 control"]
+EDGE = [
+    "",
+    " ",
+    "  ",
+    "a  b",
+    "   x",
+    "x   ",
+    "\t\ttab",
+    "\n\nabc\n",
+    "한\t\t국어  입니다    .",
+    "123456 1.5e10",
+    "😀👍🏽 漢字 ひらがな",
+    "e\u0301",
+    "\u1112\u1161\u11ab",
+    "▁▁literal▁",
+    "\x00\x01 control",
+]
 
 
 def test_sentencepiece_conversion_matches_every_demo_line(demo_data):
@@ -57,7 +73,9 @@ def _save(tok: Tokenizer, folder):
 def test_unsupported_bases_fail_with_one_line(tmp_path):
     wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     wp.pre_tokenizer = pre_tokenizers.Whitespace()
-    wp.train_from_iterator(["hello world"] * 5, trainers.WordPieceTrainer(vocab_size=50, special_tokens=["[UNK]"], show_progress=False))
+    wp.train_from_iterator(
+        ["hello world"] * 5, trainers.WordPieceTrainer(vocab_size=50, special_tokens=["[UNK]"], show_progress=False)
+    )
     uni = Tokenizer(models.Unigram())
     uni.train_from_iterator(["hello world"] * 5, trainers.UnigramTrainer(vocab_size=20, show_progress=False))
     plain = Tokenizer(models.BPE())

@@ -1,4 +1,5 @@
 """The expanded tokenizer's guarantees, on the real demo data (one build per module, shared by the tests)."""
+
 from __future__ import annotations
 
 import json
@@ -129,7 +130,9 @@ JAMO = st.characters(min_codepoint=0x1100, max_codepoint=0x11FF)
 # U+2581 "▁" is left out: SentencePiece-style tokenizers (the base included) map it to a space, so it decodes as " "
 # (test_literal_metaspace_like_base pins that down).
 SPECIAL = list(" \t\n\r.,!?0123456789😀👍🏽\u200d\u0301\u3000漢字") + ["\u1112\u1161\u11ab"]  # NFD 한
-MIXED = st.lists(st.one_of(HANGUL, HANGUL, JAMO, st.sampled_from(SPECIAL), st.characters(codec="utf-8")), max_size=60).map("".join)
+MIXED = st.lists(
+    st.one_of(HANGUL, HANGUL, JAMO, st.sampled_from(SPECIAL), st.characters(codec="utf-8")), max_size=60
+).map("".join)
 NON_HANGUL = st.text(st.characters(codec="utf-8").filter(lambda c: not KO.is_target_char(c)), max_size=60)
 
 
@@ -152,7 +155,9 @@ def test_property_non_hangul_as_base(built, x):
     y = unicodedata.normalize("NFC", x)
     if any(KO.is_target_char(c) for c in y):  # NFC never creates Hangul from non-Hangul, but be explicit
         return
-    assert built["target"].encode(x, add_special_tokens=False).ids == built["base"].encode(y, add_special_tokens=False).ids
+    assert (
+        built["target"].encode(x, add_special_tokens=False).ids == built["base"].encode(y, add_special_tokens=False).ids
+    )
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -176,14 +181,23 @@ def byte_level(demo_data, tmp_path_factory):
     ko = lines(demo_data / "ko" / "train.txt")[:300]
     base_dir = train_byte_level_base(en + ko, root / "base")
     out = root / "expanded"
-    run_from_config({
-        "base_tokenizer": str(base_dir),
-        "corpus": {"paths": [str(demo_data / "ko" / "train.txt")]},
-        "heldout": {"ko": str(demo_data / "ko" / "heldout.txt"), "en": str(demo_data / "en" / "heldout.txt")},
-        "output_dir": str(out), "intermediate_vocab_size": 4000, "min_frequency": 5, "progress": False,
-    })
-    return {"dir": out, "report": json.loads((out / "expansion.json").read_text(encoding="utf-8")),
-            "target": Tokenizer.from_file(str(out / "tokenizer.json")), "base": Tokenizer.from_file(str(base_dir / "tokenizer.json"))}
+    run_from_config(
+        {
+            "base_tokenizer": str(base_dir),
+            "corpus": {"paths": [str(demo_data / "ko" / "train.txt")]},
+            "heldout": {"ko": str(demo_data / "ko" / "heldout.txt"), "en": str(demo_data / "en" / "heldout.txt")},
+            "output_dir": str(out),
+            "intermediate_vocab_size": 4000,
+            "min_frequency": 5,
+            "progress": False,
+        }
+    )
+    return {
+        "dir": out,
+        "report": json.loads((out / "expansion.json").read_text(encoding="utf-8")),
+        "target": Tokenizer.from_file(str(out / "tokenizer.json")),
+        "base": Tokenizer.from_file(str(base_dir / "tokenizer.json")),
+    }
 
 
 def test_byte_level_base(byte_level, demo_data):
@@ -209,7 +223,9 @@ def test_packed_counting_equals_per_document(built, demo_data):
     from eeve.tokenizer.counting import pack_separator_id
 
     t = built["target"]
-    assert pack_separator_id(t) is not None and pack_separator_id(Tokenizer.from_str(t.to_str())) == t.token_to_id("<0x0A>")
+    assert pack_separator_id(t) is not None and pack_separator_id(Tokenizer.from_str(t.to_str())) == t.token_to_id(
+        "<0x0A>"
+    )
     docs = list(iter_documents([demo_data / "pairs" / "heldout.jsonl"]))[:300]  # documents with inner newlines
     docs += lines(demo_data / "ko" / "heldout.txt")[:300] + ["  lead", "trail  ", "\n", " \n x", "a\n\n", "끝\n"]
     packed = count_tokens(t, docs, batch_bytes=2000, pack=7)
@@ -230,9 +246,17 @@ def test_hub_style_sentencepiece_json_base(demo_data, tmp_path):
     ko = lines(demo_data / "ko" / "train.txt")[:3000]
     (tmp_path / "ko.txt").write_text("\n".join(ko) + "\n", encoding="utf-8")
     out = tmp_path / "out"
-    run_from_config({"base_tokenizer": str(tmp_path / "hub"), "corpus": {"paths": [str(tmp_path / "ko.txt")]},
-                     "heldout": {"ko": None, "en": str(demo_data / "en" / "heldout.txt")}, "output_dir": str(out),
-                     "intermediate_vocab_size": 3000, "min_frequency": 3, "progress": False})
+    run_from_config(
+        {
+            "base_tokenizer": str(tmp_path / "hub"),
+            "corpus": {"paths": [str(tmp_path / "ko.txt")]},
+            "heldout": {"ko": None, "en": str(demo_data / "en" / "heldout.txt")},
+            "output_dir": str(out),
+            "intermediate_vocab_size": 3000,
+            "min_frequency": 3,
+            "progress": False,
+        }
+    )
     r = json.loads((out / "expansion.json").read_text(encoding="utf-8"))
     t = Tokenizer.from_file(str(out / "tokenizer.json"))
     assert r["base_kind"] == "sentencepiece_bpe" and r["vocab_size"] % 64 == 0 and r["num_new_tokens"] > 200

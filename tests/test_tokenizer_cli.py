@@ -1,4 +1,5 @@
 """`python tokenize.py` as users run it: a real build on a small corpus, and one-line errors on bad input."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "tokenize.py"), "progress=false", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tokenize.py"), "progress=false", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +32,15 @@ def small(demo_data, tmp_path_factory):
 
 
 def common(demo_data, d: Path) -> list[str]:
-    return [f"base_tokenizer={demo_data / 'base_tokenizer' / 'tokenizer.model'}", f"corpus.paths=[{d / 'ko.txt'}]",
-            f"heldout.ko={demo_data / 'ko' / 'heldout.txt'}", f"heldout.en={demo_data / 'en' / 'heldout.txt'}",
-            "intermediate_vocab_size=3000", "min_frequency=3", f"hydra.run.dir={d / 'run'}"]
+    return [
+        f"base_tokenizer={demo_data / 'base_tokenizer' / 'tokenizer.model'}",
+        f"corpus.paths=[{d / 'ko.txt'}]",
+        f"heldout.ko={demo_data / 'ko' / 'heldout.txt'}",
+        f"heldout.en={demo_data / 'en' / 'heldout.txt'}",
+        "intermediate_vocab_size=3000",
+        "min_frequency=3",
+        f"hydra.run.dir={d / 'run'}",
+    ]
 
 
 @pytest.mark.slow
@@ -55,14 +67,25 @@ def test_cli_count_mode_shards(demo_data, small):
     outs = []
     for i in range(2):
         o = small / f"c{i}.npz"
-        r = run(f"corpus.paths=[{small / 'a.txt'},{small / 'b.txt'}]", "mode=count",
-                f"count.tokenizer_dir={demo_data / 'base_tokenizer'}", f"count.shard_index={i}", "count.num_shards=2",
-                f"count.out={o}", f"hydra.run.dir={small / 'run_count'}")
+        r = run(
+            f"corpus.paths=[{small / 'a.txt'},{small / 'b.txt'}]",
+            "mode=count",
+            f"count.tokenizer_dir={demo_data / 'base_tokenizer'}",
+            f"count.shard_index={i}",
+            "count.num_shards=2",
+            f"count.out={o}",
+            f"hydra.run.dir={small / 'run_count'}",
+        )
         assert r.returncode == 0, r.stderr
         outs.append(o)
     o = small / "all.npz"
-    r = run(f"corpus.paths=[{small / 'a.txt'},{small / 'b.txt'}]", "mode=count",
-            f"count.tokenizer_dir={demo_data / 'base_tokenizer'}", f"count.out={o}", f"hydra.run.dir={small / 'run_count'}")
+    r = run(
+        f"corpus.paths=[{small / 'a.txt'},{small / 'b.txt'}]",
+        "mode=count",
+        f"count.tokenizer_dir={demo_data / 'base_tokenizer'}",
+        f"count.out={o}",
+        f"hydra.run.dir={small / 'run_count'}",
+    )
     assert r.returncode == 0, r.stderr
     merged, whole = merge_counts(outs), merge_counts([o])
     assert (merged.tokens == whole.tokens).all() and merged.documents == whole.documents == 130
@@ -98,7 +121,9 @@ def bad_inputs(tmp_path_factory):
     (d / "nofield.jsonl").write_text('{"txt": "안녕"}\n', encoding="utf-8")
     wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     wp.pre_tokenizer = pre_tokenizers.Whitespace()
-    wp.train_from_iterator(["hello world"] * 5, trainers.WordPieceTrainer(vocab_size=50, special_tokens=["[UNK]"], show_progress=False))
+    wp.train_from_iterator(
+        ["hello world"] * 5, trainers.WordPieceTrainer(vocab_size=50, special_tokens=["[UNK]"], show_progress=False)
+    )
     (d / "wordpiece").mkdir()
     wp.save(str(d / "wordpiece" / "tokenizer.json"))
     return d
@@ -110,8 +135,13 @@ def test_cli_bad_input_one_line_error(demo_data, bad_inputs, case):
     args, needle = BAD[case]
     d = bad_inputs
     out = d / f"out_{case}"
-    defaults = [f"base_tokenizer={demo_data / 'base_tokenizer' / 'tokenizer.model'}", f"corpus.paths=[{demo_data / 'ko' / 'heldout.txt'}]",
-                f"output_dir={out}", f"hydra.run.dir={d / 'run'}", "intermediate_vocab_size=1000"]
+    defaults = [
+        f"base_tokenizer={demo_data / 'base_tokenizer' / 'tokenizer.model'}",
+        f"corpus.paths=[{demo_data / 'ko' / 'heldout.txt'}]",
+        f"output_dir={out}",
+        f"hydra.run.dir={d / 'run'}",
+        "intermediate_vocab_size=1000",
+    ]
     r = run(*defaults, *[a.format(d=d) for a in args])
     err = [x for x in r.stderr.splitlines() if x.strip()]
     assert r.returncode != 0

@@ -1,5 +1,6 @@
 """Staged training on the tiny model: exact freezing per stage, exports, Hydra composition and sweeps, FSDP2 on
 two CPU processes, TensorBoard contents. Real config, real data, real Lightning; small overrides for speed."""
+
 from __future__ import annotations
 
 import json
@@ -14,15 +15,31 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = 32000
-FAST = ["stage.max_steps=3", "stage.warmup_steps=1", "data.seq_len=64", "data.micro_batch_size=4",
-        "data.validation.ko.max_sequences=8", "data.validation.en.max_sequences=8",
-        "trainer.val_every_n_steps=100", "trainer.checkpoint_every_n_steps=100", "trainer.log_every_n_steps=1",
-        "eval.bytes=2048", "eval.tasks=[]", "eval.samples.max_new_tokens=4",  # eeve.eval kept cheap (test_eval.py)
-        "stage.max_regression=null"]  # the English guard is tested in test_guard.py
+FAST = [
+    "stage.max_steps=3",
+    "stage.warmup_steps=1",
+    "data.seq_len=64",
+    "data.micro_batch_size=4",
+    "data.validation.ko.max_sequences=8",
+    "data.validation.en.max_sequences=8",
+    "trainer.val_every_n_steps=100",
+    "trainer.checkpoint_every_n_steps=100",
+    "trainer.log_every_n_steps=1",
+    "eval.bytes=2048",
+    "eval.tasks=[]",
+    "eval.samples.max_new_tokens=4",  # eeve.eval kept cheap (test_eval.py)
+    "stage.max_regression=null",
+]  # the English guard is tested in test_guard.py
 # Which rows/tensors each stage may change (the issue's table).
-EXPECTED = {1: {"new_input"}, 2: {"new_output"}, 3: {"new_input", "new_output"}, 4: {"new_output", "old_output"},
-            5: {"new_input", "new_output", "old_output"},
-            6: {"old_input", "new_input", "old_output", "new_output", "transformer"}, 7: {"transformer"}}
+EXPECTED = {
+    1: {"new_input"},
+    2: {"new_output"},
+    3: {"new_input", "new_output"},
+    4: {"new_output", "old_output"},
+    5: {"new_input", "new_output", "old_output"},
+    6: {"old_input", "new_input", "old_output", "new_output", "transformer"},
+    7: {"transformer"},
+}
 
 
 @pytest.fixture(scope="session")
@@ -39,8 +56,17 @@ def compose_cfg(run_dir: Path, tok: Path, cache: Path, *overrides: str):
     # Hydra reads `stage=2` as an int, and group choices must be strings (train.py quotes them the same way).
     overrides = tuple(f"stage='{o[6:]}'" if o.startswith("stage=") else o for o in overrides)
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        c = compose("config", overrides=[f"paths.root={ROOT}", f"paths.run_dir={run_dir}", f"paths.cache_dir={cache}",
-                                         f"tokenizer.path={tok}", *FAST, *overrides])
+        c = compose(
+            "config",
+            overrides=[
+                f"paths.root={ROOT}",
+                f"paths.run_dir={run_dir}",
+                f"paths.cache_dir={cache}",
+                f"tokenizer.path={tok}",
+                *FAST,
+                *overrides,
+            ],
+        )
     return to_train_config(c)
 
 
@@ -49,9 +75,11 @@ def grouped(sd: dict[str, torch.Tensor]) -> dict[str, list[torch.Tensor]]:
     out = {g: [] for g in EXPECTED[6]}
     for k, v in sorted(sd.items()):
         if k.endswith("embed_tokens.weight"):
-            out["old_input"].append(v[:BASE]); out["new_input"].append(v[BASE:])
+            out["old_input"].append(v[:BASE])
+            out["new_input"].append(v[BASE:])
         elif k.endswith("lm_head.weight"):
-            out["old_output"].append(v[:BASE]); out["new_output"].append(v[BASE:])
+            out["old_output"].append(v[:BASE])
+            out["new_output"].append(v[BASE:])
         else:
             out["transformer"].append(v)
     return out
@@ -116,16 +144,27 @@ def test_export_loads_with_auto_classes_and_matches_tokenizer(expanded_tokenizer
 
     ev = EventAccumulator(str(tmp_path / "tensorboard" / "stage1")).Reload()
     tags = set(ev.Tags()["scalars"])
-    for t in ["train/loss", "val_ko/bpb", "val_en/bpb", "grad_norm/new_input", "row_norm/input_new",
-              "row_norm/input_old", "params/trainable_new_input", "train/loss_new_targets", "train/loss_old_targets",
-              "lr-AdamW/new", "perf/tokens_per_s"]:
+    for t in [
+        "train/loss",
+        "val_ko/bpb",
+        "val_en/bpb",
+        "grad_norm/new_input",
+        "row_norm/input_new",
+        "row_norm/input_old",
+        "params/trainable_new_input",
+        "train/loss_new_targets",
+        "train/loss_old_targets",
+        "lr-AdamW/new",
+        "perf/tokens_per_s",
+    ]:
         assert t in tags, (t, sorted(tags))
 
 
 def run_cli(*args: str, cwd=ROOT, timeout=600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "train.py", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_cfg_job_prints_composed_config():
@@ -138,9 +177,17 @@ def test_cfg_job_prints_composed_config():
 def test_stage_all_takes_stage_overrides_variants_and_schedule(expanded_tokenizer, cache_dir, tmp_path):
     """`stage=all` runs the `stages:` list (a named variant in it), each stage composed as `stage=<name>`; every
     `stage.*` key of the command line reaches every stage, and an experiment-style `schedule` entry applies too."""
-    r = run_cli("stage=all", "stages=[1,6_lowlr]", "stage.warmup_steps=1", "stage.weight_decay=0.01",
-                "+schedule.1.min_lr_ratio=0.5", f"hydra.run.dir={tmp_path}",
-                f"tokenizer.path={expanded_tokenizer}", f"paths.cache_dir={cache_dir}", *FAST)
+    r = run_cli(
+        "stage=all",
+        "stages=[1,6_lowlr]",
+        "stage.warmup_steps=1",
+        "stage.weight_decay=0.01",
+        "+schedule.1.min_lr_ratio=0.5",
+        f"hydra.run.dir={tmp_path}",
+        f"tokenizer.path={expanded_tokenizer}",
+        f"paths.cache_dir={cache_dir}",
+        *FAST,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     m1 = json.loads((tmp_path / "stage1" / "metrics.json").read_text())
     s1 = m1["stage_config"]
@@ -161,8 +208,15 @@ def test_unknown_stage_and_keys_fail_in_one_line():
 
 @pytest.mark.slow
 def test_multirun_sweep_one_folder_per_job(expanded_tokenizer, cache_dir, tmp_path):
-    r = run_cli("-m", "stage=1", "init=mean_subwords,mean,random", f"hydra.sweep.dir={tmp_path}",
-                f"tokenizer.path={expanded_tokenizer}", f"paths.cache_dir={cache_dir}", *FAST)
+    r = run_cli(
+        "-m",
+        "stage=1",
+        "init=mean_subwords,mean,random",
+        f"hydra.sweep.dir={tmp_path}",
+        f"tokenizer.path={expanded_tokenizer}",
+        f"paths.cache_dir={cache_dir}",
+        *FAST,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     heads = {}
     for init in ["mean_subwords", "mean", "random"]:
@@ -187,13 +241,24 @@ def test_two_cpu_ranks_match_one_process(expanded_tokenizer, cache_dir, tmp_path
         cfg0 = compose_cfg(tmp_path / "init", expanded_tokenizer, cache_dir)
         run_stage(cfg0, 1)
         init = [f"init_from={tmp_path / 'init' / 'stage1'}"]
-    cfg = compose_cfg(tmp_path / "single", expanded_tokenizer, cache_dir, f"stage={stage}", "data.micro_batch_size=8",
-                      *init)
+    cfg = compose_cfg(
+        tmp_path / "single", expanded_tokenizer, cache_dir, f"stage={stage}", "data.micro_batch_size=8", *init
+    )
     single = run_stage(cfg, stage)
-    r = run_cli(f"stage={stage}", f"trainer={strategy}", "trainer.devices=2", "trainer.accelerator=cpu",
-                "trainer.param_dtype=float32", "trainer.precision=32-true", f"hydra.run.dir={tmp_path / 'fsdp'}",
-                "model.activation_checkpointing=true",  # recompute per layer (checkpoint_wrapper under FSDP2)
-                f"tokenizer.path={expanded_tokenizer}", f"paths.cache_dir={cache_dir}", *FAST, *init)
+    r = run_cli(
+        f"stage={stage}",
+        f"trainer={strategy}",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "trainer.param_dtype=float32",
+        "trainer.precision=32-true",
+        f"hydra.run.dir={tmp_path / 'fsdp'}",
+        "model.activation_checkpointing=true",  # recompute per layer (checkpoint_wrapper under FSDP2)
+        f"tokenizer.path={expanded_tokenizer}",
+        f"paths.cache_dir={cache_dir}",
+        *FAST,
+        *init,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     fsdp = json.loads((tmp_path / "fsdp" / f"stage{stage}" / "metrics.json").read_text())
     assert fsdp["groups_changed"] == single["groups_changed"] and fsdp["steps"] == single["steps"]
@@ -219,11 +284,25 @@ def test_fsdp_sigkill_resume_from_distributed_checkpoint(expanded_tokenizer, cac
     from eeve.training.stages import run_stage
 
     steps = ["stage.max_steps=8", "trainer.checkpoint_every_n_steps=2"]
-    args = ["stage=1", "trainer=fsdp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.param_dtype=float32",
-            f"hydra.run.dir={tmp_path / 'fsdp'}", f"tokenizer.path={expanded_tokenizer}", f"paths.cache_dir={cache_dir}",
-            *FAST, *steps]
-    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    args = [
+        "stage=1",
+        "trainer=fsdp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "trainer.param_dtype=float32",
+        f"hydra.run.dir={tmp_path / 'fsdp'}",
+        f"tokenizer.path={expanded_tokenizer}",
+        f"paths.cache_dir={cache_dir}",
+        *FAST,
+        *steps,
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     ckpts = tmp_path / "fsdp" / "checkpoints" / "stage1"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not list(ckpts.glob("step-*.ckpt")):
@@ -240,8 +319,9 @@ def test_fsdp_sigkill_resume_from_distributed_checkpoint(expanded_tokenizer, cac
     fsdp = json.loads((tmp_path / "fsdp" / "stage1" / "metrics.json").read_text())
     assert fsdp["resumed_from"] and fsdp["steps"] == 8
     assert not ckpts.exists()  # the export supersedes the resume checkpoints
-    single = run_stage(compose_cfg(tmp_path / "single", expanded_tokenizer, cache_dir, "data.micro_batch_size=8",
-                                   *steps), 1)
+    single = run_stage(
+        compose_cfg(tmp_path / "single", expanded_tokenizer, cache_dir, "data.micro_batch_size=8", *steps), 1
+    )
     a, b = export_state(tmp_path / "single" / "stage1"), export_state(tmp_path / "fsdp" / "stage1")
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)

@@ -1,5 +1,6 @@
 """Command-line plumbing shared by train.py and tokenize.py: argument fix-ups Hydra needs, one-line errors, the
 stage names found in conf/stage/, and multirun job names."""
+
 from __future__ import annotations
 
 import sys
@@ -16,8 +17,10 @@ def fail(msg: str) -> None:
 
 def stage_names() -> list[str]:
     """Every stage config in conf/stage/ (`1` .. `7` and named variants such as `6_lowlr`), plus `all`."""
-    names = sorted((p.stem for p in (CONF_DIR / "stage").glob("*.yaml") if p.stem != "all"),
-                   key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
+    names = sorted(
+        (p.stem for p in (CONF_DIR / "stage").glob("*.yaml") if p.stem != "all"),
+        key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n),
+    )
     return names + ["all"]
 
 
@@ -73,11 +76,14 @@ def hydra_error_line(e: Exception, schema) -> str:
         return unknown_key_message(m.group(1), schema)
     m = re.search(r"Key '([^']+)' not in '(\w+)'", text)
     if m:  # a misspelt key inside a YAML file of conf/
-        return f"config: Key '{m.group(1)}' not in '{m.group(2)}' (check the spelling of the key in conf/ or on the command line)"
+        return f"config: Key '{m.group(1)}' not in '{m.group(2)}' (check the spelling of the key in conf/ or on the command line)"  # noqa: E501
     lines = [x.strip() for x in text.splitlines() if x.strip()]
     cause = str(e.__cause__).splitlines()[0] if e.__cause__ is not None and str(e.__cause__) else ""
-    return (" ".join(lines[:2]) if lines else type(e).__name__) + (f": {cause}" if cause else "") + \
-        " (check the command line and conf/)"
+    return (
+        (" ".join(lines[:2]) if lines else type(e).__name__)
+        + (f": {cause}" if cause else "")
+        + " (check the command line and conf/)"
+    )
 
 
 def run_hydra(main, schema) -> None:
@@ -97,8 +103,10 @@ def run_hydra(main, schema) -> None:
         fail(hydra_error_line(e, schema))
     except OSError as e:  # Hydra creates the run dir (and .hydra/, the log) before main() runs
         where = e.filename or "the run directory"
-        fail(f"cannot write {where} ({e.strerror or type(e).__name__}): set hydra.run.dir=DIR (or run_name=NAME) "
-             "to a writable folder")
+        fail(
+            f"cannot write {where} ({e.strerror or type(e).__name__}): set hydra.run.dir=DIR (or run_name=NAME) "
+            "to a writable folder"
+        )
 
 
 def single_lightning_log() -> None:

@@ -6,6 +6,7 @@ on the command line; :func:`eeve.cli.hydra_error_line` turns Hydra's message int
 :func:`to_object` is the single entry for code that builds a config from a dict (tests, notebooks). This module is
 torch-free: importing it costs nothing.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,13 @@ T = TypeVar("T")
 
 GROUPS = ("old_input", "new_input", "old_output", "new_output", "transformer")
 """Parameter groups of a split model (see eeve.training.groups): what a stage's ``trainable`` may name."""
-RATE_GROUPS = {"old_input": "old", "old_output": "old", "new_input": "new", "new_output": "new",
-               "transformer": "transformer"}
+RATE_GROUPS = {
+    "old_input": "old",
+    "old_output": "old",
+    "new_input": "new",
+    "new_output": "new",
+    "transformer": "transformer",
+}
 """Which learning-rate group (``stage.lr_<name>``) each parameter group belongs to."""
 
 
@@ -74,8 +80,9 @@ class TokenizeConfig:
     """SentencePiece BPE .model, or a HF folder / tokenizer.json (SentencePiece-style or byte-level BPE)."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
-    heldout: dict[str, Optional[str]] = field(default_factory=lambda: {
-        "ko": ".cache/demo/ko/heldout.txt", "en": ".cache/demo/en/heldout.txt"})
+    heldout: dict[str, Optional[str]] = field(
+        default_factory=lambda: {"ko": ".cache/demo/ko/heldout.txt", "en": ".cache/demo/en/heldout.txt"}
+    )
     """Held-out text per language (language -> file, null to skip) for the compression report and the check that
     text without target characters encodes exactly as with the base."""
     output_dir: Optional[str] = None
@@ -95,7 +102,6 @@ class TokenizeConfig:
     progress: bool = True
     """tqdm progress bars on stderr."""
     count: CountConfig = field(default_factory=CountConfig)
-
 
 
 # ------------------------------------------------------------------------------------------------------ train.py
@@ -134,8 +140,9 @@ class LoraSettings:
     """Scale numerator: the adapter adds (alpha / rank) * B @ A to the frozen weight."""
     dropout: float = 0.0
     """Dropout on the adapter's input; 0 keeps runs deterministic and FSDP ranks equal to one process."""
-    target_modules: list[str] = field(default_factory=lambda: [
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
     """Names of the linear layers inside each decoder layer's attention / MLP to adapt (never the embedding or
     head: their rows train exactly, by group)."""
 
@@ -183,8 +190,11 @@ class StageConfig:
         """Rate group -> (peak lr, weight decay), for the groups named in ``RATE_GROUPS``."""
         wd_pre = self.weight_decay if self.weight_decay_pretrained is None else self.weight_decay_pretrained
         pick = lambda v: self.lr if v is None else v  # noqa: E731
-        return {"new": (pick(self.lr_new), self.weight_decay), "old": (pick(self.lr_old), wd_pre),
-                "transformer": (pick(self.lr_transformer), wd_pre)}
+        return {
+            "new": (pick(self.lr_new), self.weight_decay),
+            "old": (pick(self.lr_old), wd_pre),
+            "transformer": (pick(self.lr_transformer), wd_pre),
+        }
 
 
 @dataclass
@@ -298,7 +308,9 @@ class DataConfig:
             raise ConfigError(f"data.new_token_bias must be finite, got {self.new_token_bias}")
         for name, entry in [*self.sources.items(), *self.validation.items()] if need_paths else []:
             if not entry.paths or "???" in entry.paths:
-                raise ConfigError(f"data entry {name!r} has no paths: set data.…{name}.paths=[FILES] on the command line")
+                raise ConfigError(
+                    f"data entry {name!r} has no paths: set data.…{name}.paths=[FILES] on the command line"
+                )
 
 
 @dataclass
@@ -325,9 +337,12 @@ class PlanConfig:
 class SamplesConfig:
     """Greedy continuations written at the end of every stage (TensorBoard text and metrics.json)."""
 
-    prompts: dict[str, list[str]] = field(default_factory=lambda: {
-        "ko": ["대한민국의 수도는", "이 함수는 문자열을"],
-        "en": ["The capital of France is", "This function returns"]})
+    prompts: dict[str, list[str]] = field(
+        default_factory=lambda: {
+            "ko": ["대한민국의 수도는", "이 함수는 문자열을"],
+            "en": ["The capital of France is", "This function returns"],
+        }
+    )
     """Language -> fixed prompts (the same for every stage and the base)."""
     max_new_tokens: int = 32
     """Tokens generated per prompt (greedy)."""
@@ -433,13 +448,16 @@ class TrainConfig:
             raise ConfigError("stages is empty: list the stage configs `stage=all` runs, e.g. stages=[1,2,3,4,5,6,7]")
         for lang, limit in (self.stage.max_regression or {}).items():
             if lang not in self.data.validation:
-                raise ConfigError(f"stage.max_regression names {lang!r}, which is not a validation language: choose "
-                                  f"from {list(self.data.validation)}")
+                raise ConfigError(
+                    f"stage.max_regression names {lang!r}, which is not a validation language: choose "
+                    f"from {list(self.data.validation)}"
+                )
             if not (isinstance(limit, (int, float)) and 0 <= limit < 10):
                 raise ConfigError(f"stage.max_regression.{lang}={limit!r}: give a fraction such as 0.01 (1 %)")
         if self.trainer.strategy not in ("single", "ddp", "fsdp"):
-            raise ConfigError(f"trainer.strategy={self.trainer.strategy} is unknown: use trainer=default, trainer=ddp "
-                              "or trainer=fsdp")
+            raise ConfigError(
+                f"trainer.strategy={self.trainer.strategy} is unknown: use trainer=default, trainer=ddp or trainer=fsdp"
+            )
         if self.stage.adapter != "none":
             from eeve.training.adapters import check_adapter_config
 
@@ -457,8 +475,12 @@ class EvaluateConfig:
     """The base model's HF folder (with its own tokenizer): the reference row (stage 0)."""
     base_tokenizer: Optional[str] = None
     """The base's tokenizer folder when it is not inside ``base`` (e.g. <tokenizer.path>/base_tokenizer)."""
-    validation: dict[str, ValConfig] = field(default_factory=lambda: {
-        "ko": ValConfig(paths=[".cache/demo/ko/heldout.txt"]), "en": ValConfig(paths=[".cache/demo/en/heldout.txt"])})
+    validation: dict[str, ValConfig] = field(
+        default_factory=lambda: {
+            "ko": ValConfig(paths=[".cache/demo/ko/heldout.txt"]),
+            "en": ValConfig(paths=[".cache/demo/en/heldout.txt"]),
+        }
+    )
     """Held-out text per language (as data.validation)."""
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(after_stages=[0]))
     """Settings as in training; ``eval.tasks`` run on every model given."""
@@ -485,12 +507,15 @@ def to_object(cls: type[T], obj: Any) -> T:
 
             key = getattr(e, "full_key", None)
             if isinstance(e, MissingMandatoryValue):
-                raise ConfigError(f"config key '{key}' has no value (paths '???' in conf/): set {key}=... on the "
-                                  "command line") from None
+                raise ConfigError(
+                    f"config key '{key}' has no value (paths '???' in conf/): set {key}=... on the command line"
+                ) from None
             if type(e).__name__ == "ConfigKeyError" and key:
                 raise ConfigError(unknown_key_message(str(key), cls)) from None
             first = str(e).splitlines()[0]
-            raise ConfigError(f"config: {first} (check the spelling of the key in conf/ or on the command line)") from None
+            raise ConfigError(
+                f"config: {first} (check the spelling of the key in conf/ or on the command line)"
+            ) from None
     if hasattr(out, "validate"):
         out.validate()
     return out

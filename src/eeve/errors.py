@@ -1,5 +1,6 @@
 """One error family. Every error a user can cause derives from :class:`EEVEError`; its message is one line naming
 the problem and the fix, and the entry points (train.py, tokenize.py) print it as `error: ...` with exit code 2."""
+
 from __future__ import annotations
 
 

@@ -12,6 +12,7 @@ the base folder has none). Keys (key=value, checked against eeve.config.Evaluate
 base_tokenizer, validation.<lang>.paths, eval.bytes, eval.window, eval.batch_tokens, eval.device, eval.tasks,
 eval.task_limit, eval.include_path, eval.batch_size, eval.samples.*, dtype, trust_remote_code, output.
 """
+
 from __future__ import annotations
 
 import os
@@ -67,8 +68,13 @@ def run(cfg) -> dict:
     rows = []
     for path in models:
         meta = read_metrics(Path(path)) or {}
-        row = {"stage": Path(path).name, "model": path, "eval": one(path, path), "trainable": meta.get("trainable", []),
-               "tokens": meta.get("tokens")}
+        row = {
+            "stage": Path(path).name,
+            "model": path,
+            "eval": one(path, path),
+            "trainable": meta.get("trainable", []),
+            "tokens": meta.get("tokens"),
+        }
         if "groups_changed" in meta:
             row["groups_changed"] = meta["groups_changed"]
         rows.append(row)

@@ -1,4 +1,5 @@
 """Writing folders atomically: a reader sees the old folder or the complete new one, never a half-written one."""
+
 from __future__ import annotations
 
 import contextlib
@@ -36,7 +37,9 @@ def atomic_dir(target: str | os.PathLike, *, keep_existing: bool = False, settin
         _remove_empty(created)
         if setting is None:
             raise
-        raise ConfigError(f"{setting} {str(target)!r} is not writable ({e.strerror or e}): choose another {setting}") from None
+        raise ConfigError(
+            f"{setting} {str(target)!r} is not writable ({e.strerror or e}): choose another {setting}"
+        ) from None
     try:
         yield tmp
         if keep_existing:

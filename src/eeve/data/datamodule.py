@@ -61,6 +61,7 @@ Bits per byte
   byte-to-unicode map; special tokens 0). In SentencePiece style the sum over a document's ids is
   ``len(doc.encode()) + 1`` (the ``▁`` prepended to the first word).
 """
+
 from __future__ import annotations
 
 import json
@@ -101,10 +102,20 @@ class EEVEDataModule(L.LightningDataModule):
       ``base_vocab_size``, ``train_sources`` (name -> Packed memmaps), ``val_sets``, ``stream``.
     """
 
-    def __init__(self, cfg: Any, tokenizer_dir: str | os.PathLike, cache_dir: str | os.PathLike,
-                 base_dir: str | os.PathLike | None = None, seed: int | None = None, *, rank: int = 0,
-                 world_size: int = 1, sample_offset: int = 0, num_samples: int | None = None,
-                 progress: bool | None = None):
+    def __init__(
+        self,
+        cfg: Any,
+        tokenizer_dir: str | os.PathLike,
+        cache_dir: str | os.PathLike,
+        base_dir: str | os.PathLike | None = None,
+        seed: int | None = None,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        sample_offset: int = 0,
+        num_samples: int | None = None,
+        progress: bool | None = None,
+    ):
         super().__init__()
         self.cfg = to_object(DataConfig, cfg)
         self.base_dir = Path(base_dir) if base_dir is not None else _hydra_cwd()
@@ -128,8 +139,13 @@ class EEVEDataModule(L.LightningDataModule):
         self._max_steps: int | None = None
         self._accumulate = 1
 
-    def configure_sampling(self, max_steps: int | None = None, world_size: int | None = None,
-                           accumulate_grad_batches: int | None = None, sample_offset: int | None = None) -> None:
+    def configure_sampling(
+        self,
+        max_steps: int | None = None,
+        world_size: int | None = None,
+        accumulate_grad_batches: int | None = None,
+        sample_offset: int | None = None,
+    ) -> None:
         """Tell the module the run's shape before a Trainer is attached (an attached Trainer's values win):
         ``max_steps`` sizes the sampler window (``max_steps × samples_per_step`` global samples),
         ``sample_offset`` the global sample the run starts at (e.g. a previous stage's consumed samples)."""
@@ -157,7 +173,9 @@ class EEVEDataModule(L.LightningDataModule):
         if p.is_absolute():
             return p
         if self.base_dir is None:
-            raise CorpusError(f"{what} {str(p)!r} is relative and no base_dir was given: pass base_dir (Hydra's original cwd)")
+            raise CorpusError(
+                f"{what} {str(p)!r} is relative and no base_dir was given: pass base_dir (Hydra's original cwd)"
+            )
         return self.base_dir / p
 
     @property
@@ -184,7 +202,9 @@ class EEVEDataModule(L.LightningDataModule):
         if self.base_dir is None:
             for p in paths:
                 if not Path(os.path.expanduser(p)).is_absolute():
-                    raise CorpusError(f"data entry {name!r} path {p!r} is relative and no base_dir was given: pass base_dir")
+                    raise CorpusError(
+                        f"data entry {name!r} path {p!r} is relative and no base_dir was given: pass base_dir"
+                    )
 
     def _ensure(self) -> None:
         for kind, name, paths, options in self._entries():
@@ -193,13 +213,23 @@ class EEVEDataModule(L.LightningDataModule):
                 continue
             if options.format != "hub":
                 self._check_relative(paths, name)
-            folder, built = pack_source(f"{kind}-{name}", paths, options, self.tokenizer, self.cfg.seq_len,
-                                        self.cache_dir, self.base_dir, progress=self.progress)
+            folder, built = pack_source(
+                f"{kind}-{name}",
+                paths,
+                options,
+                self.tokenizer,
+                self.cfg.seq_len,
+                self.cache_dir,
+                self.base_dir,
+                progress=self.progress,
+            )
             if built:
                 self.built.append(key)
                 meta = json.loads((folder / "meta.json").read_text())
-                rank_zero_info(f"[data] packed {key}: {meta['documents']} docs -> {meta['n_sequences']} x {meta['seq_len']} "
-                               f"tokens in {meta['seconds']} s ({folder})")
+                rank_zero_info(
+                    f"[data] packed {key}: {meta['documents']} docs -> {meta['n_sequences']} x {meta['seq_len']} "
+                    f"tokens in {meta['seconds']} s ({folder})"
+                )
             self._folders[key] = folder
 
     # -- Lightning hooks
@@ -215,17 +245,23 @@ class EEVEDataModule(L.LightningDataModule):
         T = self.cfg.seq_len
         shares = [np.asarray(p.new_counts, dtype=np.float64) / T for p in self.train_sources.values()]
         self._shares = shares
-        self.stream = MixtureStream([s.ratio for s in self.cfg.sources.values()], shares, self.cfg.new_token_bias, self.seed)
+        self.stream = MixtureStream(
+            [s.ratio for s in self.cfg.sources.values()], shares, self.cfg.new_token_bias, self.seed
+        )
         rank_zero_info(self.describe())
 
     def describe(self) -> str:
         """One paragraph: sources, sizes, new-token share unbiased vs biased."""
-        lines = [f"[data] seq_len={self.cfg.seq_len} vocab={self.vocab_size} (base {self.base_vocab_size}) "
-                 f"new_token_bias={self.cfg.new_token_bias} seed={self.seed}"]
+        lines = [
+            f"[data] seq_len={self.cfg.seq_len} vocab={self.vocab_size} (base {self.base_vocab_size}) "
+            f"new_token_bias={self.cfg.new_token_bias} seed={self.seed}"
+        ]
         for (n, p), r, sh in zip(self.train_sources.items(), self.stream.ratios, self._shares):
             lines.append(f"[data]   {n}: {p.n} sequences, ratio {r:.4f}, new-token share {sh.mean():.4f}")
-        lines.append(f"[data] new-token share of training tokens: unbiased {self.new_token_share(False):.4f}, "
-                     f"biased {self.new_token_share(True):.4f}")
+        lines.append(
+            f"[data] new-token share of training tokens: unbiased {self.new_token_share(False):.4f}, "
+            f"biased {self.new_token_share(True):.4f}"
+        )
         return "\n".join(lines)
 
     def new_token_share(self, biased: bool = True) -> float:
@@ -282,7 +318,9 @@ class EEVEDataModule(L.LightningDataModule):
         if "consumed_samples" not in state:
             return
         if int(state.get("seed", self.seed)) != self.seed:
-            rank_zero_info(f"[data] checkpoint seed {state.get('seed')} != {self.seed}: the stream continues with {self.seed}")
+            rank_zero_info(
+                f"[data] checkpoint seed {state.get('seed')} != {self.seed}: the stream continues with {self.seed}"
+            )
         consumed = int(state["consumed_samples"])
         self._resume_consumed = consumed
         t = self._trainer_or_none()
@@ -312,17 +350,33 @@ class EEVEDataModule(L.LightningDataModule):
         rank, world, _ = self._dist()
         t = self._trainer_or_none()
         if t is not None and world > 1 and getattr(t._accelerator_connector, "use_distributed_sampler", False):
-            raise RuntimeError("EEVEDataModule shards by rank itself: build the Trainer with use_distributed_sampler=False")
+            raise RuntimeError(
+                "EEVEDataModule shards by rank itself: build the Trainer with use_distributed_sampler=False"
+            )
         origin = self.sample_offset - self.sample_offset % world
         single = (t is not None and t.max_steps is not None and t.max_steps > 0) or (
-            t is None and self._max_steps is not None and self._max_steps > 0)
-        self._train_sampler = GlobalStreamSampler(self.stream, self._epoch_samples(), rank, world, origin=origin,
-                                                  start_fn=self._start_position, single_window=single)
+            t is None and self._max_steps is not None and self._max_steps > 0
+        )
+        self._train_sampler = GlobalStreamSampler(
+            self.stream,
+            self._epoch_samples(),
+            rank,
+            world,
+            origin=origin,
+            start_fn=self._start_position,
+            single_window=single,
+        )
         folders = [self._folders[f"train:{n}"] for n in self.cfg.sources]
-        return ResumableLoader(PackedDataset(folders), batch_size=self.cfg.micro_batch_size,
-                               sampler=self._train_sampler, drop_last=True, num_workers=self.cfg.num_workers,
-                               persistent_workers=self.cfg.num_workers > 0, pin_memory=torch.cuda.is_available(),
-                               position_fn=self.consumed_samples)
+        return ResumableLoader(
+            PackedDataset(folders),
+            batch_size=self.cfg.micro_batch_size,
+            sampler=self._train_sampler,
+            drop_last=True,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            position_fn=self.consumed_samples,
+        )
 
     def _start_position(self) -> int:
         """Global sample a new training iterator starts at: where training is now (with a trainer, its step)."""
@@ -337,7 +391,9 @@ class EEVEDataModule(L.LightningDataModule):
         n = min(p.n, int(self.cfg.validation[name].max_sequences))
         n -= n % world
         if n == 0:
-            raise CorpusError(f"validation set {name!r} has {p.n} sequences, fewer than the {world} ranks: give more held-out text")
+            raise CorpusError(
+                f"validation set {name!r} has {p.n} sequences, fewer than the {world} ranks: give more held-out text"
+            )
         return np.arange(rank, n, world, dtype=np.int64)
 
     def val_dataloader(self) -> list[DataLoader]:

@@ -1,5 +1,6 @@
 """Packing: a source's documents tokenized with the expanded tokenizer into fixed-length sequences, cached on disk
 as memory-mapped token ids (see eeve.data.datamodule's docstring for the layout and the cache key)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -212,8 +213,9 @@ def pack_source(
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        print(f"[data] {name}: another process is packing it ({final.name}); waiting for it", file=sys.stderr,
-              flush=True)
+        print(
+            f"[data] {name}: another process is packing it ({final.name}); waiting for it", file=sys.stderr, flush=True
+        )
         lock.acquire()
     try:
         if (final / "meta.json").is_file():  # built while this process waited
@@ -224,8 +226,16 @@ def pack_source(
         lock.release()
 
 
-def _build(name: str, sources: list[Source], text_field: str, tok: TokenizerInfo, seq_len: int, key: str,
-           final: Path, progress: bool) -> None:
+def _build(
+    name: str,
+    sources: list[Source],
+    text_field: str,
+    tok: TokenizerInfo,
+    seq_len: int,
+    key: str,
+    final: Path,
+    progress: bool,
+) -> None:
     t0 = time.time()
     # keep_existing: a filesystem without working locks can still let two builders race; the first rename wins
     with atomic_dir(final, keep_existing=True) as tmp:

@@ -1,4 +1,5 @@
 """Sampling: the deterministic, rank-sharded, new-token-biased mixture stream over packed sequences."""
+
 from __future__ import annotations
 
 import json
@@ -87,8 +88,16 @@ class GlobalStreamSampler(Sampler[int]):
     after a resume yields only the remainder.
     """
 
-    def __init__(self, stream: MixtureStream, epoch_samples: int, rank: int = 0, world_size: int = 1,
-                 origin: int = 0, start_fn=None, single_window: bool = False):
+    def __init__(
+        self,
+        stream: MixtureStream,
+        epoch_samples: int,
+        rank: int = 0,
+        world_size: int = 1,
+        origin: int = 0,
+        start_fn=None,
+        single_window: bool = False,
+    ):
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"bad rank {rank} / world_size {world_size}")
         if origin % world_size or epoch_samples % world_size:

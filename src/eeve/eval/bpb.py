@@ -20,6 +20,7 @@ training module's split model (its fused head loss, ``eeve_losses``), also shard
 scores its share of the batches (the same number of forward calls on each, as FSDP needs) and ``reduce`` sums the
 totals over ranks.
 """
+
 from __future__ import annotations
 
 import math
@@ -79,10 +80,15 @@ def encode_windows(info, docs: list[str], window: int) -> tuple[list[list[int]],
         n_tokens += len(ids)
         if mask is not None and ids:
             n_byte_pieces += int(mask[np.asarray(ids)].sum())
-        rows.extend([prefix, *ids[a:a + step]] for a in range(0, len(ids), step))
-    stats = {"documents": len(docs), "bytes": sum(len(d.encode("utf-8")) for d in docs),
-             "chars": sum(len(d) for d in docs), "tokens": n_tokens, "windows": len(rows),
-             "byte_pieces": n_byte_pieces if mask is not None else None}
+        rows.extend([prefix, *ids[a : a + step]] for a in range(0, len(ids), step))
+    stats = {
+        "documents": len(docs),
+        "bytes": sum(len(d.encode("utf-8")) for d in docs),
+        "chars": sum(len(d) for d in docs),
+        "tokens": n_tokens,
+        "windows": len(rows),
+        "byte_pieces": n_byte_pieces if mask is not None else None,
+    }
     return rows, stats
 
 
@@ -110,14 +116,22 @@ def token_nats(model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     out = torch.empty(tgt.shape, dtype=torch.float32, device=logits.device)
     step = max(1, (1 << 24) // logits.shape[-1])  # fp32 copies of at most 64 MB at a time
     for a in range(0, len(tgt), step):
-        out[a:a + step] = torch.nn.functional.cross_entropy(flat[a:a + step].float(), tgt[a:a + step],
-                                                            ignore_index=IGNORE, reduction="none")
+        out[a : a + step] = torch.nn.functional.cross_entropy(
+            flat[a : a + step].float(), tgt[a : a + step], ignore_index=IGNORE, reduction="none"
+        )
     return out.view(targets.shape)
 
 
 @torch.no_grad()
-def score_rows(model, rows: list[list[int]], batch_tokens: int = 4096, *, rank: int = 0, world: int = 1,
-               reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
+def score_rows(
+    model,
+    rows: list[list[int]],
+    batch_tokens: int = 4096,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> float:
     """Total nats of every row's tokens after its first, given the tokens before them in the row."""
     device = next(model.parameters()).device
     batches = make_batches(rows, batch_tokens)
@@ -132,7 +146,7 @@ def score_rows(model, rows: list[list[int]], batch_tokens: int = 4096, *, rank: 
             width = max(len(rows[i]) for i in batch)
             ids = torch.full((len(batch), width), IGNORE, dtype=torch.long)
             for r, i in enumerate(batch):
-                ids[r, :len(rows[i])] = torch.tensor(rows[i])
+                ids[r, : len(rows[i])] = torch.tensor(rows[i])
             ids = ids.to(device)
             targets = ids[:, 1:]
             inputs = ids[:, :-1].clamp(min=0)  # right padding: causal attention keeps real positions exact
@@ -146,9 +160,17 @@ def score_rows(model, rows: list[list[int]], batch_tokens: int = 4096, *, rank: 
     return float(total)
 
 
-def evaluate_bpb(model, tokenizer, texts: dict[str, list[str]], window: int = 512, batch_tokens: int = 4096, *,
-                 rank: int = 0, world: int = 1,
-                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, dict]:
+def evaluate_bpb(
+    model,
+    tokenizer,
+    texts: dict[str, list[str]],
+    window: int = 512,
+    batch_tokens: int = 4096,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, dict]:
     """Per language of ``texts``: ``bpb``, ``nats``, ``bytes``, ``chars``, ``tokens``, ``chars_per_token``,
     ``byte_fallback_share``, ``documents``, ``windows`` (see the module docstring for the rule).
 
@@ -159,9 +181,15 @@ def evaluate_bpb(model, tokenizer, texts: dict[str, list[str]], window: int = 51
         rows, st = encode_windows(info, docs, window)
         nats = score_rows(model, rows, batch_tokens, rank=rank, world=world, reduce=reduce)
         out[lang] = {
-            "bpb": nats / LN2 / st["bytes"], "nats": nats, "bytes": st["bytes"], "chars": st["chars"],
-            "tokens": st["tokens"], "chars_per_token": st["chars"] / max(st["tokens"], 1),
+            "bpb": nats / LN2 / st["bytes"],
+            "nats": nats,
+            "bytes": st["bytes"],
+            "chars": st["chars"],
+            "tokens": st["tokens"],
+            "chars_per_token": st["chars"] / max(st["tokens"], 1),
             "byte_fallback_share": None if st["byte_pieces"] is None else st["byte_pieces"] / max(st["tokens"], 1),
-            "documents": st["documents"], "windows": st["windows"], "window": window,
+            "documents": st["documents"],
+            "windows": st["windows"],
+            "window": window,
         }
     return out

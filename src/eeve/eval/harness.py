@@ -9,6 +9,7 @@ YAMLs (local copies of KoBEST, HAE-RAE, KMMLU, ARC, HellaSwag, MMLU for clusters
 Hub access is switched off unless the caller's environment says otherwise (``HF_DATASETS_OFFLINE``,
 ``HF_HUB_OFFLINE`` default to 1): datasets come from the local cache or from ``data_files``.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -17,8 +18,12 @@ import os
 
 from eeve.errors import EvalError
 
-OFFLINE_ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "HF_EVALUATE_OFFLINE": "1"}
+OFFLINE_ENV = {
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_EVALUATE_OFFLINE": "1",
+}
 
 
 def require_lm_eval() -> None:
@@ -26,8 +31,9 @@ def require_lm_eval() -> None:
     try:
         import lm_eval  # noqa: F401
     except ImportError:
-        raise EvalError("eval.tasks needs lm-evaluation-harness: pip install -e '.[eval]' (or set eval.tasks=[])") \
-            from None
+        raise EvalError(
+            "eval.tasks needs lm-evaluation-harness: pip install -e '.[eval]' (or set eval.tasks=[])"
+        ) from None
 
 
 def task_manager(tasks: list[str], include_path: str | None = None):
@@ -52,13 +58,23 @@ def task_manager(tasks: list[str], include_path: str | None = None):
     unknown = [t for t in tasks if not tm.match_tasks([t])]
     if unknown:
         close = difflib.get_close_matches(unknown[0], tm.all_tasks, n=3)
-        raise EvalError(f"eval.tasks: unknown task {unknown[0]!r}" + (f" (did you mean {', '.join(close)}?)" if close
-                        else "") + ": see `lm_eval ls tasks`, or give eval.include_path")
+        raise EvalError(
+            f"eval.tasks: unknown task {unknown[0]!r}"
+            + (f" (did you mean {', '.join(close)}?)" if close else "")
+            + ": see `lm_eval ls tasks`, or give eval.include_path"
+        )
     return tm
 
 
-def run_tasks(model, tokenizer_dir, tasks: list[str], *, limit: int | None = None, batch_size: int = 16,
-              include_path: str | None = None) -> dict[str, dict[str, float]]:
+def run_tasks(
+    model,
+    tokenizer_dir,
+    tasks: list[str],
+    *,
+    limit: int | None = None,
+    batch_size: int = 16,
+    include_path: str | None = None,
+) -> dict[str, dict[str, float]]:
     """{task or group: {metric: value}} of ``model`` (on its device) with the tokenizer in ``tokenizer_dir``."""
     tm = task_manager(list(tasks), include_path)
     import datasets
@@ -73,15 +89,27 @@ def run_tasks(model, tokenizer_dir, tasks: list[str], *, limit: int | None = Non
     model.eval()
     try:
         lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size)
-        res = simple_evaluate(model=lm, tasks=list(tasks), task_manager=tm, limit=limit, log_samples=False,
-                              bootstrap_iters=1000, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
-                              fewshot_random_seed=0)
+        res = simple_evaluate(
+            model=lm,
+            tasks=list(tasks),
+            task_manager=tm,
+            limit=limit,
+            log_samples=False,
+            bootstrap_iters=1000,
+            random_seed=0,
+            numpy_random_seed=0,
+            torch_random_seed=0,
+            fewshot_random_seed=0,
+        )
     finally:
         model.train(was_training)
     out = {}
     for name, metrics in res["results"].items():
-        out[name] = {k.split(",")[0]: float(v) for k, v in metrics.items()
-                     if "," in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        out[name] = {
+            k.split(",")[0]: float(v)
+            for k, v in metrics.items()
+            if "," in k and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         n = res.get("n-samples", {}).get(name, {}).get("effective")
         if n is not None:
             out[name]["n"] = float(n)

@@ -14,6 +14,7 @@ built-in subtask with the *same* task name, which ``include:``s the installed bu
 ``data_files``). Task files in ``include_path`` take precedence over the built-ins, so the built-in groups
 (``kobest``, ``kmmlu``, ``mmlu``, ...) pick up the local subtasks and results keep their usual names.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -100,8 +101,13 @@ def write_yamls(data_dir: Path, out: Path, benchmarks: list[str]) -> list[str]:
         split = cfg.get("test_split") or cfg.get("validation_split")
         if split not in files:
             continue
-        task = {"include": str(path), "task": cfg["task"], "dataset_path": "json", "dataset_name": None,
-                "dataset_kwargs": {"data_files": files}}
+        task = {
+            "include": str(path),
+            "task": cfg["task"],
+            "dataset_path": "json",
+            "dataset_name": None,
+            "dataset_kwargs": {"data_files": files},
+        }
         for k in SPLIT_KEYS:  # a split the built-in names but that was not exported: the harness would fail on it
             if cfg.get(k) and cfg[k] not in files:
                 task[k] = None

@@ -5,6 +5,7 @@ same-bytes measurements of the run (the expanded model at 0 when measured, valid
 stage's export at its end); the dashed line is the base model (stage 0) on the same bytes; dotted verticals are
 stage boundaries, labelled with the stage number. Rewritten after every stage.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,13 +53,27 @@ def write_report(path: str | Path, base: dict, stages: list[dict], title: str = 
         for k, (number, start, end) in enumerate(spans):  # stages as alternating bands, numbered on top
             if k % 2 == 0:
                 ax.axvspan(start, end, color="0.93", lw=0)
-            ax.text((start + end) / 2, 1.01, str(number), transform=ax.get_xaxis_transform(), ha="center",
-                    va="bottom", fontsize=8, color="dimgray")
+            ax.text(
+                (start + end) / 2,
+                1.01,
+                str(number),
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                color="dimgray",
+            )
         ax.axhline(ref, ls="--", color="gray", label=f"base model, base tokenizer: {ref:.3f}")
         if pts:
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, "-o", color="C1" if lang == "en" else "C0", markersize=3.5,
-                    label=f"expanded model, end: {ys[-1]:.3f} ({100 * (ys[-1] / ref - 1):+.1f} % vs base)")
+            ax.plot(
+                xs,
+                ys,
+                "-o",
+                color="C1" if lang == "en" else "C0",
+                markersize=3.5,
+                label=f"expanded model, end: {ys[-1]:.3f} ({100 * (ys[-1] / ref - 1):+.1f} % vs base)",
+            )
         ax.set_title(f"{LANG_NAMES.get(lang, lang)}: {base['eval']['bpb'][lang]['bytes']:,} held-out bytes", pad=16)
         ax.set_xlabel("training tokens since the first stage started (stage numbers on top)")
         ax.set_ylabel("bits per byte (lower is better)")

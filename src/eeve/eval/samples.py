@@ -1,5 +1,6 @@
 """Greedy continuations of fixed prompts: what each stage (and the base) writes, kept in metrics.json and shown in
 TensorBoard as text."""
+
 from __future__ import annotations
 
 import torch
@@ -22,13 +23,18 @@ def greedy_samples(model, tokenizer, prompts: dict[str, list[str]], max_new_toke
                 ids = info.tok.encode(prompt, add_special_tokens=False).ids
                 start = [info.bos_id] if info.bos_id is not None else []
                 x = torch.tensor([start + ids], device=device)
-                y = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
-                                   do_sample=False, pad_token_id=info.eos_id if info.eos_id is not None else 0,
-                                   eos_token_id=info.eos_id)
+                y = model.generate(
+                    input_ids=x,
+                    attention_mask=torch.ones_like(x),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=info.eos_id if info.eos_id is not None else 0,
+                    eos_token_id=info.eos_id,
+                )
                 # Decode prompt and continuation together, so a leading space of the continuation survives.
-                full = info.tok.decode(ids + y[0, x.shape[1]:].tolist(), skip_special_tokens=True)
+                full = info.tok.decode(ids + y[0, x.shape[1] :].tolist(), skip_special_tokens=True)
                 head = info.tok.decode(ids, skip_special_tokens=True)
-                continuation = full[len(head):] if full.startswith(head) else full
+                continuation = full[len(head) :] if full.startswith(head) else full
                 out[lang].append({"prompt": prompt, "continuation": continuation})
     finally:
         model.train(was_training)

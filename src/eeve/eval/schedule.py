@@ -14,6 +14,7 @@ Every stage logs into this one run folder with ``step`` = training tokens seen s
 A custom-scalars layout (TensorBoard's "Custom Scalars" tab) puts each language's series and its base line on
 one chart. The per-stage folders (``tensorboard/stage<N>``) keep their own step axes and training curves.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,10 +49,20 @@ class ScheduleWriter:
         self.dir = Path(run_dir) / "tensorboard" / "schedule"
         self.writer = SummaryWriter(str(self.dir))
         self.langs = list(langs)
-        self.writer.add_custom_scalars({"EEVE schedule (x: training tokens)": {
-            **{f"{lang} bits per byte vs base": ["Multiline", [f"schedule/val_{lang}_bpb", f"schedule/base_{lang}_bpb"]]
-               for lang in self.langs},
-            "stage": ["Multiline", ["schedule/stage"]]}})
+        self.writer.add_custom_scalars(
+            {
+                "EEVE schedule (x: training tokens)": {
+                    **{
+                        f"{lang} bits per byte vs base": [
+                            "Multiline",
+                            [f"schedule/val_{lang}_bpb", f"schedule/base_{lang}_bpb"],
+                        ]
+                        for lang in self.langs
+                    },
+                    "stage": ["Multiline", ["schedule/stage"]],
+                }
+            }
+        )
 
     def bpb(self, step: int, values: dict[str, float], base: dict[str, float] | None) -> None:
         for lang, v in values.items():
@@ -92,8 +103,18 @@ class ScheduleCallback(L.Callback):
     are reduced); rank 0 logs. Skips the stage's last step (the export is evaluated right after) and its first
     step unless this is the first stage (otherwise it is the previous stage's export, already on the chart)."""
 
-    def __init__(self, texts: dict[str, list[str]], tokenizer_dir: Path, ecfg, offset: int, tokens_per_step: int,
-                 max_steps: int, at_start: bool, writer: ScheduleWriter | None, base: dict[str, float] | None):
+    def __init__(
+        self,
+        texts: dict[str, list[str]],
+        tokenizer_dir: Path,
+        ecfg,
+        offset: int,
+        tokens_per_step: int,
+        max_steps: int,
+        at_start: bool,
+        writer: ScheduleWriter | None,
+        base: dict[str, float] | None,
+    ):
         self.texts, self.tokenizer_dir, self.ecfg = texts, tokenizer_dir, ecfg
         self.offset, self.tokens_per_step, self.max_steps = offset, tokens_per_step, max_steps
         self.at_start, self.writer, self.base = at_start, writer, base
@@ -109,9 +130,16 @@ class ScheduleCallback(L.Callback):
             return
         self._done.add(step)
         self._info = self._info or load_tokenizer(self.tokenizer_dir)
-        res = evaluate_bpb(pl_module.model, self._info, self.texts, self.ecfg.window, self.ecfg.batch_tokens,
-                           rank=trainer.global_rank, world=trainer.world_size,
-                           reduce=lambda t: trainer.strategy.reduce(t, reduce_op="sum"))
+        res = evaluate_bpb(
+            pl_module.model,
+            self._info,
+            self.texts,
+            self.ecfg.window,
+            self.ecfg.batch_tokens,
+            rank=trainer.global_rank,
+            world=trainer.world_size,
+            reduce=lambda t: trainer.strategy.reduce(t, reduce_op="sum"),
+        )
         tokens = self.offset + step * self.tokens_per_step
         self.series.append({"step": step, "tokens": tokens, "bpb": bpb_values(res)})
         if self.writer is not None:

@@ -11,6 +11,7 @@ for stage exports and by ``python -m eeve.evaluate``. In a training run:
     when the run passes by it (nothing else is retrained).
 Both run on global rank 0 only; the other ranks do not wait for them.
 """
+
 from __future__ import annotations
 
 import gc
@@ -43,31 +44,47 @@ def eval_key(ecfg: EvalConfig, texts: dict[str, list[str]], *extra: str) -> str:
         h.update(lang.encode() + b"\0")
         for d in docs:
             h.update(d.encode("utf-8") + b"\n")
-    settings = {"window": ecfg.window, "tasks": list(ecfg.tasks), "limit": ecfg.task_limit,
-                "include": ecfg.include_path, "prompts": dict(ecfg.samples.prompts),
-                "max_new_tokens": ecfg.samples.max_new_tokens, "extra": list(extra)}
+    settings = {
+        "window": ecfg.window,
+        "tasks": list(ecfg.tasks),
+        "limit": ecfg.task_limit,
+        "include": ecfg.include_path,
+        "prompts": dict(ecfg.samples.prompts),
+        "max_new_tokens": ecfg.samples.max_new_tokens,
+        "extra": list(extra),
+    }
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 
-def evaluate_model(model, tokenizer_dir: str | Path, texts: dict[str, list[str]], ecfg: EvalConfig, *,
-                   benchmarks: bool) -> dict:
+def evaluate_model(
+    model, tokenizer_dir: str | Path, texts: dict[str, list[str]], ecfg: EvalConfig, *, benchmarks: bool
+) -> dict:
     """{bpb: {lang: ...}, samples: {lang: [...]}, benchmarks: {task: {metric: v}} (when asked and configured)}."""
     from eeve.eval.bpb import evaluate_bpb
     from eeve.eval.samples import greedy_samples
 
-    out = {"bpb": evaluate_bpb(model, tokenizer_dir, texts, ecfg.window, ecfg.batch_tokens),
-           "samples": greedy_samples(model, tokenizer_dir, dict(ecfg.samples.prompts), ecfg.samples.max_new_tokens)}
+    out = {
+        "bpb": evaluate_bpb(model, tokenizer_dir, texts, ecfg.window, ecfg.batch_tokens),
+        "samples": greedy_samples(model, tokenizer_dir, dict(ecfg.samples.prompts), ecfg.samples.max_new_tokens),
+    }
     if benchmarks and ecfg.tasks:
         from eeve.eval.harness import run_tasks
 
-        out["benchmarks"] = run_tasks(model, tokenizer_dir, list(ecfg.tasks), limit=ecfg.task_limit,
-                                      batch_size=ecfg.batch_size, include_path=ecfg.include_path)
+        out["benchmarks"] = run_tasks(
+            model,
+            tokenizer_dir,
+            list(ecfg.tasks),
+            limit=ecfg.task_limit,
+            batch_size=ecfg.batch_size,
+            include_path=ecfg.include_path,
+        )
     return out
 
 
-def load_folder(folder: str | Path, dtype: str = "float32", device: torch.device | str = "cpu",
-                trust_remote_code: bool = False):
+def load_folder(
+    folder: str | Path, dtype: str = "float32", device: torch.device | str = "cpu", trust_remote_code: bool = False
+):
     """A HF causal LM folder, in eval mode on ``device``; one-line error if it is not one."""
     from transformers import AutoModelForCausalLM
 
@@ -85,8 +102,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
     from eeve.model.export import _json_default
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n",
-                   encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -113,8 +129,15 @@ def base_tokenizer_dir(cfg) -> Path:
 def base_key(cfg, texts) -> str:
     base_json = (base_tokenizer_dir(cfg) / "tokenizer.json").read_bytes()
     model = cfg.model.name_or_path or json.dumps(dict(cfg.model.config), sort_keys=True)
-    return eval_key(cfg.eval, texts, "base", model, cfg.model.dtype, hashlib.sha256(base_json).hexdigest(),
-                    str(0 in cfg.eval.after_stages))
+    return eval_key(
+        cfg.eval,
+        texts,
+        "base",
+        model,
+        cfg.model.dtype,
+        hashlib.sha256(base_json).hexdigest(),
+        str(0 in cfg.eval.after_stages),
+    )
 
 
 def read_metrics(folder: Path) -> dict | None:
@@ -137,14 +160,23 @@ def base_metrics(cfg, texts: dict[str, list[str]] | None = None) -> dict | None:
     if cached and cached.get("eval", {}).get("key") == key:
         return cached
     device = pick_device(cfg.eval.device)
-    print(f"stage 0: evaluating the base model with its own tokenizer on {sum(map(len, texts.values()))} held-out "
-          f"documents ({', '.join(f'{k} {sum(len(d.encode()) for d in v):,} bytes' for k, v in texts.items())})")
+    print(
+        f"stage 0: evaluating the base model with its own tokenizer on {sum(map(len, texts.values()))} held-out "
+        f"documents ({', '.join(f'{k} {sum(len(d.encode()) for d in v):,} bytes' for k, v in texts.items())})"
+    )
     model = load_base_model(cfg.model).to(device).eval()
     ev = evaluate_model(model, base_tokenizer_dir(cfg), texts, cfg.eval, benchmarks=0 in cfg.eval.after_stages)
     _free(model)
-    metrics = {"stage": 0, "trainable": [], "steps": 0, "tokens": 0, "groups_changed": [],
-               "model": cfg.model.name_or_path or "model.config (random init)",
-               "tokenizer": str(base_tokenizer_dir(cfg)), "eval": {**ev, "key": key}}
+    metrics = {
+        "stage": 0,
+        "trainable": [],
+        "steps": 0,
+        "tokens": 0,
+        "groups_changed": [],
+        "model": cfg.model.name_or_path or "model.config (random init)",
+        "tokenizer": str(base_tokenizer_dir(cfg)),
+        "eval": {**ev, "key": key},
+    }
     with atomic_dir(folder, setting="paths.run_dir") as tmp:
         write_json_atomic(tmp / METRICS, metrics)
     return metrics
@@ -154,8 +186,14 @@ def stage_key(cfg, texts, number: int) -> str:
     return eval_key(cfg.eval, texts, "stage", str(number in cfg.eval.after_stages))
 
 
-def stage_metrics(cfg, number: int, out: Path, metrics: dict, texts: dict[str, list[str]] | None = None,
-                  series: list[dict] | None = None) -> dict:
+def stage_metrics(
+    cfg,
+    number: int,
+    out: Path,
+    metrics: dict,
+    texts: dict[str, list[str]] | None = None,
+    series: list[dict] | None = None,
+) -> dict:
     """Evaluate stage ``number``'s export in ``out`` (unless its metrics already hold a current evaluation) and
     write the result into its metrics.json under ``eval``; returns the updated metrics."""
     if not cfg.eval.enabled:

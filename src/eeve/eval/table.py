@@ -5,6 +5,7 @@ export. Per language: bits per byte and its change against the base in percent; 
 the share of byte-fallback tokens (per language, ``ko / en``); one column per benchmark (its main metric); the
 parameter groups the stage changed (measured from the weights).
 """
+
 from __future__ import annotations
 
 from eeve.eval.harness import main_metric
@@ -27,8 +28,11 @@ def eval_table(results: list[dict], base: dict | None) -> str:
     for m in rows:
         tasks += [t for t in m["eval"].get("benchmarks", {}) if t not in tasks]
     pair = " / ".join(langs)
-    head = (["stage", "trained", "tokens"] + [f"{lang} BPB (vs base)" for lang in langs]
-            + [f"chars/token {pair}", f"byte fallback {pair}"])
+    head = (
+        ["stage", "trained", "tokens"]
+        + [f"{lang} BPB (vs base)" for lang in langs]
+        + [f"chars/token {pair}", f"byte fallback {pair}"]
+    )
     for t in tasks:
         mm = next((main_metric(m["eval"]["benchmarks"][t]) for m in rows if t in m["eval"].get("benchmarks", {})), None)
         head.append(f"{t} {mm[0] if mm else ''}".strip())
@@ -37,14 +41,22 @@ def eval_table(results: list[dict], base: dict | None) -> str:
 
     def fmt_row(label, trained, tokens, bpb, ev, groups):
         cells = [label, trained, tokens]
-        cells += [f"{bpb[lang]:.3f}{_pct(bpb[lang], ref.get(lang)) if label != '0 (base)' else ''}"
-                  if lang in bpb else "–" for lang in langs]
+        cells += [
+            f"{bpb[lang]:.3f}{_pct(bpb[lang], ref.get(lang)) if label != '0 (base)' else ''}" if lang in bpb else "–"
+            for lang in langs
+        ]
         if ev is None:
             cells += ["", ""]
         else:
             cells.append(" / ".join(f"{ev['bpb'][lang]['chars_per_token']:.3f}" for lang in langs))
-            cells.append(" / ".join("–" if ev["bpb"][lang]["byte_fallback_share"] is None
-                                    else f"{100 * ev['bpb'][lang]['byte_fallback_share']:.1f} %" for lang in langs))
+            cells.append(
+                " / ".join(
+                    "–"
+                    if ev["bpb"][lang]["byte_fallback_share"] is None
+                    else f"{100 * ev['bpb'][lang]['byte_fallback_share']:.1f} %"
+                    for lang in langs
+                )
+            )
         bench = (ev or {}).get("benchmarks", {})
         for t in tasks:
             mm = main_metric(bench[t]) if t in bench else None
@@ -58,8 +70,9 @@ def eval_table(results: list[dict], base: dict | None) -> str:
         is_base = m is base
         start = [p for p in ev.get("series", []) if p.get("step") == 0]
         if start and not is_base:
-            fmt_row(f"{m['stage']} start", "(expanded, untrained)", f"{start[0]['tokens']:,}", start[0]["bpb"], None,
-                    "")
+            fmt_row(
+                f"{m['stage']} start", "(expanded, untrained)", f"{start[0]['tokens']:,}", start[0]["bpb"], None, ""
+            )
         label = "0 (base)" if is_base else str(m["stage"])
         trained = "base model, base tokenizer" if is_base else "+".join(m.get("trainable", []))
         tokens = f"{m['tokens']:,}" if isinstance(m.get("tokens"), int) else ""

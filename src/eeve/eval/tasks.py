@@ -11,6 +11,7 @@ relative ones against the working directory) are generated into ``<cache>/demo/e
 the folder is the harness's ``include_path``. Nothing is downloaded: the harness reads them through the
 ``json`` dataset builder.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,11 @@ def sentence_like(line: str, lang: str) -> bool:
 def build_items(lines: list[str], lang: str, n: int = ITEMS, seed: int = SEED) -> list[dict]:
     """Up to ``n`` items {id, context, choices[4], label} from the lines of one held-out file (see module doc)."""
     ok = [sentence_like(x, lang) for x in lines]
-    candidates = [i for i in range(1, len(lines) - 1) if ok[i - 1] and ok[i] and ok[i + 1]
-                  and lines[i + 1] not in (lines[i], lines[i - 1])]
+    candidates = [
+        i
+        for i in range(1, len(lines) - 1)
+        if ok[i - 1] and ok[i] and ok[i + 1] and lines[i + 1] not in (lines[i], lines[i - 1])
+    ]
     pool = [j for j in range(len(lines)) if ok[j]]
     rng = random.Random(f"{seed}-{lang}")
     rng.shuffle(candidates)
@@ -94,8 +98,14 @@ def build_items(lines: list[str], lang: str, n: int = ITEMS, seed: int = SEED) -
         if len(distractors) < 3:
             continue
         label = rng.randrange(4)
-        items.append({"id": f"{lang}-{i}", "context": f"{lines[i - 1]} {lines[i]}",
-                      "choices": distractors[:label] + [answer] + distractors[label:], "label": label})
+        items.append(
+            {
+                "id": f"{lang}-{i}",
+                "context": f"{lines[i - 1]} {lines[i]}",
+                "choices": distractors[:label] + [answer] + distractors[label:],
+                "label": label,
+            }
+        )
         answers.add(answer)
     return sorted(items, key=lambda d: int(d["id"].split("-")[1]))
 
@@ -115,8 +125,11 @@ def local_task_dir(demo_root: Path | None = None) -> Path:
             with (tmp / f"{task}.jsonl").open("w", encoding="utf-8") as f:
                 for item in items:
                     f.write(json.dumps(item, ensure_ascii=False) + "\n")
-            (tmp / f"{task}.yaml").write_text(TASK_YAML.format(
-                task=task, jsonl=out / f"{task}.jsonl", lang=lang, n=len(items), seed=SEED, version=FORMAT_VERSION),
-                encoding="utf-8")
+            (tmp / f"{task}.yaml").write_text(
+                TASK_YAML.format(
+                    task=task, jsonl=out / f"{task}.jsonl", lang=lang, n=len(items), seed=SEED, version=FORMAT_VERSION
+                ),
+                encoding="utf-8",
+            )
         (tmp / f"{GROUP}.done").write_text("ok\n")
     return out

@@ -5,6 +5,7 @@ and for the expanded model. Instead, per language of ``data.validation``, whole 
 (NFC-normalised, read as :mod:`eeve.text.corpus` reads any validation source) while the running total stays
 within ``eval.bytes``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,7 +32,9 @@ def heldout_texts(validation: dict, nbytes: int, base_dir: str | Path | None = N
     for lang, entry in validation.items():
         docs = take_bytes(iter_documents(entry.paths, base_dir=base_dir, options=SourceOptions.of(entry)), int(nbytes))
         if not docs:
-            raise CorpusError(f"data.validation.{lang}: no document fits in eval.bytes={nbytes} (the first one is "
-                              "larger, or the files are empty): raise eval.bytes or give other held-out files")
+            raise CorpusError(
+                f"data.validation.{lang}: no document fits in eval.bytes={nbytes} (the first one is "
+                "larger, or the files are empty): raise eval.bytes or give other held-out files"
+            )
         out[lang] = docs
     return out

@@ -9,6 +9,7 @@
 Benchmarks run only in single-process runs: in a multi-process run the other ranks would wait on rank 0 for as
 long as a benchmark suite takes; run ``python -m eeve.evaluate`` on the exports instead.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -84,8 +85,17 @@ class StageEvaluation:
             return None
         at_start = previous_stage(self.cfg, self.number) is None or bool(self.cfg.init_from)
         writer = ScheduleWriter(self.cfg.paths.run_dir, list(self.cfg.data.validation)) if self.rank_zero else None
-        self.callback_ = ScheduleCallback(self.texts, self.tokenizer_dir, self.cfg.eval, self.offset, tokens_per_step,
-                                          max_steps, at_start, writer, self._base_bpb())
+        self.callback_ = ScheduleCallback(
+            self.texts,
+            self.tokenizer_dir,
+            self.cfg.eval,
+            self.offset,
+            tokens_per_step,
+            max_steps,
+            at_start,
+            writer,
+            self._base_bpb(),
+        )
         return self.callback_
 
     def finish(self, out: Path, metrics: dict) -> dict:
@@ -99,8 +109,9 @@ class StageEvaluation:
         if not (self.enabled and self.rank_zero):
             return metrics
         old_key = metrics.get("eval", {}).get("key")
-        metrics = stage_metrics(self._bench_cfg(), self.number, Path(out), metrics, self.texts,
-                                series=cb.series if cb is not None else None)
+        metrics = stage_metrics(
+            self._bench_cfg(), self.number, Path(out), metrics, self.texts, series=cb.series if cb is not None else None
+        )
         if metrics["eval"].get("key") != old_key:  # evaluated now: put it on the schedule
             start, end = self.offset, self.offset + int(metrics.get("tokens", 0))
             with self._writer() as w:
@@ -122,7 +133,11 @@ class StageEvaluation:
         from eeve.training.stages import stage_dir
 
         stages = [m for m in (read_metrics(stage_dir(self.cfg, n)) for n in stage_numbers(self.cfg.stages)) if m]
-        path = write_report(Path(self.cfg.paths.run_dir) / "report.png", self.base, stages,
-                            title=f"run {self.cfg.run_name}: bits per byte on the same held-out bytes, base vs stages")
+        path = write_report(
+            Path(self.cfg.paths.run_dir) / "report.png",
+            self.base,
+            stages,
+            title=f"run {self.cfg.run_name}: bits per byte on the same held-out bytes, base vs stages",
+        )
         if path:
             print(f"report: {path}")

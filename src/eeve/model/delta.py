@@ -16,6 +16,7 @@ dtype and name of every tensor of the result, the base vocabulary size, the stag
 :func:`apply_deltas` casts the base to the recorded dtypes and writes the stored rows over it, delta after delta:
 plain copies, so the result equals the full export bit for bit (tested).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,19 @@ log = logging.getLogger(__name__)
 
 DELTA_DIR, DELTA_FILE = "delta", "delta.safetensors"
 FORMAT = "eeve-delta/1"
-_DTYPES = {str(t).removeprefix("torch."): t for t in (torch.float32, torch.bfloat16, torch.float16, torch.float64,
-                                                      torch.int64, torch.int32, torch.uint8, torch.bool)}
+_DTYPES = {
+    str(t).removeprefix("torch."): t
+    for t in (
+        torch.float32,
+        torch.bfloat16,
+        torch.float16,
+        torch.float64,
+        torch.int64,
+        torch.int32,
+        torch.uint8,
+        torch.bool,
+    )
+}
 
 
 class SafetensorsWeights(Mapping[str, torch.Tensor]):
@@ -45,8 +57,9 @@ class SafetensorsWeights(Mapping[str, torch.Tensor]):
         self.folder = Path(folder)
         files = sorted(self.folder.glob("model*.safetensors"))
         if not files:
-            raise ExportError(f"{self.folder} holds no model*.safetensors: give an HF model folder saved with "
-                              "safetensors")
+            raise ExportError(
+                f"{self.folder} holds no model*.safetensors: give an HF model folder saved with safetensors"
+            )
         self._where: dict[str, Path] = {}
         for f in files:
             with safe_open(str(f), "pt") as h:
@@ -77,8 +90,9 @@ def base_weights(model_cfg) -> Mapping[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------------- writing
-def compute_delta(start: Mapping[str, torch.Tensor], end: Mapping[str, torch.Tensor],
-                  info: dict | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+def compute_delta(
+    start: Mapping[str, torch.Tensor], end: Mapping[str, torch.Tensor], info: dict | None = None
+) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors to store, metadata) for the change ``start`` -> ``end`` (see the module docstring)."""
     tensors, offsets, shapes = {}, {}, {}
     for k, new in end.items():
@@ -89,8 +103,13 @@ def compute_delta(start: Mapping[str, torch.Tensor], end: Mapping[str, torch.Ten
         offset, block = stored
         tensors[k] = block.contiguous()
         offsets[k], shapes[k] = offset, list(new.shape)
-    meta = {"format": FORMAT, "offsets": offsets, "shapes": shapes,
-            "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in end.items()}, **(info or {})}
+    meta = {
+        "format": FORMAT,
+        "offsets": offsets,
+        "shapes": shapes,
+        "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in end.items()},
+        **(info or {}),
+    }
     return tensors, meta
 
 
@@ -108,8 +127,9 @@ def _changed_block(old: torch.Tensor | None, new: torch.Tensor) -> tuple[int, to
     return first, new[first:last]
 
 
-def write_delta(path: str | Path, start: Mapping[str, torch.Tensor], end: Mapping[str, torch.Tensor],
-                info: dict | None = None) -> dict:
+def write_delta(
+    path: str | Path, start: Mapping[str, torch.Tensor], end: Mapping[str, torch.Tensor], info: dict | None = None
+) -> dict:
     """Write the delta ``start`` -> ``end`` to ``path`` (a safetensors file); returns its metadata, with
     ``bytes`` (tensor payload) added."""
     from safetensors.torch import save_file
@@ -117,15 +137,17 @@ def write_delta(path: str | Path, start: Mapping[str, torch.Tensor], end: Mappin
     tensors, meta = compute_delta(start, end, info)
     save_file(tensors, str(path), metadata={"eeve_delta": json.dumps(meta)})
     meta["bytes"] = sum(t.numel() * t.element_size() for t in tensors.values())
-    log.info("delta %s: %d tensors, %.1f MB", path, len(tensors), meta["bytes"] / 2 ** 20)
+    log.info("delta %s: %d tensors, %.1f MB", path, len(tensors), meta["bytes"] / 2**20)
     return meta
 
 
 def delta_writer(start: Mapping[str, torch.Tensor], info: dict):
     """An ``export_hf`` extra that writes ``delta/delta.safetensors`` into the export folder."""
+
     def write(folder: Path, final_sd: Mapping[str, torch.Tensor]) -> None:
         (Path(folder) / DELTA_DIR).mkdir()
         write_delta(Path(folder) / DELTA_DIR / DELTA_FILE, start, final_sd, info)
+
     return write
 
 
@@ -146,8 +168,9 @@ def read_delta(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         return {k: h.get_tensor(k) for k in h.keys()}, meta
 
 
-def apply_deltas(base: str | Path | Mapping[str, torch.Tensor],
-                 deltas: Iterable[str | Path]) -> dict[str, torch.Tensor]:
+def apply_deltas(
+    base: str | Path | Mapping[str, torch.Tensor], deltas: Iterable[str | Path]
+) -> dict[str, torch.Tensor]:
     """The weights of the last stage in ``deltas`` (files or stage folders, in stage order), rebuilt from the
     base model (an HF folder or a state dict, as the first delta was computed against): bit-identical to that
     stage's full export."""
@@ -159,8 +182,10 @@ def apply_deltas(base: str | Path | Mapping[str, torch.Tensor],
             old = state.get(k)
             if k not in tensors:
                 if old is None:
-                    raise ExportError(f"{d}: {k} is neither in the delta nor in the weights it applies to: apply the "
-                                      "deltas in stage order, starting from the base model")
+                    raise ExportError(
+                        f"{d}: {k} is neither in the delta nor in the weights it applies to: apply the "
+                        "deltas in stage order, starting from the base model"
+                    )
                 out[k] = old.to(_DTYPES[dtype])
                 continue
             shape, offset, block = meta["shapes"][k], meta["offsets"][k], tensors[k]
@@ -168,10 +193,16 @@ def apply_deltas(base: str | Path | Mapping[str, torch.Tensor],
                 out[k] = block
                 continue
             end = offset + block.shape[0]
-            if old is None or list(old.shape[1:]) != shape[1:] or old.shape[0] < offset or (
-                    old.shape[0] < shape[0] and end < shape[0]):
-                raise ExportError(f"{d}: {k} of shape {None if old is None else list(old.shape)} cannot take rows "
-                                  f"{offset}..{end} of {shape}: wrong base or order of deltas")
+            if (
+                old is None
+                or list(old.shape[1:]) != shape[1:]
+                or old.shape[0] < offset
+                or (old.shape[0] < shape[0] and end < shape[0])
+            ):
+                raise ExportError(
+                    f"{d}: {k} of shape {None if old is None else list(old.shape)} cannot take rows "
+                    f"{offset}..{end} of {shape}: wrong base or order of deltas"
+                )
             full = torch.empty(shape, dtype=block.dtype)
             keep = min(old.shape[0], shape[0])
             full[:keep] = old[:keep].to(block.dtype)

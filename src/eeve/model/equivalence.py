@@ -7,6 +7,7 @@ the previous export, reloaded). They must agree to float tolerance. On a mismatc
 differs: the input embedding (a forward that does more than the lookup the split reproduces), or the causal LM's
 own forward between the final hidden state and the logits (a transform the split head does not reproduce).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ def check(model, ref: Reference, where: str = "") -> float:
         emb, head = model.get_input_embeddings(), model.get_output_embeddings()
         ids = ref.ids.to(emb.old.weight.device)
         hidden = model.model(input_ids=ids, use_cache=False).last_hidden_state
-        logits = head.training_logits(hidden)[..., :ref.logits.shape[-1]].float()
+        logits = head.training_logits(hidden)[..., : ref.logits.shape[-1]].float()
         got_emb = emb(ids).float()
     finally:
         model.train(was_training)
@@ -81,13 +82,17 @@ def check(model, ref: Reference, where: str = "") -> float:
     prefix = f"{where}: " if where else ""
     err_emb = _rel(got_emb, ref.embeddings)
     if err_emb > tol:
-        raise SplitError(f"{prefix}embed_tokens ({ref.embedding_class}) does more than a lookup: the split "
-                         f"embedding differs from it by {err_emb:.2g} (relative); this architecture is not supported")
+        raise SplitError(
+            f"{prefix}embed_tokens ({ref.embedding_class}) does more than a lookup: the split "
+            f"embedding differs from it by {err_emb:.2g} (relative); this architecture is not supported"
+        )
     err = _rel(logits, ref.logits)
     if err > tol:
-        raise SplitError(f"{prefix}{ref.model_class}.forward transforms the head's output in a way the split head "
-                         f"does not reproduce: training-path logits differ from the model's by {err:.2g} (relative) "
-                         "on text without new tokens; this architecture is not supported")
+        raise SplitError(
+            f"{prefix}{ref.model_class}.forward transforms the head's output in a way the split head "
+            f"does not reproduce: training-path logits differ from the model's by {err:.2g} (relative) "
+            "on text without new tokens; this architecture is not supported"
+        )
     return err
 
 

@@ -2,6 +2,7 @@
 and to the output head, and initialise them with an init method (:mod:`eeve.model.init`). Padding rows (ids >=
 base + len(new_tokens) when a larger ``vocab_size`` is asked for) get the ``mean`` rows.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,15 +36,18 @@ def untie_embeddings(model) -> bool:
     tied = embeddings_tied(model)
     if tied:
         out = model.get_output_embeddings()
-        out.weight = nn.Parameter(model.get_input_embeddings().weight.detach().clone(),
-                                  requires_grad=out.weight.requires_grad)
+        out.weight = nn.Parameter(
+            model.get_input_embeddings().weight.detach().clone(), requires_grad=out.weight.requires_grad
+        )
     for c in {id(model.config): model.config, id(_text_config(model)): _text_config(model)}.values():
         if hasattr(c, "tie_word_embeddings"):
             c.tie_word_embeddings = False
     if hasattr(model, "get_expanded_tied_weights_keys"):  # transformers 5 caches the tie mapping
         model.all_tied_weights_keys = model.get_expanded_tied_weights_keys(all_submodels=True)
     if tied:
-        log.info("untied input and output embeddings (lm_head cloned from embed_tokens; config.tie_word_embeddings=False)")
+        log.info(
+            "untied input and output embeddings (lm_head cloned from embed_tokens; config.tie_word_embeddings=False)"
+        )
     return tied
 
 
@@ -79,15 +83,28 @@ class ExpansionSummary:
     """What the init method measured (teacher sample size, fitted offsets, losses before/after a fit)."""
 
     def line(self) -> str:
-        return (f"expanded vocab {self.base_vocab_size} -> {self.vocab_size} ({self.n_new} new, {self.n_padding} "
-                f"padding) init={self.init}: leading-marker skipped {self.n_leading_space_skipped}, byte pieces "
-                f"{self.n_with_byte_pieces}, single-piece copies {self.n_single_piece}, fallback-to-mean "
-                f"{self.n_fallback_mean}, mean pieces/token "
-                f"{self.mean_pieces:.2f}" + "".join(f", {k} {v}" for k, v in self.method_stats.items()))
+        return (
+            f"expanded vocab {self.base_vocab_size} -> {self.vocab_size} ({self.n_new} new, {self.n_padding} "
+            f"padding) init={self.init}: leading-marker skipped {self.n_leading_space_skipped}, byte pieces "
+            f"{self.n_with_byte_pieces}, single-piece copies {self.n_single_piece}, fallback-to-mean "
+            f"{self.n_fallback_mean}, mean pieces/token "
+            f"{self.mean_pieces:.2f}" + "".join(f", {k} {v}" for k, v in self.method_stats.items())
+        )
 
 
-def expand_model(model, base_tokenizer, new_tokens, base_vocab_size: int, init: str = "mean_subwords", seed: int = 0,
-                 *, vocab_size: int | None = None, untie: bool = True, return_summary: bool = False, data=None):
+def expand_model(
+    model,
+    base_tokenizer,
+    new_tokens,
+    base_vocab_size: int,
+    init: str = "mean_subwords",
+    seed: int = 0,
+    *,
+    vocab_size: int | None = None,
+    untie: bool = True,
+    return_summary: bool = False,
+    data=None,
+):
     """Untie, resize to the expanded vocabulary and initialise the new rows (see module docstring).
 
     ``new_tokens``: ``{id: token}``, a list of tokens (ids follow ``base_vocab_size``), or the ``new_tokens`` list of
@@ -104,7 +121,8 @@ def expand_model(model, base_tokenizer, new_tokens, base_vocab_size: int, init: 
     if rows != base_vocab_size or tok_size != base_vocab_size:
         raise ExpansionError(
             f"vocab mismatch: model has {rows} embedding rows, base tokenizer has {tok_size} tokens, expansion "
-            f"base_vocab_size={base_vocab_size}; build the expanded tokenizer from THIS model's own tokenizer")
+            f"base_vocab_size={base_vocab_size}; build the expanded tokenizer from THIS model's own tokenizer"
+        )
     items = _normalise_new_tokens(new_tokens, base_vocab_size)
     n_new = len(items)
     min_size = (items[-1][0] + 1) if items else base_vocab_size
@@ -115,8 +133,10 @@ def expand_model(model, base_tokenizer, new_tokens, base_vocab_size: int, init: 
     untied = False
     if embeddings_tied(model):
         if not untie:
-            raise ExpansionError("model has tied input/output embeddings and untie_embeddings=false; the EEVE stage "
-                                 "table trains them separately: set model.untie_embeddings=true")
+            raise ExpansionError(
+                "model has tied input/output embeddings and untie_embeddings=false; the EEVE stage "
+                "table trains them separately: set model.untie_embeddings=true"
+            )
         untied = untie_embeddings(model)
     elif untie:
         untie_embeddings(model)  # make sure config says untied
@@ -130,8 +150,17 @@ def expand_model(model, base_tokenizer, new_tokens, base_vocab_size: int, init: 
     new_in = old_in.mean(0).expand(V - base_vocab_size, -1).clone()  # padding rows
     new_out = old_out.mean(0).expand(V - base_vocab_size, -1).clone()
     if n_new:
-        ctx = InitContext(old_in, old_out, items, tok, base_vocab_size, torch.Generator().manual_seed(int(seed)),
-                          float(getattr(_text_config(model), "initializer_range", 0.02)), model=model, data=data)
+        ctx = InitContext(
+            old_in,
+            old_out,
+            items,
+            tok,
+            base_vocab_size,
+            torch.Generator().manual_seed(int(seed)),
+            float(getattr(_text_config(model), "initializer_range", 0.02)),
+            model=model,
+            data=data,
+        )
         rows_in, rows_out = method.rows(ctx)
         rel = torch.tensor([i - base_vocab_size for i, _ in items], dtype=torch.long)
         new_in[rel], new_out[rel] = rows_in, rows_out
@@ -144,11 +173,14 @@ def expand_model(model, base_tokenizer, new_tokens, base_vocab_size: int, init: 
 
     dt, dev = inp.weight.dtype, inp.weight.device
     emb = nn.Embedding(V, old_in.shape[1], padding_idx=inp.padding_idx, device="meta")
-    emb.weight = nn.Parameter(torch.cat([inp.weight.detach(), new_in.to(dev, dt)], 0),
-                              requires_grad=inp.weight.requires_grad)
+    emb.weight = nn.Parameter(
+        torch.cat([inp.weight.detach(), new_in.to(dev, dt)], 0), requires_grad=inp.weight.requires_grad
+    )
     head = nn.Linear(old_in.shape[1], V, bias=False, device="meta")
-    head.weight = nn.Parameter(torch.cat([out.weight.detach(), new_out.to(out.weight.device, out.weight.dtype)], 0),
-                               requires_grad=out.weight.requires_grad)
+    head.weight = nn.Parameter(
+        torch.cat([out.weight.detach(), new_out.to(out.weight.device, out.weight.dtype)], 0),
+        requires_grad=out.weight.requires_grad,
+    )
     model.set_input_embeddings(emb)
     model.set_output_embeddings(head)
     for c in {id(model.config): model.config, id(_text_config(model)): _text_config(model)}.values():
@@ -165,8 +197,10 @@ def read_expansion(tokenizer_dir: str | Path) -> dict:
     """``expansion.json`` of an expanded tokenizer folder (written by tokenize.py)."""
     p = Path(tokenizer_dir) / "expansion.json"
     if not p.exists():
-        raise ExpansionError(f"no expanded tokenizer at {tokenizer_dir} (expansion.json missing): run `python "
-                             "tokenize.py` first or set tokenizer.path=FOLDER")
+        raise ExpansionError(
+            f"no expanded tokenizer at {tokenizer_dir} (expansion.json missing): run `python "
+            "tokenize.py` first or set tokenizer.path=FOLDER"
+        )
     return json.loads(p.read_text(encoding="utf-8"))
 
 
@@ -187,7 +221,9 @@ def _to_tokenizers_tokenizer(tok):
     backend = getattr(tok, "backend_tokenizer", None)  # transformers fast tokenizer
     if backend is not None:
         return backend
-    raise ExpansionError(f"base_tokenizer must be a tokenizers.Tokenizer, a HF fast tokenizer or a path, got {type(tok)}")
+    raise ExpansionError(
+        f"base_tokenizer must be a tokenizers.Tokenizer, a HF fast tokenizer or a path, got {type(tok)}"
+    )
 
 
 def _normalise_new_tokens(new_tokens, base_vocab_size: int) -> list[tuple[int, str]]:

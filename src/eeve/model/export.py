@@ -49,8 +49,8 @@ def _align_keys(sd: Mapping[str, torch.Tensor], expected: set[str]) -> dict[str,
     parts = first.split(".")
     for n in range(1, len(parts)):
         pre = ".".join(parts[:n]) + "."
-        if all(k.startswith(pre) for k in keys) and {k[len(pre):] for k in keys} == expected:
-            return {k[len(pre):]: v for k, v in sd.items()}
+        if all(k.startswith(pre) for k in keys) and {k[len(pre) :] for k in keys} == expected:
+            return {k[len(pre) :]: v for k, v in sd.items()}
     missing, extra = sorted(expected - keys)[:5], sorted(keys - expected)[:5]
     raise ExportError(f"state dict keys do not match the model: missing e.g. {missing}, unexpected e.g. {extra}")
 
@@ -62,9 +62,16 @@ def _meta_model(config):
         return AutoModelForCausalLM.from_config(config)
 
 
-def export_hf(model_or_config, state_dict: Mapping[str, torch.Tensor] | None, tokenizer_dir: str | Path,
-              out_dir: str | Path, metrics: dict | None = None, *, max_shard_size: str | int = "5GB",
-              extras: Sequence[Callable[[Path, Mapping[str, torch.Tensor]], None]] = ()) -> Path:
+def export_hf(
+    model_or_config,
+    state_dict: Mapping[str, torch.Tensor] | None,
+    tokenizer_dir: str | Path,
+    out_dir: str | Path,
+    metrics: dict | None = None,
+    *,
+    max_shard_size: str | int = "5GB",
+    extras: Sequence[Callable[[Path, Mapping[str, torch.Tensor]], None]] = (),
+) -> Path:
     """Write a loadable HF folder to ``out_dir`` (atomically); returns ``out_dir``.
 
     ``model_or_config``: a (split or standard) ``PreTrainedModel`` -- its own state dict is used when
@@ -93,8 +100,11 @@ def export_hf(model_or_config, state_dict: Mapping[str, torch.Tensor] | None, to
 
     model = _meta_model(config)
     sd = _align_keys(sd, set(model.state_dict().keys()))
-    vocab = sd[next(k for k in sd if k.endswith("embed_tokens.weight") or k.endswith("wte.weight"))].shape[0] \
-        if any(k.endswith(("embed_tokens.weight", "wte.weight")) for k in sd) else config.vocab_size
+    vocab = (
+        sd[next(k for k in sd if k.endswith("embed_tokens.weight") or k.endswith("wte.weight"))].shape[0]
+        if any(k.endswith(("embed_tokens.weight", "wte.weight")) for k in sd)
+        else config.vocab_size
+    )
     if vocab != config.vocab_size:
         raise ExportError(f"state dict has {vocab} vocabulary rows but config.vocab_size={config.vocab_size}")
     n_tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json")).get_vocab_size(with_added_tokens=True)

@@ -1,5 +1,6 @@
 """The output head's matmul and cross-entropy fused and chunked over tokens, for a head split into old and new rows:
 no [tokens x vocab] logit tensor is kept for backward, and frozen blocks get no weight-gradient product."""
+
 from __future__ import annotations
 
 import torch
@@ -31,7 +32,7 @@ class SplitHeadCrossEntropy(torch.autograd.Function):
         g_old = torch.zeros(w_old.shape, dtype=torch.float32, device=h.device) if need_old else None
         g_new = torch.zeros(w_new.shape, dtype=torch.float32, device=h.device) if need_new else None
         for a in range(0, n, chunk_tokens):
-            hc, tc, vc = h[a:a + chunk_tokens], t[a:a + chunk_tokens], valid[a:a + chunk_tokens]
+            hc, tc, vc = h[a : a + chunk_tokens], t[a : a + chunk_tokens], valid[a : a + chunk_tokens]
             lo, ln = (hc @ w_old.T).float(), (hc @ w_new.T).float()
             if logit_scale != 1.0 or softcap:  # the model's own output transform (see split.transform_logits)
                 lo, ln = lo.mul_(logit_scale), ln.mul_(logit_scale)
@@ -43,9 +44,12 @@ class SplitHeadCrossEntropy(torch.autograd.Function):
                     lo, ln = lo.mul_(softcap), ln.mul_(softcap)
             lse = torch.logaddexp(torch.logsumexp(lo, -1), torch.logsumexp(ln, -1))
             is_new = tc >= base
-            tgt = torch.where(is_new, ln.gather(-1, (tc - base).clamp(0, ln.shape[-1] - 1)[:, None]).squeeze(-1),
-                              lo.gather(-1, tc.clamp(0, base - 1)[:, None]).squeeze(-1))
-            losses[a:a + chunk_tokens] = torch.where(vc, lse - tgt, 0.0)
+            tgt = torch.where(
+                is_new,
+                ln.gather(-1, (tc - base).clamp(0, ln.shape[-1] - 1)[:, None]).squeeze(-1),
+                lo.gather(-1, tc.clamp(0, base - 1)[:, None]).squeeze(-1),
+            )
+            losses[a : a + chunk_tokens] = torch.where(vc, lse - tgt, 0.0)
             if not any(need):
                 continue
             # d(mean loss)/d(logits) = (softmax - onehot) / n_valid, zero for ignored tokens; in place on the logits
@@ -62,7 +66,7 @@ class SplitHeadCrossEntropy(torch.autograd.Function):
             elif logit_scale != 1.0:
                 lo.mul_(logit_scale), ln.mul_(logit_scale)
             if need_h:
-                gh[a:a + chunk_tokens] = (lo.to(w_old.dtype) @ w_old + ln.to(w_new.dtype) @ w_new).to(h.dtype)
+                gh[a : a + chunk_tokens] = (lo.to(w_old.dtype) @ w_old + ln.to(w_new.dtype) @ w_new).to(h.dtype)
             if need_old:
                 g_old += lo.T @ hc.float()
             if need_new:

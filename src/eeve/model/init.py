@@ -24,6 +24,7 @@
 Adding a method: subclass :class:`InitMethod`, decorate it with ``@register``, and it is selectable as
 ``init=<name>``. All arithmetic is float32; the caller casts back to the model's dtype.
 """
+
 from __future__ import annotations
 
 import logging
@@ -193,8 +194,9 @@ class MassFirstPiece(InitMethod):
             shift = math.log(freq[i] / fam_total[fam[i]]) + b
             new_out[row[i]] = ctx.old_out[p] + shift * m
         sizes = sorted(Counter(fam.values()).values(), reverse=True)
-        ctx.stats.update(sample.stats, **st, family_offset=round(b, 4), n_families=len(sizes),
-                         largest_families=sizes[:5])
+        ctx.stats.update(
+            sample.stats, **st, family_offset=round(b, 4), n_families=len(sizes), largest_families=sizes[:5]
+        )
         return new_in, new_out, sample
 
 
@@ -222,13 +224,32 @@ class Distill(MassFirstPiece):
         new_in, new_out, sample = self.shifted_rows(ctx)
         o = ctx.data.options
         scale, cap = head_transform(ctx.model.config)
-        new_out, st = fit_new_output_rows(sample, new_out, ctx.base_vocab_size, scale, cap, o.head_epochs, o.head_lr,
-                                          seed=int(ctx.generator.initial_seed()))
+        new_out, st = fit_new_output_rows(
+            sample,
+            new_out,
+            ctx.base_vocab_size,
+            scale,
+            cap,
+            o.head_epochs,
+            o.head_lr,
+            seed=int(ctx.generator.initial_seed()),
+        )
         ctx.stats.update(st)
         if o.distill_steps > 0:
             new_in, new_out, st = distill_new_rows(
-                ctx.model, sample, ctx.old_in, ctx.old_out, new_in, new_out, ctx.base_vocab_size, o.distill_steps,
-                o.distill_batch, o.distill_seq_len, o.distill_lr, seed=int(ctx.generator.initial_seed()))
+                ctx.model,
+                sample,
+                ctx.old_in,
+                ctx.old_out,
+                new_in,
+                new_out,
+                ctx.base_vocab_size,
+                o.distill_steps,
+                o.distill_batch,
+                o.distill_seq_len,
+                o.distill_lr,
+                seed=int(ctx.generator.initial_seed()),
+            )
             ctx.stats.update(st)
         return new_in, new_out
 
@@ -265,15 +286,17 @@ def subword_plan(base_tokenizer, new_tokens: Sequence[tuple[int, str]]) -> list[
             pieces, ids = pieces[1:], ids[1:]
             skipped = True
         keep = [(p, i) for p, i in zip(pieces, ids) if i != unk]
-        plan.append({
-            "id": tid,
-            "token": text,
-            "pieces": [p for p, _ in keep],
-            "input_ids": [i for _, i in keep],
-            "output_id": keep[0][1] if keep else None,
-            "skipped_marker": skipped,
-            "byte_pieces": any(kind.is_byte_piece(p) for p, _ in keep),
-        })
+        plan.append(
+            {
+                "id": tid,
+                "token": text,
+                "pieces": [p for p, _ in keep],
+                "input_ids": [i for _, i in keep],
+                "output_id": keep[0][1] if keep else None,
+                "skipped_marker": skipped,
+                "byte_pieces": any(kind.is_byte_piece(p) for p, _ in keep),
+            }
+        )
     return plan
 
 

@@ -1,5 +1,6 @@
 """What the init methods that run the base model read: a sample of the training mixture, both tokenizers, and the
 new tokens' corpus frequencies (``expansion.json``). Built only for methods that ask for it (``needs_data``)."""
+
 from __future__ import annotations
 
 import itertools
@@ -51,5 +52,12 @@ def init_inputs(cfg, tokenizer_dir: Path, expansion: dict) -> dict:
     root = Path(cfg.paths.root)
     texts = sample_documents(cfg.data.sources, cfg.init_options.documents, root)
     freqs = {int(t["id"]): int(t.get("frequency", 0) or 0) for t in expansion["new_tokens"]}
-    return {"data": InitData(texts, TokenizerInfo(tokenizer_dir), TokenizerInfo(tokenizer_dir / "base_tokenizer"),
-                             freqs, cfg.init_options)}
+    return {
+        "data": InitData(
+            texts,
+            TokenizerInfo(tokenizer_dir),
+            TokenizerInfo(tokenizer_dir / "base_tokenizer"),
+            freqs,
+            cfg.init_options,
+        )
+    }

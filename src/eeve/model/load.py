@@ -1,4 +1,5 @@
 """Loading the base model named by the ``model`` config (a local HF folder, or a seeded random-init debug Llama)."""
+
 from __future__ import annotations
 
 import torch
@@ -6,8 +7,14 @@ import torch
 from eeve.config import ModelConfig, to_object
 from eeve.errors import ConfigError, ExpansionError
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -30,7 +37,8 @@ def load_base_model(cfg: ModelConfig | dict, seed: int = 0):
     dtype = torch_dtype(cfg.dtype)
     if cfg.name_or_path:
         return AutoModelForCausalLM.from_pretrained(
-            cfg.name_or_path, dtype=dtype, trust_remote_code=bool(cfg.trust_remote_code), use_safetensors=True)
+            cfg.name_or_path, dtype=dtype, trust_remote_code=bool(cfg.trust_remote_code), use_safetensors=True
+        )
     if not cfg.config:
         raise ExpansionError("model.name_or_path is null and model.config is empty; give one of them")
     with torch.random.fork_rng(devices=[]):

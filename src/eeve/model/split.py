@@ -81,8 +81,9 @@ class SplitEmbedding(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return (f"base={self.base_vocab_size}, total={self.num_embeddings}, dim={self.embedding_dim}"
-                + (f", scale={self.scale:g}" if self.scale != 1.0 else ""))
+        return f"base={self.base_vocab_size}, total={self.num_embeddings}, dim={self.embedding_dim}" + (
+            f", scale={self.scale:g}" if self.scale != 1.0 else ""
+        )
 
 
 class SplitLMHead(nn.Module):
@@ -106,8 +107,7 @@ class SplitLMHead(nn.Module):
 
     def training_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary logits exactly as the fused training loss computes them (scale and soft-cap applied)."""
-        return transform_logits(torch.cat([self.old(hidden), self.new(hidden)], dim=-1), self.logit_scale,
-                                self.softcap)
+        return transform_logits(torch.cat([self.old(hidden), self.new(hidden)], dim=-1), self.logit_scale, self.softcap)
 
     chunk_elements = 1 << 25
     """Logit elements per chunk of the fused loss (tokens per chunk = this / vocab size): 128 MB of fp32."""
@@ -122,13 +122,16 @@ class SplitLMHead(nn.Module):
         grad = torch.is_grad_enabled()
         need = (grad and hidden.requires_grad, grad and w_old.requires_grad, grad and w_new.requires_grad)
         chunk = max(1, self.chunk_elements // self.out_features)
-        return SplitHeadCrossEntropy.apply(hidden, w_old, w_new, targets, chunk, ignore_index, need,
-                                           self.logit_scale, self.softcap)
+        return SplitHeadCrossEntropy.apply(
+            hidden, w_old, w_new, targets, chunk, ignore_index, need, self.logit_scale, self.softcap
+        )
 
     def extra_repr(self) -> str:
-        return (f"base={self.base_vocab_size}, total={self.out_features}, in={self.in_features}"
-                + (f", logit_scale={self.logit_scale:g}" if self.logit_scale != 1.0 else "")
-                + (f", softcap={self.softcap:g}" if self.softcap else ""))
+        return (
+            f"base={self.base_vocab_size}, total={self.out_features}, in={self.in_features}"
+            + (f", logit_scale={self.logit_scale:g}" if self.logit_scale != 1.0 else "")
+            + (f", softcap={self.softcap:g}" if self.softcap else "")
+        )
 
 
 # What a causal LM's forward does to the head's output, read from its (text) config: attribute -> how.
@@ -162,15 +165,19 @@ def embedding_scale(emb: nn.Module) -> float:
         return 1.0
     w = emb.weight
     if w.device.type == "meta":
-        raise SplitError(f"cannot tell what {type(emb).__name__}.forward does on the meta device; split a model "
-                         "with real weights first")
+        raise SplitError(
+            f"cannot tell what {type(emb).__name__}.forward does on the meta device; split a model "
+            "with real weights first"
+        )
     ids = torch.arange(min(8, w.shape[0]), device=w.device)
     with torch.no_grad():
         out, look = emb(ids).float(), w[ids].float()
     c = float((out * look).sum() / (look * look).sum().clamp_min(1e-30))
     if not torch.allclose(out, look * c, rtol=1e-3, atol=1e-6 * float(out.abs().max())):
-        raise SplitError(f"input embedding ({type(emb).__name__}) does more than a lookup times a constant: "
-                         "this architecture cannot be split")
+        raise SplitError(
+            f"input embedding ({type(emb).__name__}) does more than a lookup times a constant: "
+            "this architecture cannot be split"
+        )
     return c
 
 
@@ -185,7 +192,8 @@ def transform_logits(logits: torch.Tensor, scale: float = 1.0, softcap: float | 
 
 def is_split(model) -> bool:
     return isinstance(model.get_input_embeddings(), SplitEmbedding) and isinstance(
-        model.get_output_embeddings(), SplitLMHead)
+        model.get_output_embeddings(), SplitLMHead
+    )
 
 
 def split_vocab(model, base_vocab_size: int):
@@ -206,8 +214,11 @@ def split_vocab(model, base_vocab_size: int):
     W = emb.weight.detach()
     s_emb = SplitEmbedding(
         _embedding(W[:base_vocab_size].clone(), pad if pad is not None and pad < base_vocab_size else None),
-        _embedding(W[base_vocab_size:].clone(), pad - base_vocab_size if pad is not None and pad >= base_vocab_size else None),
-        scale=embedding_scale(emb), original=type(emb).__name__,
+        _embedding(
+            W[base_vocab_size:].clone(), pad - base_vocab_size if pad is not None and pad >= base_vocab_size else None
+        ),
+        scale=embedding_scale(emb),
+        original=type(emb).__name__,
     )
     Wo = head.weight.detach()
     scale, cap = head_transform(model.config)
@@ -233,7 +244,9 @@ def merge_vocab(model):
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
     if isinstance(emb, SplitEmbedding):
         W = torch.cat([emb.old.weight.detach(), emb.new.weight.detach()], 0)
-        model.set_input_embeddings(_refill(emb._restore, W) if emb._restore is not None else _embedding(W, emb.padding_idx))
+        model.set_input_embeddings(
+            _refill(emb._restore, W) if emb._restore is not None else _embedding(W, emb.padding_idx)
+        )
     if isinstance(head, SplitLMHead):
         W = torch.cat([head.old.weight.detach(), head.new.weight.detach()], 0)
         model.set_output_embeddings(_refill(head._restore, W) if head._restore is not None else _linear(W))

@@ -8,6 +8,7 @@ bytes and should predict the same continuation. The teacher pass runs the base m
 keeps, at aligned positions only, its final hidden state, the normaliser of its logits, and the next token of
 the expanded tokenization.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,8 +50,9 @@ class TeacherSample:
     stats: dict = field(default_factory=dict)
 
 
-def aligned_positions(base_ids: list[int], exp_ids: list[int], base_bytes: np.ndarray,
-                      exp_bytes: np.ndarray) -> tuple[list[int], list[int]]:
+def aligned_positions(
+    base_ids: list[int], exp_ids: list[int], base_bytes: np.ndarray, exp_bytes: np.ndarray
+) -> tuple[list[int], list[int]]:
     """Index pairs (base, expanded) of the last token of each byte offset that both tokenizations end a token at."""
     cb = np.cumsum(base_bytes[np.asarray(base_ids, dtype=np.int64)])
     ce = np.cumsum(exp_bytes[np.asarray(exp_ids, dtype=np.int64)])
@@ -95,8 +97,9 @@ def family_pieces(first_piece: dict[int, int]) -> tuple[torch.Tensor, dict[int, 
 
 
 @torch.no_grad()
-def teacher_pass(model, old_out: torch.Tensor, data, first_piece: dict[int, int], max_tokens: int,
-                 chunk_tokens: int = 256) -> TeacherSample:
+def teacher_pass(
+    model, old_out: torch.Tensor, data, first_piece: dict[int, int], max_tokens: int, chunk_tokens: int = 256
+) -> TeacherSample:
     """Run the base ``model`` over the sample's chunks (at most ``max_tokens`` base tokens in all)."""
     from eeve.model.split import head_transform, transform_logits
 
@@ -175,9 +178,17 @@ def _head_loss(h, nxt, lz, w, base_vocab, scale, cap):
     return (log_norm - tgt).mean()
 
 
-def fit_new_output_rows(sample: TeacherSample, rows: torch.Tensor, base_vocab: int, scale: float,
-                        cap: float | None, epochs: int, lr: float, batch: int = 256, seed: int = 0
-                        ) -> tuple[torch.Tensor, dict]:
+def fit_new_output_rows(
+    sample: TeacherSample,
+    rows: torch.Tensor,
+    base_vocab: int,
+    scale: float,
+    cap: float | None,
+    epochs: int,
+    lr: float,
+    batch: int = 256,
+    seed: int = 0,
+) -> tuple[torch.Tensor, dict]:
     """Train the new output rows alone, on the teacher's hidden states: maximise the likelihood of the expanded
     tokenization's next token under softmax([base logits, new logits]) (the base logits and their normaliser are
     fixed: old rows do not move). English positions (no new token next) teach the new rows to stay out of the way;
@@ -203,7 +214,7 @@ def fit_new_output_rows(sample: TeacherSample, rows: torch.Tensor, base_vocab: i
     for epoch in range(1, epochs + 1):
         order = train[torch.randperm(len(train), generator=g)]
         for k in range(per_epoch):
-            idx = order[k * batch:(k + 1) * batch]
+            idx = order[k * batch : (k + 1) * batch]
             loss = _head_loss(H[idx], T[idx], Z[idx], w, base_vocab, scale, cap)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -211,12 +222,27 @@ def fit_new_output_rows(sample: TeacherSample, rows: torch.Tensor, base_vocab: i
         now = heldout()
         if now < best:
             best, best_rows, best_epoch = now, w.detach().clone(), epoch
-    return best_rows, {"head_fit_epochs": best_epoch, "head_fit_heldout_nats_before": round(before, 4),
-                       "head_fit_heldout_nats_after": round(best, 4)}
+    return best_rows, {
+        "head_fit_epochs": best_epoch,
+        "head_fit_heldout_nats_before": round(before, 4),
+        "head_fit_heldout_nats_after": round(best, 4),
+    }
 
 
-def distill_new_rows(model, sample: TeacherSample, old_in, old_out, new_in, new_out, base_vocab: int, steps: int,
-                     batch: int, seq_len: int, lr: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def distill_new_rows(
+    model,
+    sample: TeacherSample,
+    old_in,
+    old_out,
+    new_in,
+    new_out,
+    base_vocab: int,
+    steps: int,
+    batch: int,
+    seq_len: int,
+    lr: float,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Train the new INPUT rows inside the base model's frozen backbone (the expanded model, without building it;
     the output rows stay as given): at aligned positions, the expanded model's next-token distribution over the
     BASE vocabulary must match the base model's after the same bytes as pieces (KL, teacher = base), and the next
@@ -261,8 +287,11 @@ def distill_new_rows(model, sample: TeacherSample, old_in, old_out, new_in, new_
             rows = torch.arange(batch * seq_len, device=dev).view(batch, seq_len)[:, :-1].reshape(-1)[valid]
             t = tgt[valid]
             lse = torch.logaddexp(torch.logsumexp(lo[rows], -1), torch.logsumexp(ln[rows], -1))
-            zt = torch.where(t >= base_vocab, ln[rows].gather(-1, (t - base_vocab).clamp(min=0)[:, None]).squeeze(-1),
-                             lo[rows].gather(-1, t.clamp(max=base_vocab - 1)[:, None]).squeeze(-1))
+            zt = torch.where(
+                t >= base_vocab,
+                ln[rows].gather(-1, (t - base_vocab).clamp(min=0)[:, None]).squeeze(-1),
+                lo[rows].gather(-1, t.clamp(max=base_vocab - 1)[:, None]).squeeze(-1),
+            )
             ce = (lse - zt).mean()
             # KL(teacher || student) over the base vocabulary at aligned positions
             kr = torch.tensor(kl_rows, device=dev)
@@ -284,6 +313,14 @@ def distill_new_rows(model, sample: TeacherSample, old_in, old_out, new_in, new_
             p.requires_grad_(True)
         model.train(was)
     first, last = hist[0] if hist else (0, 0), np.mean(hist[-10:], 0) if hist else (0, 0)
-    return w_in.detach(), w_out, {
-        "distill_steps": steps, "distill_ce_first": round(float(first[0]), 4), "distill_ce_last": round(float(last[0]), 4),
-        "distill_kl_first": round(float(first[1]), 4), "distill_kl_last": round(float(last[1]), 4)}
+    return (
+        w_in.detach(),
+        w_out,
+        {
+            "distill_steps": steps,
+            "distill_ce_first": round(float(first[0]), 4),
+            "distill_ce_last": round(float(last[0]), 4),
+            "distill_kl_first": round(float(first[1]), 4),
+            "distill_kl_last": round(float(last[1]), 4),
+        },
+    )

@@ -4,6 +4,7 @@ What a document is in each format (.txt, .jsonl, Parquet, Arrow, JSON, Hugging F
 :mod:`eeve.text.sources` (one class per format); this module walks a ``paths`` list through them with one progress
 bar over bytes, and groups documents into batches for parallel encoding.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,11 @@ from eeve.text.sources import CorpusStats, Source, SourceOptions, open_sources
 __all__ = ["CorpusStats", "SourceOptions", "iter_batches", "iter_documents", "resolve_paths"]
 
 
-def resolve_paths(patterns: Iterable[str | os.PathLike], base_dir: str | os.PathLike | None = None,
-                  options: SourceOptions | None = None) -> list[Path]:
+def resolve_paths(
+    patterns: Iterable[str | os.PathLike],
+    base_dir: str | os.PathLike | None = None,
+    options: SourceOptions | None = None,
+) -> list[Path]:
     """Expand files and globs (relative ones against `base_dir`) into a sorted, de-duplicated file list
     (checked: each exists and has a known format)."""
     return [Path(s.location) for s in open_sources(patterns, base_dir, options)]

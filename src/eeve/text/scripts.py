@@ -19,6 +19,7 @@ data ask three questions:
   holds a T character (byte-level BPE entries are byte strings that may cut characters). Computed from the code-point
   set over all of Unicode, it generalises the old Hangul lead-byte rules.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -69,13 +70,17 @@ def _canonical(name: str) -> str:
             return names[key]
         close = difflib.get_close_matches(key, sorted(set(names.values())), n=3, cutoff=0.6)
         hint = f": did you mean {' or '.join(c.title() for c in close)}?" if close else ""
-        raise ConfigError(f"unknown Unicode script {name!r} in target.scripts{hint} (names as in Unicode's "
-                          "Scripts.txt, e.g. Hangul, Han, Hiragana, Katakana, Devanagari, Cyrillic, Thai, Arabic)")
+        raise ConfigError(
+            f"unknown Unicode script {name!r} in target.scripts{hint} (names as in Unicode's "
+            "Scripts.txt, e.g. Hangul, Han, Hiragana, Katakana, Devanagari, Cyrillic, Thai, Arabic)"
+        )
     try:
         regex.compile(rf"\p{{sc={key}}}")
     except regex.error:
-        raise ConfigError(f"unknown Unicode script {name!r} in target.scripts (names as in Unicode's Scripts.txt, "
-                          "e.g. Hangul, Han, Devanagari, Cyrillic)") from None
+        raise ConfigError(
+            f"unknown Unicode script {name!r} in target.scripts (names as in Unicode's Scripts.txt, "
+            "e.g. Hangul, Han, Devanagari, Cyrillic)"
+        ) from None
     return key
 
 
@@ -88,8 +93,10 @@ def _parse_range(spec: str) -> tuple[int, int]:
     if not lo <= hi < MAX_CP:
         raise ConfigError(f"target.ranges entry {spec!r} is empty or beyond U+10FFFF: write 'U+LOW-U+HIGH'")
     if lo < 0x80:
-        raise ConfigError(f"target.ranges entry {spec!r} includes ASCII: English text would count as target text, "
-                          "so no guarantee would be left; give the language's own letters only")
+        raise ConfigError(
+            f"target.ranges entry {spec!r} includes ASCII: English text would count as target text, "
+            "so no guarantee would be left; give the language's own letters only"
+        )
     return lo, hi
 
 
@@ -114,8 +121,11 @@ def _ranges_of(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _char_class(mask: np.ndarray) -> str:
-    return "".join(f"\\U{lo:08x}" if lo == hi else f"\\U{lo:08x}-\\U{hi:08x}"
-                   for lo, hi in _ranges_of(mask) if not 0xD800 <= lo <= 0xDFFF)
+    return "".join(
+        f"\\U{lo:08x}" if lo == hi else f"\\U{lo:08x}-\\U{hi:08x}"
+        for lo, hi in _ranges_of(mask)
+        if not 0xD800 <= lo <= 0xDFFF
+    )
 
 
 # ------------------------------------------------------------------------------------------ byte implication
@@ -141,8 +151,9 @@ def byte_tables(proof: np.ndarray) -> ByteTables:
     valid = ~((cps >= 0xD800) & (cps <= 0xDFFF))
     n = 1 + (cps >= 0x80) + (cps >= 0x800) + (cps >= 0x10000)
     b = np.zeros((4, MAX_CP), dtype=np.int64)  # byte k of each encoding (0 beyond its length)
-    b[0] = np.where(n == 1, cps, np.where(n == 2, 0xC0 | (cps >> 6),
-                                          np.where(n == 3, 0xE0 | (cps >> 12), 0xF0 | (cps >> 18))))
+    b[0] = np.where(
+        n == 1, cps, np.where(n == 2, 0xC0 | (cps >> 6), np.where(n == 3, 0xE0 | (cps >> 12), 0xF0 | (cps >> 18)))
+    )
     for k in range(1, 4):
         b[k] = np.where(k < n, 0x80 | ((cps >> np.maximum(6 * (n - 1 - k), 0)) & 0x3F), 0)
     bad = valid & ~proof
@@ -201,13 +212,17 @@ class TargetScripts:
     def __init__(self, scripts: Sequence[str] = (), ranges: Sequence[str] = ()):
         scripts, ranges = list(scripts), list(ranges)
         if not scripts and not ranges:
-            raise ConfigError("target.scripts and target.ranges are both empty: name at least one Unicode script "
-                              "(e.g. target.scripts=[Devanagari])")
+            raise ConfigError(
+                "target.scripts and target.ranges are both empty: name at least one Unicode script "
+                "(e.g. target.scripts=[Devanagari])"
+            )
         self.scripts = [_canonical(s) for s in scripts]
         bad = sorted(_NOT_TARGET & set(self.scripts))
         if bad:
-            raise ConfigError(f"{bad[0].title()} cannot be a target script: it holds punctuation, digits, joiners and "
-                              "marks that English text uses too; name the language's own script(s)")
+            raise ConfigError(
+                f"{bad[0].title()} cannot be a target script: it holds punctuation, digits, joiners and "
+                "marks that English text uses too; name the language's own script(s)"
+            )
         self.ranges = [_parse_range(r) for r in ranges]
         shown = [*map(str, scripts), *map(str, ranges[:3])] + ([f"... {len(ranges)} ranges"] if len(ranges) > 3 else [])
         self.label = "[" + ", ".join(shown) + "]"
@@ -225,8 +240,7 @@ class TargetScripts:
         own = set(self.scripts)
         if self.ranges:
             in_ranges = "".join(chr(c) for c in np.flatnonzero(target) if not 0xD800 <= c <= 0xDFFF)
-            own |= {s for s in set(script_names().values()) - _NOT_TARGET
-                    if regex.search(rf"\p{{sc={s}}}", in_ranges)}
+            own |= {s for s in set(script_names().values()) - _NOT_TARGET if regex.search(rf"\p{{sc={s}}}", in_ranges)}
         allowed = target | _mask_of(r"\p{scx=Zinh}")  # ZWJ, ZWNJ, variation selectors: Inherited and nothing else
         letters = _mask_of(r"[\p{L}\p{M}]")
         for s in sorted(own):

@@ -13,6 +13,7 @@ jamo) would otherwise explode into byte tokens. Blank documents are skipped.
 Memory stays flat in corpus size: text files are read line by line, ``datasets`` sources in row batches.
 A new format is one :class:`Source` subclass decorated with :func:`register`.
 """
+
 from __future__ import annotations
 
 import glob
@@ -55,8 +56,12 @@ class SourceOptions:
     def of(cls, cfg: Any) -> "SourceOptions":
         """The options of a config node (CorpusConfig, SourceConfig, ValConfig or a dict); missing keys default."""
         get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
-        return cls(text_field=get("text_field", "text") or "text", format=get("format", "auto") or "auto",
-                   split=get("split", "train") or "train", name=get("name", None))
+        return cls(
+            text_field=get("text_field", "text") or "text",
+            format=get("format", "auto") or "auto",
+            split=get("split", "train") or "train",
+            name=get("name", None),
+        )
 
 
 Advance = Callable[[int], None]
@@ -138,18 +143,22 @@ class _Lines(Source):
                         obj = json.loads(text)
                     except json.JSONDecodeError as e:
                         raise CorpusError(
-                            f"{path}:{lineno} is not valid JSON ({e.msg}): fix or remove that line") from None
+                            f"{path}:{lineno} is not valid JSON ({e.msg}): fix or remove that line"
+                        ) from None
                     if not isinstance(obj, dict) or not isinstance(obj.get(text_field), str):
-                        raise CorpusError(f"{path}:{lineno} has no string field {text_field!r}: set text_field to "
-                                          "the key holding the text")
+                        raise CorpusError(
+                            f"{path}:{lineno} has no string field {text_field!r}: set text_field to "
+                            "the key holding the text"
+                        )
                     text = obj[text_field]
                 if not text.strip():
                     continue
                 nfc = unicodedata.normalize("NFC", text)
                 stats.documents += 1
                 # normalize() returns its argument when already NFC: the byte count is then known for free
-                stats.text_bytes += (len(line.rstrip(b"\r\n")) if nfc is text and not is_json
-                                     else len(nfc.encode("utf-8")))
+                stats.text_bytes += (
+                    len(line.rstrip(b"\r\n")) if nfc is text and not is_json else len(nfc.encode("utf-8"))
+                )
                 if lineno % 1024 == 0:  # raw.tell() is a syscall: not per line
                     pos = raw.tell()
                     if pos - last >= 1 << 20:
@@ -189,8 +198,10 @@ class _Datasets(Source):
         field_ = self.options.text_field
         cols = self._columns()
         if cols is not None and field_ not in cols:
-            raise CorpusError(f"{self.location} has no column {field_!r} (it has {', '.join(cols)}): set text_field "
-                              "to the column holding the text")
+            raise CorpusError(
+                f"{self.location} has no column {field_!r} (it has {', '.join(cols)}): set text_field "
+                "to the column holding the text"
+            )
         try:
             ds = self._load()
         except CorpusError:
@@ -209,12 +220,15 @@ def _rows(ds, field_: str, where: str, stats: CorpusStats, advance: Advance, siz
     done = 0
     for batch in ds.with_format("arrow").iter(batch_size=ROW_BATCH):
         if field_ not in batch.column_names:
-            raise CorpusError(f"{where} has no column {field_!r} (it has {', '.join(batch.column_names)}): set "
-                              "text_field to the column holding the text")
+            raise CorpusError(
+                f"{where} has no column {field_!r} (it has {', '.join(batch.column_names)}): set "
+                "text_field to the column holding the text"
+            )
         col = batch.column(field_)
         if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-            raise CorpusError(f"{where} column {field_!r} holds {col.type}, not text: set text_field to a string "
-                              "column")
+            raise CorpusError(
+                f"{where} column {field_!r} holds {col.type}, not text: set text_field to a string column"
+            )
         texts = col.to_pylist()
         for text in texts:
             if text is None:
@@ -243,8 +257,9 @@ class Parquet(_Datasets):
         import datasets
 
         # read only the text column: web corpora carry many metadata columns
-        return datasets.load_dataset("parquet", data_files=[str(self.location)], split="train", streaming=True,
-                                     columns=[self.options.text_field])
+        return datasets.load_dataset(
+            "parquet", data_files=[str(self.location)], split="train", streaming=True, columns=[self.options.text_field]
+        )
 
 
 @register
@@ -296,7 +311,8 @@ class Hub(Source):
                 f"cannot load hub dataset {self.location!r} (name={o.name}, split={o.split}): {_first_line(e)}; "
                 "without network, either set HF_DATASETS_OFFLINE=1 with a datasets cache filled by the same "
                 "load_dataset call on a connected machine, or save the data as local Parquet/Arrow/JSON files and "
-                "give their paths") from None
+                "give their paths"
+            ) from None
         yield from _rows(ds, o.text_field, f"hub dataset {self.location!r}", stats, advance, 0)
 
 
@@ -317,8 +333,11 @@ def _suffix_list() -> str:
     return ", ".join(s for c in FORMATS.values() for s in c.suffixes)
 
 
-def open_sources(patterns: Iterable[str | os.PathLike | Source] | str | os.PathLike,
-                 base_dir: str | os.PathLike | None = None, options: SourceOptions | None = None) -> list[Source]:
+def open_sources(
+    patterns: Iterable[str | os.PathLike | Source] | str | os.PathLike,
+    base_dir: str | os.PathLike | None = None,
+    options: SourceOptions | None = None,
+) -> list[Source]:
     """The sources of a ``paths`` list: files and globs (relative ones against ``base_dir``) expanded into a sorted,
     de-duplicated list, each read by the class its suffix (or ``options.format``) names; with ``format=hub`` each
     entry is a dataset id. Entries that already are :class:`Source` objects pass through."""
@@ -348,8 +367,9 @@ def open_sources(patterns: Iterable[str | os.PathLike | Source] | str | os.PathL
             kinds = [forced] if forced else FORMATS.values()
             found = next((s for c in kinds if (s := c.from_dir(p)) is not None), None)
             if found is None:
-                raise CorpusError(f"corpus path {pattern!r} is a directory: give files or a glob such as "
-                                  f"'{pattern}/*.txt'")
+                raise CorpusError(
+                    f"corpus path {pattern!r} is a directory: give files or a glob such as '{pattern}/*.txt'"
+                )
             out.extend(type(s)(s.location, options) for s in found)
             continue
         else:
@@ -358,8 +378,9 @@ def open_sources(patterns: Iterable[str | os.PathLike | Source] | str | os.PathL
         for m in matches:
             cls = forced or _by_suffix(m)
             if cls is None:
-                raise CorpusError(f"corpus file {str(m)!r} has an unsupported extension: use one of {_suffix_list()} "
-                                  "(or set format)")
+                raise CorpusError(
+                    f"corpus file {str(m)!r} has an unsupported extension: use one of {_suffix_list()} (or set format)"
+                )
             out.append(cls(m, options))
     seen: set[str] = set()
     return [s for s in out if not (str(s.location) in seen or seen.add(str(s.location)))]

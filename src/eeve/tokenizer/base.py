@@ -11,6 +11,7 @@ builds a 3-token tokenizer from it). SentencePiece BPE merges the adjacent pair 
 the highest score, so the HF merges are every split ``a + b = piece`` of every piece, ordered by the piece's score.
 `tests/test_tokenizer_base.py` checks the conversion against `sentencepiece` itself, line by line.
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,7 +42,9 @@ class BaseTokenizer:
 
     @property
     def merges(self) -> list[tuple[str, str]]:
-        return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in self.tokenizer_json["model"]["merges"]]
+        return [
+            tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in self.tokenizer_json["model"]["merges"]
+        ]
 
     def tokenizer(self) -> Tokenizer:
         return Tokenizer.from_str(json.dumps(self.tokenizer_json))
@@ -55,15 +58,23 @@ def sentencepiece_to_tokenizer_json(model_path: str | os.PathLike) -> tuple[dict
     try:
         proto.ParseFromString(Path(model_path).read_bytes())
     except Exception as e:  # noqa: BLE001 - protobuf raises its own DecodeError
-        raise TokenizerBuildError(f"base_tokenizer {str(model_path)!r} is not a SentencePiece model ({type(e).__name__}): give a .model file or a HF folder with tokenizer.json") from None
+        raise TokenizerBuildError(
+            f"base_tokenizer {str(model_path)!r} is not a SentencePiece model ({type(e).__name__}): give a .model file or a HF folder with tokenizer.json"  # noqa: E501
+        ) from None
     ts, ns = proto.trainer_spec, proto.normalizer_spec
     if ts.model_type != 2:  # 1 unigram, 2 bpe, 3 word, 4 char
         kind = {1: "Unigram", 3: "word", 4: "char"}.get(ts.model_type, str(ts.model_type))
-        raise TokenizerBuildError(f"base_tokenizer {str(model_path)!r} is a SentencePiece {kind} model: only BPE bases (Mistral/SOLAR, Llama-2) or byte-level BPE tokenizer.json are supported")
+        raise TokenizerBuildError(
+            f"base_tokenizer {str(model_path)!r} is a SentencePiece {kind} model: only BPE bases (Mistral/SOLAR, Llama-2) or byte-level BPE tokenizer.json are supported"  # noqa: E501
+        )
     if not ts.byte_fallback:
-        raise TokenizerBuildError(f"base_tokenizer {str(model_path)!r} has no byte_fallback: EEVE needs a byte-fallback SentencePiece BPE (Mistral/SOLAR, Llama-2)")
+        raise TokenizerBuildError(
+            f"base_tokenizer {str(model_path)!r} has no byte_fallback: EEVE needs a byte-fallback SentencePiece BPE (Mistral/SOLAR, Llama-2)"  # noqa: E501
+        )
     if ns.name not in ("identity", "") or ns.precompiled_charsmap:
-        raise TokenizerBuildError(f"base_tokenizer {str(model_path)!r} uses SentencePiece normalizer {ns.name!r}: only the identity normalizer (Mistral/SOLAR, Llama-2) is supported")
+        raise TokenizerBuildError(
+            f"base_tokenizer {str(model_path)!r} uses SentencePiece normalizer {ns.name!r}: only the identity normalizer (Mistral/SOLAR, Llama-2) is supported"  # noqa: E501
+        )
     vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
     # merges: every split of every normal piece into two normal pieces, by the piece's score (higher first)
     normal = {p.piece for p in proto.pieces if p.type == 1}
@@ -79,8 +90,17 @@ def sentencepiece_to_tokenizer_json(model_path: str | os.PathLike) -> tuple[dict
     merges = [[a, b] for *_, a, b in ranked]
     unk = proto.pieces[ts.unk_id].piece
     added = [
-        {"id": i, "content": p.piece, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
-        for i, p in enumerate(proto.pieces) if p.type in (2, 3)  # unknown, control
+        {
+            "id": i,
+            "content": p.piece,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+        for i, p in enumerate(proto.pieces)
+        if p.type in (2, 3)  # unknown, control
     ]
     bos = proto.pieces[ts.bos_id].piece if ts.bos_id >= 0 else None
     eos = proto.pieces[ts.eos_id].piece if ts.eos_id >= 0 else None
@@ -100,8 +120,10 @@ def sentencepiece_to_tokenizer_json(model_path: str | os.PathLike) -> tuple[dict
             "type": "TemplateProcessing",
             "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
             "pair": [
-                {"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                {"SpecialToken": {"id": bos, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}},
+                {"SpecialToken": {"id": bos, "type_id": 0}},
+                {"Sequence": {"id": "A", "type_id": 0}},
+                {"SpecialToken": {"id": bos, "type_id": 1}},
+                {"Sequence": {"id": "B", "type_id": 1}},
             ],
             "special_tokens": {bos: {"id": bos, "ids": [ts.bos_id], "tokens": [bos]}},
         }
@@ -115,14 +137,26 @@ def sentencepiece_to_tokenizer_json(model_path: str | os.PathLike) -> tuple[dict
         "post_processor": post,
         "decoder": {"type": "Sequence", "decoders": decoder},
         "model": {
-            "type": "BPE", "dropout": None, "unk_token": unk, "continuing_subword_prefix": None,
-            "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
-            "vocab": vocab, "merges": merges,
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": unk,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": True,
+            "byte_fallback": True,
+            "ignore_merges": False,
+            "vocab": vocab,
+            "merges": merges,
         },
     }
     cfg = {
-        "bos_token": bos, "eos_token": eos, "unk_token": unk, "add_bos_token": bos is not None, "add_eos_token": False,
-        "clean_up_tokenization_spaces": False, "model_max_length": 1_000_000_000_000_000_019_884_624_838_656,
+        "bos_token": bos,
+        "eos_token": eos,
+        "unk_token": unk,
+        "add_bos_token": bos is not None,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 1_000_000_000_000_000_019_884_624_838_656,
     }
     return tj, cfg
 
@@ -156,7 +190,9 @@ def load_base(path: str | os.PathLike) -> BaseTokenizer:
         elif (p / "tokenizer.model").is_file():
             p = p / "tokenizer.model"
         else:
-            raise TokenizerBuildError(f"base_tokenizer folder {str(path)!r} has neither tokenizer.json nor tokenizer.model: {fix}")
+            raise TokenizerBuildError(
+                f"base_tokenizer folder {str(path)!r} has neither tokenizer.json nor tokenizer.model: {fix}"
+            )
     if p.suffix == ".json":
         try:
             tj = json.loads(p.read_text(encoding="utf-8"))
@@ -168,10 +204,14 @@ def load_base(path: str | os.PathLike) -> BaseTokenizer:
         try:
             Tokenizer.from_str(json.dumps(tj))
         except Exception as e:  # noqa: BLE001
-            raise TokenizerBuildError(f"base_tokenizer {str(p)!r} does not load with tokenizers ({str(e).splitlines()[0]}): {fix}") from None
+            raise TokenizerBuildError(
+                f"base_tokenizer {str(p)!r} does not load with tokenizers ({str(e).splitlines()[0]}): {fix}"
+            ) from None
         cfg = _read_config(folder) if p.parent == folder else {}
         sp = folder / "tokenizer.model"
-        return BaseTokenizer(tj, kind, str(p), cfg, str(sp) if kind is KINDS["sentencepiece_bpe"] and sp.is_file() else None)
+        return BaseTokenizer(
+            tj, kind, str(p), cfg, str(sp) if kind is KINDS["sentencepiece_bpe"] and sp.is_file() else None
+        )
     tj, cfg = sentencepiece_to_tokenizer_json(p)
     if p.parent == folder and p.name == "tokenizer.model":
         cfg.update({k: v for k, v in _read_config(folder).items() if k not in cfg})
@@ -186,7 +226,9 @@ def write_hf_folder(tj: dict, cfg: dict, folder: Path) -> None:
     cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
     specials = {k: cfg[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token") if cfg.get(k)}
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg, ensure_ascii=False, indent=2), encoding="utf-8")
-    (folder / "special_tokens_map.json").write_text(json.dumps(specials, ensure_ascii=False, indent=2), encoding="utf-8")
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps(specials, ensure_ascii=False, indent=2), encoding="utf-8"
+    )
 
 
 def bpe_pieces(tokenizer: Tokenizer, token: str) -> list[str]:

@@ -19,6 +19,7 @@ merge can only fire where its result occurs in the text, so text without target 
 new vocabulary entries that are never formed change nothing. The one deliberate difference: the target normalises
 to NFC (the base does not), so non-NFC input encodes as the base encodes its NFC form; NFC text is untouched.
 """
+
 from __future__ import annotations
 
 import json
@@ -118,18 +119,27 @@ def intermediate_tokenizer(base: BaseTokenizer) -> Tokenizer:
     return Tokenizer.from_str(json.dumps(base.kind.intermediate_json(base.tokenizer_json)))
 
 
-def train_intermediate(base: BaseTokenizer, docs: Iterable[str], vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def train_intermediate(
+    base: BaseTokenizer, docs: Iterable[str], vocab_size: int
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
     tok = intermediate_tokenizer(base)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False, special_tokens=[],
-                                  max_token_length=16, **base.kind.trainer_kwargs())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        show_progress=False,
+        special_tokens=[],
+        max_token_length=16,
+        **base.kind.trainer_kwargs(),
+    )
     tok.train_from_iterator(docs, trainer=trainer)
     m = json.loads(tok.to_str())["model"]
     merges = [tuple(x.split(" ", 1)) if isinstance(x, str) else tuple(x) for x in m["merges"]]
     return m["vocab"], merges
 
 
-def _closure(cands: list[str], inter_merge: dict[str, tuple[str, str]], base: BaseTokenizer,
-             script) -> tuple[set[str], list[str]]:
+def _closure(
+    cands: list[str], inter_merge: dict[str, tuple[str, str]], base: BaseTokenizer, script
+) -> tuple[set[str], list[str]]:
     """New tokens needed for the candidates: candidates + their intermediate merge ancestors missing from the base.
     Ancestors that are not target tokens (byte-level bases: e.g. the last two bytes of a syllable) are left out
     (returned second); `ensure_reachable` then builds those candidates from their current segmentation."""
@@ -174,7 +184,9 @@ def ensure_reachable(exp: Expansion, log: dict | None = None) -> list[str]:
             for s in pieces[1:]:
                 plan.append((cur, s, cur + s))
                 cur = cur + s
-            if any(kind.is_byte_piece(p) for p in pieces) or any(r not in vocab and not kind.is_target_token(r, script) for *_, r in plan):
+            if any(kind.is_byte_piece(p) for p in pieces) or any(
+                r not in vocab and not kind.is_target_token(r, script) for *_, r in plan
+            ):
                 dropped.append(t)  # a character missing from the vocab, or a support token that is not a target token
                 continue
             for a, b, r in plan:
@@ -201,7 +213,9 @@ def ensure_reachable(exp: Expansion, log: dict | None = None) -> list[str]:
     real = Tokenizer.from_str(json.dumps({**tj, "normalizer": None, "pre_tokenizer": None, "post_processor": None}))
     bad = [t for t in exp.new_tokens if bpe_pieces(real, t) != [t]]
     if bad:
-        raise TokenizerBuildError(f"{len(bad)} new tokens unreachable after repair (e.g. {bad[:3]}): this is a bug, please report it")
+        raise TokenizerBuildError(
+            f"{len(bad)} new tokens unreachable after repair (e.g. {bad[:3]}): this is a bug, please report it"
+        )
     if log is not None:
         log["repaired"] = log.get("repaired", 0) + repaired
     return dropped_all
@@ -257,24 +271,34 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
     t0 = time.time()
     inter_vocab, inter_merges = train_intermediate(base, train_docs(), cfg.intermediate_vocab_size)
     if stats.documents == 0:
-        raise CorpusError(f"corpus {cfg.corpus.paths} holds no documents (empty files or blank lines only): give "
-                          "non-empty target-language text")
+        raise CorpusError(
+            f"corpus {cfg.corpus.paths} holds no documents (empty files or blank lines only): give "
+            "non-empty target-language text"
+        )
     if not seen_target[0]:
         where = " (in the intermediate sample: raise intermediate_max_mb)" if stats.text_bytes >= limit else ""
-        raise CorpusError(f"no character of the target scripts {script.label} in corpus {cfg.corpus.paths}{where}: "
-                          "set target.scripts or corpus.paths")
-    say(f"corpus{' (intermediate sample)' if stats.text_bytes >= limit else ''}: {len(paths)} files, {stats.documents:,} documents, {stats.text_bytes / 1e6:.2f} MB text"
-        f"{f', {stats.invalid_utf8_lines} invalid UTF-8 lines skipped' if stats.invalid_utf8_lines else ''}")
+        raise CorpusError(
+            f"no character of the target scripts {script.label} in corpus {cfg.corpus.paths}{where}: "
+            "set target.scripts or corpus.paths"
+        )
+    say(
+        f"corpus{' (intermediate sample)' if stats.text_bytes >= limit else ''}: {len(paths)} files, {stats.documents:,} documents, {stats.text_bytes / 1e6:.2f} MB text"  # noqa: E501
+        f"{f', {stats.invalid_utf8_lines} invalid UTF-8 lines skipped' if stats.invalid_utf8_lines else ''}"
+    )
     say(f"intermediate BPE: {len(inter_vocab):,} tokens, {len(inter_merges):,} merges ({time.time() - t0:.1f}s)")
 
     inter_rank = {a + b: r for r, (a, b) in enumerate(inter_merges)}
     inter_merge = {a + b: (a, b) for a, b in reversed(inter_merges)}  # first (lowest-rank) merge wins
-    cands = sorted((t for t in inter_vocab if kind.is_candidate(t, script) and t not in base.vocab),
-                   key=lambda t: (inter_rank.get(t, -1), t))
+    cands = sorted(
+        (t for t in inter_vocab if kind.is_candidate(t, script) and t not in base.vocab),
+        key=lambda t: (inter_rank.get(t, -1), t),
+    )
     needed, skipped = _closure(cands, inter_merge, base, script)
     left_out = f", {len(skipped)} non-target ancestors left out" if skipped else ""
-    say(f"candidates: {len(cands):,} {script.label} tokens absent from the base "
-        f"({len(needed) - len(set(cands) & needed):,} ancestors added{left_out})")
+    say(
+        f"candidates: {len(cands):,} {script.label} tokens absent from the base "
+        f"({len(needed) - len(set(cands) & needed):,} ancestors added{left_out})"
+    )
     base_size = base_vocab_size(base)
     order = sorted(needed, key=lambda t: (inter_rank.get(t, -1), t))  # single chars (rank -1) first
     have = needed | set(base.vocab)
@@ -299,16 +323,29 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
         keep |= required_ancestors(exp, keep)
         dropped = [t for t in exp.new_tokens if t not in keep]
         present = set(exp.vocab())
-        added = [kind.char_token(c) for c in sorted(
-            (chr(c) for c in np.flatnonzero(char_counts.chars >= m).tolist() if script.is_target_char(chr(c))),
-            key=lambda c: (-char_counts.char_count(c), c)) if kind.char_token(c) not in present]
+        added = [
+            kind.char_token(c)
+            for c in sorted(
+                (chr(c) for c in np.flatnonzero(char_counts.chars >= m).tolist() if script.is_target_char(chr(c))),
+                key=lambda c: (-char_counts.char_count(c), c),
+            )
+            if kind.char_token(c) not in present
+        ]
         added = [t for t in added if t not in unaddable]
-        rec = {"iteration": it, "new_tokens": len(exp.new_tokens), "dropped": len(dropped), "added": len(added),
-               "dropped_examples": _examples(sorted(dropped, key=lambda t: freq[t])),
-               "added_examples": _examples(added), "seconds": round(time.time() - t1, 2)}
+        rec = {
+            "iteration": it,
+            "new_tokens": len(exp.new_tokens),
+            "dropped": len(dropped),
+            "added": len(added),
+            "dropped_examples": _examples(sorted(dropped, key=lambda t: freq[t])),
+            "added_examples": _examples(added),
+            "seconds": round(time.time() - t1, 2),
+        }
         iterations.append(rec)
-        say(f"iteration {it}: {len(exp.new_tokens):,} new tokens counted, {len(dropped):,} below min_frequency={m} dropped, "
-            f"{len(added):,} single characters added ({rec['seconds']}s)")
+        say(
+            f"iteration {it}: {len(exp.new_tokens):,} new tokens counted, {len(dropped):,} below min_frequency={m} dropped, "  # noqa: E501
+            f"{len(added):,} single characters added ({rec['seconds']}s)"
+        )
         if not dropped and not added:
             break
         exp = restrict(exp, keep, added)
@@ -339,7 +376,15 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
             ensure_reachable(exp, log)
             counts = _count(exp, paths, cfg, base_dir)
             say(f"vocab_multiple_of={mult}: dropped the {len(trimmed)} rarest removable new tokens, recounted")
-    return {"expansion": exp, "counts": counts, "char_counts": char_counts, "iterations": iterations, "stats": stats, "log": log,
-            "trimmed": trimmed, "candidates": len(cands), "intermediate_vocab": len(inter_vocab), "skipped": skipped}
-
-
+    return {
+        "expansion": exp,
+        "counts": counts,
+        "char_counts": char_counts,
+        "iterations": iterations,
+        "stats": stats,
+        "log": log,
+        "trimmed": trimmed,
+        "candidates": len(cands),
+        "intermediate_vocab": len(inter_vocab),
+        "skipped": skipped,
+    }

@@ -5,6 +5,7 @@
 bincount: memory is one batch plus a `vocab_size` array, whatever the corpus size. Counts are plain sums, so
 counting shards separately and adding the arrays (`merge_counts`) equals one pass over everything.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,9 @@ class Counts:
 
     def __add__(self, other: "Counts") -> "Counts":
         chars = None if self.chars is None or other.chars is None else self.chars + other.chars
-        return Counts(self.tokens + other.tokens, chars, self.documents + other.documents, self.characters + other.characters)
+        return Counts(
+            self.tokens + other.tokens, chars, self.documents + other.documents, self.characters + other.characters
+        )
 
     def char_count(self, c: str) -> int:
         return int(self.chars[ord(c)]) if self.chars is not None else 0
@@ -44,9 +47,14 @@ class Counts:
     def save(self, path: str | Path) -> None:
         """One .npz; character counts stored sparsely (code points seen, their counts)."""
         seen = np.flatnonzero(self.chars) if self.chars is not None else np.zeros(0, np.int64)
-        np.savez(path, tokens=self.tokens, char_codes=seen,
-                 char_counts=self.chars[seen] if self.chars is not None else seen,
-                 has_chars=np.array(self.chars is not None), meta=np.array([self.documents, self.characters], np.int64))
+        np.savez(
+            path,
+            tokens=self.tokens,
+            char_codes=seen,
+            char_counts=self.chars[seen] if self.chars is not None else seen,
+            has_chars=np.array(self.chars is not None),
+            meta=np.array([self.documents, self.characters], np.int64),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> "Counts":
@@ -110,15 +118,24 @@ def pack_separator_id(tokenizer: Tokenizer) -> int | None:
     separator therefore equals counting each document (tests check it); it saves the per-document Python work that
     otherwise costs ~30% of encoding time on short documents."""
     model = tokenizer.model
-    if type(model).__name__ != "BPE" or not model.byte_fallback or tokenizer.pre_tokenizer is not None or tokenizer.normalizer is None:
+    if (
+        type(model).__name__ != "BPE"
+        or not model.byte_fallback
+        or tokenizer.pre_tokenizer is not None
+        or tokenizer.normalizer is None
+    ):
         return None
     norm = json.loads(tokenizer.normalizer.__getstate__())
     norms = norm.get("normalizers", [norm])
     kinds = {n.get("type") for n in norms}
     ok = (
-        {"Prepend", "Replace"} <= kinds and kinds <= {"Prepend", "Replace", "NFC"}
+        {"Prepend", "Replace"} <= kinds
+        and kinds <= {"Prepend", "Replace", "NFC"}
         and any(n.get("type") == "Prepend" and n.get("prepend") == "▁" for n in norms)
-        and any(n.get("type") == "Replace" and n.get("pattern") == {"String": " "} and n.get("content") == "▁" for n in norms)
+        and any(
+            n.get("type") == "Replace" and n.get("pattern") == {"String": " "} and n.get("content") == "▁"
+            for n in norms
+        )
         and not any("\n" in a.content for a in tokenizer.get_added_tokens_decoder().values())
     )
     if not ok:

@@ -4,6 +4,7 @@ One class per kind. The builder, the counting, the reports, the data side (bytes
 subword initialisation ask the kind instead of branching on it. Adding a kind (e.g. a tiktoken-style tokenizer)
 means one new class here, registered in :data:`KINDS`, and its tests.
 """
+
 from __future__ import annotations
 
 import json
@@ -112,13 +113,26 @@ class SentencePieceBPE(TokenizerKind):
 
     def intermediate_json(self, base_tj):
         return {
-            "version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": [],
             "normalizer": {"type": "NFC"},
             "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": True},
-            "post_processor": None, "decoder": None,
-            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                      "vocab": {}, "merges": []},
+            "post_processor": None,
+            "decoder": None,
+            "model": {
+                "type": "BPE",
+                "dropout": None,
+                "unk_token": None,
+                "continuing_subword_prefix": None,
+                "end_of_word_suffix": None,
+                "fuse_unk": False,
+                "byte_fallback": False,
+                "ignore_merges": False,
+                "vocab": {},
+                "merges": [],
+            },
         }
 
 
@@ -162,16 +176,20 @@ def detect_kind(tj: dict, where: str) -> TokenizerKind:
     if mtype != "BPE":
         raise TokenizerBuildError(
             f"base_tokenizer {where!r} is a {mtype or 'unknown'} tokenizer: EEVE expansion needs a BPE base "
-            "(SentencePiece BPE with byte fallback, or byte-level BPE tokenizer.json)")
+            "(SentencePiece BPE with byte fallback, or byte-level BPE tokenizer.json)"
+        )
     if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
-        raise TokenizerBuildError(f"base_tokenizer {where!r} uses subword prefixes/suffixes: only SentencePiece-style "
-                                  "or byte-level BPE is supported")
+        raise TokenizerBuildError(
+            f"base_tokenizer {where!r} uses subword prefixes/suffixes: only SentencePiece-style "
+            "or byte-level BPE is supported"
+        )
     for kind in KINDS.values():
         if kind.matches(tj):
             return kind
     raise TokenizerBuildError(
         f"base_tokenizer {where!r} is a BPE without byte fallback or ByteLevel pre-tokenizer: characters missing "
-        "from its vocabulary would become <unk>; use a byte-fallback or byte-level BPE base")
+        "from its vocabulary would become <unk>; use a byte-fallback or byte-level BPE base"
+    )
 
 
 def kind_of_tokenizer(tok) -> TokenizerKind:
@@ -194,7 +212,11 @@ def byte_level_alphabet() -> tuple[dict[int, str], dict[str, int]]:
     """GPT-2's bytes <-> printable-characters table."""
     global _BYTES_TO_UNICODE
     if _BYTES_TO_UNICODE is None:
-        bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+        bs = (
+            list(range(ord("!"), ord("~") + 1))
+            + list(range(ord("¡"), ord("¬") + 1))
+            + list(range(ord("®"), ord("ÿ") + 1))
+        )
         cs = bs[:]
         n = 0
         for b in range(256):

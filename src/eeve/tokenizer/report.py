@@ -1,5 +1,6 @@
 """Compression of the expanded tokenizer against its base on held-out text: characters per token, byte-fallback
 rate, and the identity check (text without target characters must encode exactly as with the base)."""
+
 from __future__ import annotations
 
 import unicodedata
@@ -17,8 +18,9 @@ def read_lines(path: str | None, base_dir) -> list[str]:
     return list(iter_documents([path], base_dir=base_dir))
 
 
-def compression_report(base_tok: Tokenizer, target: Tokenizer, kind: TokenizerKind, texts: dict[str, list[str]],
-                       script: TargetScripts) -> dict:
+def compression_report(
+    base_tok: Tokenizer, target: Tokenizer, kind: TokenizerKind, texts: dict[str, list[str]], script: TargetScripts
+) -> dict:
     """Characters per token and byte-fallback token rate, base vs target, and the share of new tokens in the
     expanded encoding, per held-out language; plus how many lines, with their target characters removed, encode
     differently (must be 0)."""

@@ -1,4 +1,5 @@
 """`python tokenize.py`: read the config, build (or count), and write the expanded tokenizer folder atomically."""
+
 from __future__ import annotations
 
 import json
@@ -45,10 +46,10 @@ def _use_demo(cfg: TokenizeConfig) -> None:
     from eeve.demo.data import DEFAULT_LANG, LANGUAGES, ensure_demo_data
 
     demo = str(ensure_demo_data()) + "/"
-    for code in {p[len(DEMO_PREFIX):].split("/", 1)[0] for p in paths if p.startswith(DEMO_PREFIX)} & set(LANGUAGES):
+    for code in {p[len(DEMO_PREFIX) :].split("/", 1)[0] for p in paths if p.startswith(DEMO_PREFIX)} & set(LANGUAGES):
         if code != DEFAULT_LANG:
             ensure_demo_data(lang=code)
-    fix = lambda p: demo + p[len(DEMO_PREFIX):] if p and p.startswith(DEMO_PREFIX) else p  # noqa: E731
+    fix = lambda p: demo + p[len(DEMO_PREFIX) :] if p and p.startswith(DEMO_PREFIX) else p  # noqa: E731
     cfg.base_tokenizer = fix(cfg.base_tokenizer)
     cfg.corpus.paths = [fix(p) for p in cfg.corpus.paths]
     cfg.heldout = {lang: fix(p) for lang, p in cfg.heldout.items()}
@@ -63,12 +64,23 @@ def run_from_config(dcfg) -> Path:
     cfg.progress = cfg.progress and sys.stderr.isatty()  # bars only for humans: logs and errors stay clean
     if cfg.mode not in ("build", "count"):
         raise TokenizerBuildError(f"mode={cfg.mode!r} is unknown: use mode=build or mode=count")
-    if cfg.intermediate_vocab_size < 256 or cfg.min_frequency < 1 or cfg.max_iterations < 1 or cfg.vocab_multiple_of < 0:
-        raise TokenizerBuildError("need intermediate_vocab_size >= 256, min_frequency >= 1, max_iterations >= 1, vocab_multiple_of >= 0")
+    if (
+        cfg.intermediate_vocab_size < 256
+        or cfg.min_frequency < 1
+        or cfg.max_iterations < 1
+        or cfg.vocab_multiple_of < 0
+    ):
+        raise TokenizerBuildError(
+            "need intermediate_vocab_size >= 256, min_frequency >= 1, max_iterations >= 1, vocab_multiple_of >= 0"
+        )
     if cfg.mode == "count":
         return _run_count(cfg, cwd, run_dir)
     target_scripts(cfg.target.scripts, cfg.target.ranges)  # a misspelt script fails before any work
-    base_path = cfg.base_tokenizer if os.path.isabs(os.path.expanduser(cfg.base_tokenizer)) else os.path.join(cwd, cfg.base_tokenizer)
+    base_path = (
+        cfg.base_tokenizer
+        if os.path.isabs(os.path.expanduser(cfg.base_tokenizer))
+        else os.path.join(cwd, cfg.base_tokenizer)
+    )
     base = load_base(base_path)
     open_sources(cfg.corpus.paths, cwd, SourceOptions.of(cfg.corpus))  # bad paths fail before any work
     out = Path(cfg.output_dir if cfg.output_dir else os.path.join(run_dir, "tokenizer"))
@@ -95,10 +107,19 @@ def run_from_config(dcfg) -> Path:
             "num_new_tokens": len(exp.new_tokens),
             # frequency = times the token occurs in the expanded tokenization of the corpus; single characters also
             # carry char_frequency (occurrences of the character, inside longer tokens included: the card's rule)
-            "new_tokens": [{"id": exp.base_size + i, "token": t, "frequency": int(counts.tokens[exp.base_size + i]),
-                            **({"char_frequency": res["char_counts"].char_count(base.kind.token_text(t))}
-                               if base.kind.is_single_char(t) else {})}
-                           for i, t in enumerate(exp.new_tokens)],
+            "new_tokens": [
+                {
+                    "id": exp.base_size + i,
+                    "token": t,
+                    "frequency": int(counts.tokens[exp.base_size + i]),
+                    **(
+                        {"char_frequency": res["char_counts"].char_count(base.kind.token_text(t))}
+                        if base.kind.is_single_char(t)
+                        else {}
+                    ),
+                }
+                for i, t in enumerate(exp.new_tokens)
+            ],
             "new_merges": len(exp.new_merges),
             "iterations": res["iterations"],
             "trimmed_for_multiple": res["trimmed"],
@@ -106,9 +127,13 @@ def run_from_config(dcfg) -> Path:
             "unreachable_dropped": res["log"].get("unreachable_dropped", []),
             "intermediate_vocab_size": res["intermediate_vocab"],
             "candidates": res["candidates"],
-            "corpus": {"files": stats.files, "documents": counts.documents, "characters": counts.characters,
-                       ("intermediate_sample_bytes" if cfg.intermediate_max_mb else "text_bytes"): stats.text_bytes,
-                       "invalid_utf8_lines": stats.invalid_utf8_lines},
+            "corpus": {
+                "files": stats.files,
+                "documents": counts.documents,
+                "characters": counts.characters,
+                ("intermediate_sample_bytes" if cfg.intermediate_max_mb else "text_bytes"): stats.text_bytes,
+                "invalid_utf8_lines": stats.invalid_utf8_lines,
+            },
             "compression": comp,
             "normalizer": "NFC (the base has none: non-NFC input encodes as the base encodes its NFC form)",
             "config": asdict(cfg),
@@ -116,12 +141,21 @@ def run_from_config(dcfg) -> Path:
         }
         (tmp / "expansion.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     vs, mult = report["vocab_size"], cfg.vocab_multiple_of
-    print(f"new tokens: {len(exp.new_tokens):,} -> vocab {vs:,}" + (f" (= {vs // mult} x {mult})" if mult > 1 and vs % mult == 0 else ""))
+    print(
+        f"new tokens: {len(exp.new_tokens):,} -> vocab {vs:,}"
+        + (f" (= {vs // mult} x {mult})" if mult > 1 and vs % mult == 0 else "")
+    )
     for lang, row in comp.items():
-        fb = f", byte fallback {row.get('base_byte_fallback_rate', 0):.2%} -> {row.get('expanded_byte_fallback_rate', 0):.2%}" if "base_byte_fallback_rate" in row else ""
-        print(f"held-out {lang}: {row['base_chars_per_token']:.3f} -> {row['expanded_chars_per_token']:.3f} chars/token "
-              f"(x{row['ratio']:.2f}){fb}, new tokens {row['new_token_share']:.0%}; lines without target characters "
-              f"differing from base: {row['non_target_mismatches']}/{row['non_target_lines_checked']}")
+        fb = (
+            f", byte fallback {row.get('base_byte_fallback_rate', 0):.2%} -> {row.get('expanded_byte_fallback_rate', 0):.2%}"  # noqa: E501
+            if "base_byte_fallback_rate" in row
+            else ""
+        )
+        print(
+            f"held-out {lang}: {row['base_chars_per_token']:.3f} -> {row['expanded_chars_per_token']:.3f} chars/token "
+            f"(x{row['ratio']:.2f}){fb}, new tokens {row['new_token_share']:.0%}; lines without target characters "
+            f"differing from base: {row['non_target_mismatches']}/{row['non_target_lines_checked']}"
+        )
     print(f"wrote {out} ({report['seconds']}s)")
     return out
 
@@ -134,11 +168,17 @@ def _run_count(cfg: TokenizeConfig, cwd: str, run_dir: str) -> Path:
     if not 0 <= c.shard_index < c.num_shards:
         raise TokenizerBuildError(f"count.shard_index={c.shard_index} must be in [0, count.num_shards={c.num_shards})")
     tdir = c.tokenizer_dir if os.path.isabs(c.tokenizer_dir) else os.path.join(cwd, c.tokenizer_dir)
-    tok = load_base(tdir).tokenizer() if not (Path(tdir) / "expansion.json").exists() else Tokenizer.from_file(str(Path(tdir) / "tokenizer.json"))
+    tok = (
+        load_base(tdir).tokenizer()
+        if not (Path(tdir) / "expansion.json").exists()
+        else Tokenizer.from_file(str(Path(tdir) / "tokenizer.json"))
+    )
     sources = open_sources(cfg.corpus.paths, cwd, SourceOptions.of(cfg.corpus))
     if c.num_shards > 1 and cfg.corpus.format == "hub":
-        raise TokenizerBuildError("mode=count shards the corpus by file, and a hub dataset id is one source: save it "
-                                  "as local Parquet shards (Dataset.to_parquet) and give those paths")
+        raise TokenizerBuildError(
+            "mode=count shards the corpus by file, and a hub dataset id is one source: save it "
+            "as local Parquet shards (Dataset.to_parquet) and give those paths"
+        )
     files = sources[c.shard_index :: c.num_shards]
     out = Path(c.out) if c.out else Path(run_dir) / f"counts_{c.shard_index}of{c.num_shards}.npz"
     if not out.is_absolute():
@@ -149,6 +189,8 @@ def _run_count(cfg: TokenizeConfig, cwd: str, run_dir: str) -> Path:
     tmp = out.with_name(out.name + ".tmp.npz")
     counts.save(tmp)
     os.replace(tmp, out)
-    print(f"shard {c.shard_index}/{c.num_shards}: {len(files)} files, {counts.documents:,} documents, "
-          f"{int(counts.tokens.sum()):,} tokens -> {out}")
+    print(
+        f"shard {c.shard_index}/{c.num_shards}: {len(files)} files, {counts.documents:,} documents, "
+        f"{int(counts.tokens.sum()):,} tokens -> {out}"
+    )
     return out

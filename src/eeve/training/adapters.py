@@ -14,6 +14,7 @@ gathered one under FSDP) and cast back to W's dtype; 4-bit base weights are dequ
 the model the stage validated, not a re-quantized one. The export is a plain HF model; with ``export.adapter=true``
 the adapter is also saved as a PEFT folder (``stage<N>/adapter/``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,22 +44,30 @@ def check_adapter_config(cfg: TrainConfig) -> None:
     if stage.adapter == "none":
         return
     if "transformer" not in stage.trainable:
-        raise ConfigError(f"stage.adapter={stage.adapter} adapts the transformer group, but stage {stage.number} "
-                          f"trains only {list(stage.trainable)}: use it in a stage that trains 'transformer' (6, 7)")
+        raise ConfigError(
+            f"stage.adapter={stage.adapter} adapts the transformer group, but stage {stage.number} "
+            f"trains only {list(stage.trainable)}: use it in a stage that trains 'transformer' (6, 7)"
+        )
     if lora.rank < 1 or not lora.alpha > 0 or not 0 <= lora.dropout < 1 or not lora.target_modules:
-        raise ConfigError(f"stage.lora needs rank >= 1, alpha > 0, 0 <= dropout < 1 and target_modules; got rank="
-                          f"{lora.rank} alpha={lora.alpha} dropout={lora.dropout} target_modules={lora.target_modules}")
+        raise ConfigError(
+            f"stage.lora needs rank >= 1, alpha > 0, 0 <= dropout < 1 and target_modules; got rank="
+            f"{lora.rank} alpha={lora.alpha} dropout={lora.dropout} target_modules={lora.target_modules}"
+        )
     if stage.adapter == "qlora":
         if cfg.trainer.strategy == "fsdp":
-            raise ConfigError("stage.adapter=qlora runs under trainer=default or trainer=ddp (4-bit weights are not "
-                              "sharded here): use stage.adapter=lora with trainer=fsdp")
+            raise ConfigError(
+                "stage.adapter=qlora runs under trainer=default or trainer=ddp (4-bit weights are not "
+                "sharded here): use stage.adapter=lora with trainer=fsdp"
+            )
         require_qlora()
 
 
 def require_qlora() -> None:
     if not torch.cuda.is_available():
-        raise ConfigError("stage.adapter=qlora needs a CUDA GPU (bitsandbytes 4-bit weights) and this machine has "
-                          "none: use stage.adapter=lora")
+        raise ConfigError(
+            "stage.adapter=qlora needs a CUDA GPU (bitsandbytes 4-bit weights) and this machine has "
+            "none: use stage.adapter=lora"
+        )
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
@@ -74,9 +83,14 @@ def target_regex(names: list[str]) -> str:
 def peft_config(lora: LoraSettings, base_model: str | None = None):
     from peft import LoraConfig
 
-    return LoraConfig(r=int(lora.rank), lora_alpha=float(lora.alpha), lora_dropout=float(lora.dropout),
-                      target_modules=target_regex(list(lora.target_modules)), bias="none",
-                      base_model_name_or_path=base_model)
+    return LoraConfig(
+        r=int(lora.rank),
+        lora_alpha=float(lora.alpha),
+        lora_dropout=float(lora.dropout),
+        target_modules=target_regex(list(lora.target_modules)),
+        bias="none",
+        base_model_name_or_path=base_model,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- training
@@ -99,13 +113,21 @@ def attach_adapter(model: nn.Module, stage: StageConfig, seed: int, device: torc
         try:
             inject_adapter_in_model(peft_config(stage.lora), model, adapter_name=ADAPTER_NAME)
         except ValueError as e:  # PEFT: "Target modules ... not found in the base model"
-            raise ConfigError(f"stage.lora.target_modules={list(stage.lora.target_modules)} matches no linear layer "
-                              f"inside the decoder layers ({str(e).splitlines()[0][:120]})") from None
+            raise ConfigError(
+                f"stage.lora.target_modules={list(stage.lora.target_modules)} matches no linear layer "
+                f"inside the decoder layers ({str(e).splitlines()[0][:120]})"
+            ) from None
     # bf16 / fp16 adapters train poorly; PEFT's own get_peft_model keeps them in fp32 the same way.
     cast_adapter_dtype(model, ADAPTER_NAME, autocast_adapter_dtype=True)
     n = sum(p.numel() for name, p in model.named_parameters() if ".lora_" in name)
-    log.info("%s adapter: rank %d, alpha %g on %s: %s parameters", stage.adapter, stage.lora.rank, stage.lora.alpha,
-             ",".join(stage.lora.target_modules), f"{n:,}")
+    log.info(
+        "%s adapter: rank %d, alpha %g on %s: %s parameters",
+        stage.adapter,
+        stage.lora.rank,
+        stage.lora.alpha,
+        ",".join(stage.lora.target_modules),
+        f"{n:,}",
+    )
     return model
 
 
@@ -119,8 +141,14 @@ def quantize_targets(model: nn.Module, names: list[str], device: torch.device) -
     for name, mod in list(model.named_modules()):
         if type(mod) is not nn.Linear or not pattern.fullmatch(name):
             continue
-        q = bnb.nn.Linear4bit(mod.in_features, mod.out_features, bias=mod.bias is not None,
-                              compute_dtype=mod.weight.dtype, quant_type="nf4", device="meta")
+        q = bnb.nn.Linear4bit(
+            mod.in_features,
+            mod.out_features,
+            bias=mod.bias is not None,
+            compute_dtype=mod.weight.dtype,
+            quant_type="nf4",
+            device="meta",
+        )
         q.weight = bnb.nn.Params4bit(mod.weight.data, requires_grad=False, quant_type="nf4", module=q).to(device)
         if mod.bias is not None:
             q.bias = nn.Parameter(mod.bias.data.to(device), requires_grad=False)
@@ -166,8 +194,13 @@ def merge_adapter(sd: Mapping[str, torch.Tensor], lora: LoraSettings) -> dict[st
     return out
 
 
-def prepare_export(model: nn.Module, sd: Mapping[str, torch.Tensor] | None, stage: StageConfig, save_adapter: bool,
-                   base_model: str | None) -> tuple[Mapping[str, torch.Tensor] | None, list[Callable]]:
+def prepare_export(
+    model: nn.Module,
+    sd: Mapping[str, torch.Tensor] | None,
+    stage: StageConfig,
+    save_adapter: bool,
+    base_model: str | None,
+) -> tuple[Mapping[str, torch.Tensor] | None, list[Callable]]:
     """What the stage export writes: (the state dict for ``export_hf`` -- the adapter merged --, extra writers
     for the export folder). ``sd``: the gathered full state dict under FSDP, else None (read from ``model``).
     Without an adapter both pass through unchanged. ``base_model`` is what the PEFT folder names as its base."""
@@ -178,21 +211,31 @@ def prepare_export(model: nn.Module, sd: Mapping[str, torch.Tensor] | None, stag
     extras = []
     if save_adapter:
         row_groups = [g for g in stage.trainable if g in GROUPS and g != "transformer"]
-        extras.append(lambda tmp, final_sd: save_peft_folder(Path(tmp) / "adapter", adapted, final_sd, stage.lora,
-                                                             row_groups, base_model))
+        extras.append(
+            lambda tmp, final_sd: save_peft_folder(
+                Path(tmp) / "adapter", adapted, final_sd, stage.lora, row_groups, base_model
+            )
+        )
     return merged, extras
 
 
-def save_peft_folder(folder: Path, adapted: Mapping[str, torch.Tensor], final_sd: Mapping[str, torch.Tensor],
-                     lora: LoraSettings, row_groups: list[str], base_model: str | None) -> None:
+def save_peft_folder(
+    folder: Path,
+    adapted: Mapping[str, torch.Tensor],
+    final_sd: Mapping[str, torch.Tensor],
+    lora: LoraSettings,
+    row_groups: list[str],
+    base_model: str | None,
+) -> None:
     """The adapter as PeftModel.save_pretrained writes it (adapter_config.json + adapter_model.safetensors).
     When the stage also trained embedding or head rows, the trained matrices go in too (PEFT's
     ``save_embedding_layers``), so ``PeftModel.from_pretrained(<the stage's starting model>, folder)`` is the
     stage's model."""
     from safetensors.torch import save_file
 
-    tensors = {PEFT_PREFIX + k.replace(f".{ADAPTER_NAME}.", "."): v.contiguous()
-               for k, v in adapted.items() if ".lora_" in k}
+    tensors = {
+        PEFT_PREFIX + k.replace(f".{ADAPTER_NAME}.", "."): v.contiguous() for k, v in adapted.items() if ".lora_" in k
+    }
     sides = {"input" if g.endswith("input") else "output" for g in row_groups}
     for k, v in final_sd.items():
         m = _UNSPLIT_RE.search(k)

@@ -5,6 +5,7 @@ process, a torch.distributed.checkpoint folder per rank under FSDP), so a SIGKIL
 `.tmp-*` leftover, never a half-written `step-*.ckpt`. On resume the newest checkpoint that loads is used; a
 truncated or corrupt one is reported and skipped in favour of the previous good one.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,7 +51,7 @@ class AtomicCheckpoint(L.Callback):
             _remove(final)
             os.replace(tmp, final)
             _fsync_dir(self.dirpath)
-            for old in list_checkpoints(self.dirpath)[self.keep:]:
+            for old in list_checkpoints(self.dirpath)[self.keep :]:
                 _remove(old)
         trainer.strategy.barrier("eeve_ckpt_done")
         self._last_saved = step

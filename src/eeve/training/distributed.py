@@ -4,9 +4,11 @@ Units: every decoder layer; the old and the new embedding rows (separate, so a s
 reduces or keeps gradient buffers for it); the head (old and new rows together: every forward needs both for the
 softmax normaliser, and the fused loss reads both weights inside the head's forward); the backbone (final norm);
 the root, around the module's `eeve_losses` forward method. FSDP2 keeps no gradient for frozen parameters, so a
-frozen old block in a mixed unit costs only its all-gather. Mixed precision: parameters are gathered in `param_dtype` (bf16 on GPUs), gradients are
+frozen old block in a mixed unit costs only its all-gather. Mixed precision: parameters are gathered in `param_dtype`
+(bf16 on GPUs), gradients are
 reduce-scattered in fp32, and the sharded master weights the optimizer updates stay fp32.
 """
+
 from __future__ import annotations
 
 import torch

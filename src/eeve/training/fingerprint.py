@@ -7,6 +7,7 @@ only when the fingerprint matches; otherwise a one-line error names what differs
 ``run_name``, or ``overwrite=true``). Hardware knobs (trainer.*, data.micro_batch_size, data.num_workers) are left
 out: moving a run to other GPUs is not a different run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -116,11 +117,15 @@ def finished_stage(out: Path, fingerprint: dict, overwrite: bool, number: int) -
         return None
     metrics = json.loads(path.read_text())
     old = metrics.get("fingerprint")
-    fix = (f"choose a new run_name=NAME for this run (outputs/NAME/), or pass overwrite=true to retrain stage "
-           f"{number} in {out.parent}")
+    fix = (
+        f"choose a new run_name=NAME for this run (outputs/NAME/), or pass overwrite=true to retrain stage "
+        f"{number} in {out.parent}"
+    )
     if old is None:
-        raise StageError(f"stage {number} at {out} records no fingerprint (written by an older version), so it cannot "
-                         f"be matched to this run: {fix}")
+        raise StageError(
+            f"stage {number} at {out} records no fingerprint (written by an older version), so it cannot "
+            f"be matched to this run: {fix}"
+        )
     diff = differences(old, fingerprint)
     if diff:
         raise StageError(f"stage {number} at {out} was trained with a different {'; '.join(diff)}: {fix}")

@@ -8,6 +8,7 @@ weight decay nor Adam moments can move them.
 A model carrying LoRA adapters (eeve.training.adapters) has one more group, ``adapter`` (the ``lora_*`` tensors),
 and then a stage that trains ``transformer`` trains the adapter instead: the transformer's own weights stay frozen.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,8 +49,10 @@ def group_parameters(model) -> dict[str, list[nn.Parameter]]:
         raise SplitError("model is not split; call eeve.model.split.split_vocab(model, base_vocab_size) first")
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
     special = {
-        id(emb.old.weight): "old_input", id(emb.new.weight): "new_input",
-        id(head.old.weight): "old_output", id(head.new.weight): "new_output",
+        id(emb.old.weight): "old_input",
+        id(emb.new.weight): "new_input",
+        id(head.old.weight): "old_output",
+        id(head.new.weight): "new_output",
     }
     out: dict[str, list[nn.Parameter]] = {g: [] for g in GROUPS}
     for name, p in model.named_parameters():

@@ -9,6 +9,7 @@ the trainable tensors (the only ones that change; under FSDP each rank keeps its
 breach the stage stops, those tensors are put back, and the export is the last validated state within the limit.
 ``metrics.json`` records it under ``guard``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,7 +53,7 @@ def base_rows(dm, name: str, base_info, exp_info, seq_len: int) -> tuple[np.ndar
             run.append(t)
     flush()
     out = np.asarray(out, dtype=np.int64)
-    return [out[a:a + seq_len] for a in range(0, len(out) - 1, seq_len)], scored_bytes
+    return [out[a : a + seq_len] for a in range(0, len(out) - 1, seq_len)], scored_bytes
 
 
 @torch.no_grad()
@@ -62,7 +63,7 @@ def score_rows(model, rows: list[np.ndarray], token_bytes: np.ndarray, batch: in
     dev = next(model.parameters()).device
     nats, nbytes, ntok = 0.0, 0, 0
     full = [r for r in rows if len(r) == len(rows[0])]
-    groups = [full[a:a + batch] for a in range(0, len(full), batch)] + [[r] for r in rows[len(full):]]
+    groups = [full[a : a + batch] for a in range(0, len(full), batch)] + [[r] for r in rows[len(full) :]]
     for group in groups:  # the shorter last row on its own
         x = torch.from_numpy(np.stack(group)).to(dev)
         logp = model(input_ids=x, use_cache=False).logits[:, :-1].float().log_softmax(-1)
@@ -82,13 +83,26 @@ def base_validation_bpb(cfg, dm, tokenizer_dir: Path, cache_file: Path | None = 
     exp_info = TokenizerInfo(tokenizer_dir)
     base_info = TokenizerInfo(Path(tokenizer_dir) / "base_tokenizer")
     dm.setup("validate")
-    weights = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(cfg.model.name_or_path).glob(
-        "*.safetensors")) if cfg.model.name_or_path and Path(cfg.model.name_or_path).is_dir() else None
-    key_src = json.dumps({"model": cfg.model.name_or_path or cfg.model.config, "weights": weights, "dtype": cfg.model.dtype,
-                          "tok": exp_info.hash, "seed": cfg.seed,
-                          "val": {n: [str(dm.val_sets[n].path.name), int(v.max_sequences)]
-                                  for n, v in dm.cfg.validation.items()}, "seq_len": dm.cfg.seq_len},
-                         sort_keys=True, default=str)
+    weights = (
+        sorted(
+            (f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(cfg.model.name_or_path).glob("*.safetensors")
+        )
+        if cfg.model.name_or_path and Path(cfg.model.name_or_path).is_dir()
+        else None
+    )
+    key_src = json.dumps(
+        {
+            "model": cfg.model.name_or_path or cfg.model.config,
+            "weights": weights,
+            "dtype": cfg.model.dtype,
+            "tok": exp_info.hash,
+            "seed": cfg.seed,
+            "val": {n: [str(dm.val_sets[n].path.name), int(v.max_sequences)] for n, v in dm.cfg.validation.items()},
+            "seq_len": dm.cfg.seq_len,
+        },
+        sort_keys=True,
+        default=str,
+    )
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
     cached = json.loads(cache_file.read_text()) if cache_file is not None and cache_file.is_file() else {}
     if key in cached:
@@ -98,8 +112,10 @@ def base_validation_bpb(cfg, dm, tokenizer_dir: Path, cache_file: Path | None = 
     out = {}
     for name in dm.val_names:
         rows, exp_scored = base_rows(dm, name, base_info, exp_info, dm.cfg.seq_len)
-        out[name] = {**score_rows(model, rows, tb, batch=max(1, dm.cfg.micro_batch_size)),
-                     "expanded_scored_bytes": exp_scored}
+        out[name] = {
+            **score_rows(model, rows, tb, batch=max(1, dm.cfg.micro_batch_size)),
+            "expanded_scored_bytes": exp_scored,
+        }
     del model
     if cache_file is not None:
         cached[key] = out
@@ -172,9 +188,15 @@ class RegressionGuard(L.Callback):
             _local(p).copy_(kept.to(_local(p).device))
 
     def report(self) -> dict:
-        return {"max_regression": self.limits, "base_bpb": self.base, "allowed_bpb": self.allowed,
-                "breached": self.breach is not None, "breach": self.breach, "exported_step": self.kept_step,
-                "checks": self.history}
+        return {
+            "max_regression": self.limits,
+            "base_bpb": self.base,
+            "allowed_bpb": self.allowed,
+            "breached": self.breach is not None,
+            "breach": self.breach,
+            "exported_step": self.kept_step,
+            "checks": self.history,
+        }
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ Exact freezing is by construction: the embedding and head are split into old/new
 (`eeve.model.split`), the stage's groups are the only tensors with requires_grad, and the optimizer is built
 fresh for each stage from those tensors alone — so weight decay and Adam moments can never touch a frozen row.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,16 @@ LN2 = math.log(2.0)
 
 
 class EEVEModule(L.LightningModule):
-    def __init__(self, cfg: TrainConfig, stage: StageConfig, build_model, base_vocab_size: int,
-                 token_bytes: torch.Tensor, val_names: list[str], tokens_per_step: int):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        stage: StageConfig,
+        build_model,
+        base_vocab_size: int,
+        token_bytes: torch.Tensor,
+        val_names: list[str],
+        tokens_per_step: int,
+    ):
         """`build_model()` returns the split HF model holding this stage's starting weights (called in
         configure_model so that under FSDP every rank builds, then shards, its own copy)."""
         super().__init__()
@@ -51,8 +60,9 @@ class EEVEModule(L.LightningModule):
             return
         fsdp = self.cfg.trainer.strategy == "fsdp"
         # The adapter (stage.adapter) goes in before set_trainable: injecting it freezes every other parameter.
-        adapt = functools.partial(attach_adapter, stage=self.stage, seed=self.cfg.seed,
-                                  device=self.trainer.strategy.root_device)
+        adapt = functools.partial(
+            attach_adapter, stage=self.stage, seed=self.cfg.seed, device=self.trainer.strategy.root_device
+        )
         if fsdp:  # only rank 0 holds the full starting weights; the others build an empty skeleton
             from eeve.training.distributed import skeleton_like
 
@@ -91,7 +101,8 @@ class EEVEModule(L.LightningModule):
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss is {loss.item()} at stage {self.stage.number} step {self.global_step}: lower stage.lr or check "
-                "the data; the last good checkpoint is kept")
+                "the data; the last good checkpoint is kept"
+            )
         new = targets >= self.base_vocab_size
         log = dict(on_step=True, on_epoch=False, batch_size=targets.shape[0])
         self.log("train/loss", loss, prog_bar=True, **log)
@@ -107,8 +118,13 @@ class EEVEModule(L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx):
         now = time.perf_counter()
         if self._t_last is not None and self.global_step > 0:
-            self.log("perf/tokens_per_s", self.tokens_per_step / max(now - self._t_last, 1e-9),
-                     on_step=True, on_epoch=False, batch_size=1)
+            self.log(
+                "perf/tokens_per_s",
+                self.tokens_per_step / max(now - self._t_last, 1e-9),
+                on_step=True,
+                on_epoch=False,
+                batch_size=1,
+            )
         self._t_last = now
 
     def on_train_start(self):
@@ -142,10 +158,19 @@ class EEVEModule(L.LightningModule):
     def _log_row_norms(self):
         """Mean L2 norm of old vs new embedding and head rows: new rows drifting far from old ones shows here."""
         emb, head = self.model.model.embed_tokens, self.model.lm_head
-        for name, mod in (("input_old", emb.old), ("input_new", emb.new), ("output_old", head.old),
-                          ("output_new", head.new)):
-            self.log(f"row_norm/{name}", _full(mod.weight.float().norm(dim=1).mean()), on_step=True,
-                     on_epoch=False, batch_size=1)
+        for name, mod in (
+            ("input_old", emb.old),
+            ("input_new", emb.new),
+            ("output_old", head.old),
+            ("output_new", head.new),
+        ):
+            self.log(
+                f"row_norm/{name}",
+                _full(mod.weight.float().norm(dim=1).mean()),
+                on_step=True,
+                on_epoch=False,
+                batch_size=1,
+            )
 
     def configure_optimizers(self):
         s = self.stage
@@ -181,9 +206,13 @@ class EEVEModule(L.LightningModule):
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
         _, losses, targets = self.losses(batch["input_ids"])
         name = self.val_names[dataloader_idx]
-        self._val_sums[name] += torch.stack([
-            losses.double().sum(), self.token_bytes[targets].double().sum(), torch.tensor(
-                float(targets.numel()), dtype=torch.float64, device=losses.device)])
+        self._val_sums[name] += torch.stack(
+            [
+                losses.double().sum(),
+                self.token_bytes[targets].double().sum(),
+                torch.tensor(float(targets.numel()), dtype=torch.float64, device=losses.device),
+            ]
+        )
 
     def on_validation_epoch_end(self):
         for name, sums in self._val_sums.items():

@@ -24,6 +24,7 @@ and the trainer settings:
 Measured against real CPU training steps for the tiny and a mid-size debug config (tests/test_plan.py).
 What is left out: the CUDA context and allocator reserve (~0.5-1 GiB per GPU), NCCL buffers, fragmentation.
 """
+
 from __future__ import annotations
 
 import math
@@ -65,8 +66,15 @@ def _size(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
-def _meta_model(config, vocab_size: int, base_vocab: int, trainable: list[str], dtype: torch.dtype,
-                stage: StageConfig | None = None, num_layers: int | None = None):
+def _meta_model(
+    config,
+    vocab_size: int,
+    base_vocab: int,
+    trainable: list[str],
+    dtype: torch.dtype,
+    stage: StageConfig | None = None,
+    num_layers: int | None = None,
+):
     """The split model on the meta device (no memory) with ``vocab_size`` rows (and ``num_layers`` layers), in
     ``dtype``, carrying the stage's adapter if it has one, with requires_grad set as the stage sets it."""
     import logging
@@ -77,8 +85,14 @@ def _meta_model(config, vocab_size: int, base_vocab: int, trainable: list[str], 
     from eeve.training.adapters import attach_adapter
     from eeve.training.groups import set_trainable
 
-    config = config.__class__.from_dict({**config.to_dict(), "vocab_size": vocab_size, "tie_word_embeddings": False,
-                                         **({"num_hidden_layers": num_layers} if num_layers is not None else {})})
+    config = config.__class__.from_dict(
+        {
+            **config.to_dict(),
+            "vocab_size": vocab_size,
+            "tie_word_embeddings": False,
+            **({"num_hidden_layers": num_layers} if num_layers is not None else {}),
+        }
+    )
     config._attn_implementation = "sdpa"
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config).to(dtype)
@@ -112,8 +126,17 @@ def _saved_bytes(run) -> int:
     return sum(n for k, n in sizes.items() if k not in params)
 
 
-def _activation_parts(config, vocab_size: int, base_vocab: int, trainable: list[str], batch: int, tokens: int,
-                      dtype: torch.dtype, autocast: torch.dtype | None, stage: StageConfig | None) -> dict[str, int]:
+def _activation_parts(
+    config,
+    vocab_size: int,
+    base_vocab: int,
+    trainable: list[str],
+    batch: int,
+    tokens: int,
+    dtype: torch.dtype,
+    autocast: torch.dtype | None,
+    stage: StageConfig | None,
+) -> dict[str, int]:
     """Saved bytes of one decoder layer (``layer``) and of the rest of the backbone (``rest``: embedding, rotary,
     final norm), for one micro-batch of ``batch`` x ``tokens``, on fake tensors."""
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -146,10 +169,24 @@ def _activation_parts(config, vocab_size: int, base_vocab: int, trainable: list[
     return {"layer": single, "rest": max(both - single, 0)}
 
 
-def estimate(config, vocab_size: int, base_vocab: int, trainable: list[str], *, micro_batch: int, seq_len: int,
-             storage_dtype: torch.dtype, compute_dtype: torch.dtype, autocast: bool = False, strategy: str = "single",
-             world: int = 1, checkpointing: bool = False, accumulate: int = 1, gpu: bool = True,
-             stage: StageConfig | None = None) -> dict[str, Any]:
+def estimate(
+    config,
+    vocab_size: int,
+    base_vocab: int,
+    trainable: list[str],
+    *,
+    micro_batch: int,
+    seq_len: int,
+    storage_dtype: torch.dtype,
+    compute_dtype: torch.dtype,
+    autocast: bool = False,
+    strategy: str = "single",
+    world: int = 1,
+    checkpointing: bool = False,
+    accumulate: int = 1,
+    gpu: bool = True,
+    stage: StageConfig | None = None,
+) -> dict[str, Any]:
     """Bytes per device for one stage (see the module docstring). ``config``: the base model's transformers
     config; ``compute_dtype``: dtype of the weights and activations in forward (FSDP ``param_dtype``, or the
     autocast dtype when ``autocast``); ``stage``: for its adapter (LoRA trains adapters, not the transformer)."""
@@ -176,12 +213,18 @@ def estimate(config, vocab_size: int, base_vocab: int, trainable: list[str], *, 
     optimizer = 2 * train_bytes / shard
     # FSDP units: each decoder layer, old and new embedding rows, the head (old and new rows together)
     layer0 = model.model.layers[0]
-    units = {"layer": nbytes(layer0.parameters()) * cs / ss, "embed_old": v_old * h * cs,
-             "embed_new": v_new * h * cs, "head": vocab_size * h * cs}
-    trained_in_unit = {"layer": nbytes(p for p in layer0.parameters() if p.requires_grad),
-                       "embed_old": v_old * h * ss * ("old_input" in trainable),
-                       "embed_new": v_new * h * ss * ("new_input" in trainable),
-                       "head": h * ss * (v_old * ("old_output" in trainable) + v_new * ("new_output" in trainable))}
+    units = {
+        "layer": nbytes(layer0.parameters()) * cs / ss,
+        "embed_old": v_old * h * cs,
+        "embed_new": v_new * h * cs,
+        "head": vocab_size * h * cs,
+    }
+    trained_in_unit = {
+        "layer": nbytes(p for p in layer0.parameters() if p.requires_grad),
+        "embed_old": v_old * h * ss * ("old_input" in trainable),
+        "embed_new": v_new * h * ss * ("new_input" in trainable),
+        "head": h * ss * (v_old * ("old_output" in trainable) + v_new * ("new_output" in trainable)),
+    }
     gather = 2 * max(units.values()) if fsdp else 0.0
     # a unit's unsharded gradient (frozen rows have none) and its fp32 copy for the reduce-scatter
     reduce_buf = max(trained_in_unit.values()) * (cs + 4) / ss if fsdp else 0.0
@@ -191,9 +234,17 @@ def estimate(config, vocab_size: int, base_vocab: int, trainable: list[str], *, 
     tokens = seq_len - 1  # the model reads seq_len - 1 inputs and predicts the next token of each
     n_tok = micro_batch * tokens
     backbone_grad = any(g in trainable for g in (*INPUT_GROUPS, "transformer"))
-    part = _activation_parts(config, vocab_size, base_vocab, trainable, micro_batch, tokens,
-                             compute_dtype if (fsdp or not autocast) else storage_dtype,
-                             compute_dtype if autocast and not fsdp else None, stage)
+    part = _activation_parts(
+        config,
+        vocab_size,
+        base_vocab,
+        trainable,
+        micro_batch,
+        tokens,
+        compute_dtype if (fsdp or not autocast) else storage_dtype,
+        compute_dtype if autocast and not fsdp else None,
+        stage,
+    )
     layer_in = n_tok * h * cs
     if not backbone_grad:
         backbone = 2 * layer_in  # no autograd: the hidden states in flight and the final output for the head
@@ -207,7 +258,8 @@ def estimate(config, vocab_size: int, base_vocab: int, trainable: list[str], *, 
     chunk = min(n_tok, max(1, SplitLMHead.chunk_elements // vocab_size))
     chunk_tmp = 4 * chunk * (vocab_size + max(v_old, v_new))  # fp32 logits of both blocks + logsumexp's temporary
     head_bwd_tmp = (4 * h * (need_old * v_old + need_new * v_new) if head_w != 4 else 0) + (
-        n_tok * h * cs if backbone_grad else 0)
+        n_tok * h * cs if backbone_grad else 0
+    )
     head_grads = (need_old * v_old + need_new * v_new) * h * ss / shard
     largest = max((p.numel() * p.element_size() for p in train), default=0)
     step_tmp = train_bytes / shard if gpu else 2 * largest  # foreach AdamW temporaries vs per-tensor ones
@@ -221,13 +273,28 @@ def estimate(config, vocab_size: int, base_vocab: int, trainable: list[str], *, 
     }
     if backbone_grad and checkpointing:  # the last layer recomputed, with every layer input still held
         phases["layer backward"] = carried + backbone + part["layer"] + head_grads + reduce_buf
-    activations = max(phases["forward"], phases["head backward"] - head_grads - reduce_buf,
-                      phases.get("layer backward", 0) - head_grads - reduce_buf) - carried
+    activations = (
+        max(
+            phases["forward"],
+            phases["head backward"] - head_grads - reduce_buf,
+            phases.get("layer backward", 0) - head_grads - reduce_buf,
+        )
+        - carried
+    )
     work = max(phases.values())
     peak = params + gather + optimizer + buckets + work
-    return {"params": params + gather, "grads": grads + buckets + reduce_buf, "optimizer": optimizer,
-            "activations": activations, "peak": peak, "phase": max(phases, key=phases.get),
-            "counts": counts, "layer_saved": part["layer"], "rest_saved": part["rest"], "units": units}
+    return {
+        "params": params + gather,
+        "grads": grads + buckets + reduce_buf,
+        "optimizer": optimizer,
+        "activations": activations,
+        "peak": peak,
+        "phase": max(phases, key=phases.get),
+        "counts": counts,
+        "layer_saved": part["layer"],
+        "rest_saved": part["rest"],
+        "units": units,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ from the config
@@ -243,8 +310,10 @@ def _arch(cfg: TrainConfig):
         if (folder / "config.json").is_file():
             return AutoConfig.from_pretrained(str(folder), trust_remote_code=m.trust_remote_code), str(folder)
     if not m.config:
-        raise ConfigError(f"mode=plan needs the model's architecture: model.name_or_path={m.name_or_path!r} is not a "
-                          "local folder with config.json and model.config is empty; give one of them")
+        raise ConfigError(
+            f"mode=plan needs the model's architecture: model.name_or_path={m.name_or_path!r} is not a "
+            "local folder with config.json and model.config is empty; give one of them"
+        )
     return LlamaConfig(**dict(m.config)), "model.config" + (f" (for {m.name_or_path})" if m.name_or_path else "")
 
 
@@ -258,8 +327,10 @@ def _vocab(cfg: TrainConfig, base_vocab: int) -> tuple[int, str]:
         import json
 
         return int(json.loads(exp.read_text())["vocab_size"]), str(exp.parent)
-    raise ConfigError(f"mode=plan needs the expanded vocabulary size: no tokenizer at {exp.parent}; build it with "
-                      "tokenize.py or pass plan.vocab_size=N (EEVE on SOLAR: 40960)")
+    raise ConfigError(
+        f"mode=plan needs the expanded vocabulary size: no tokenizer at {exp.parent}; build it with "
+        "tokenize.py or pass plan.vocab_size=N (EEVE on SOLAR: 40960)"
+    )
 
 
 def world_size(cfg: TrainConfig) -> int:
@@ -301,26 +372,50 @@ def plan_stage(cfg: TrainConfig) -> MemoryPlan:
     world = world_size(cfg)
     storage, compute, autocast = _dtypes(cfg)
     t, d, s = cfg.trainer, cfg.data, cfg.stage
-    est = estimate(config, vocab, base_vocab, list(s.trainable), micro_batch=d.micro_batch_size, seq_len=d.seq_len,
-                   storage_dtype=storage, compute_dtype=compute, autocast=autocast, strategy=t.strategy, world=world,
-                   checkpointing=cfg.model.activation_checkpointing, accumulate=t.accumulate_grad_batches,
-                   gpu=t.accelerator != "cpu", stage=s)
+    est = estimate(
+        config,
+        vocab,
+        base_vocab,
+        list(s.trainable),
+        micro_batch=d.micro_batch_size,
+        seq_len=d.seq_len,
+        storage_dtype=storage,
+        compute_dtype=compute,
+        autocast=autocast,
+        strategy=t.strategy,
+        world=world,
+        checkpointing=cfg.model.activation_checkpointing,
+        accumulate=t.accumulate_grad_batches,
+        gpu=t.accelerator != "cpu",
+        stage=s,
+    )
     tokens_per_step = d.micro_batch_size * d.seq_len * world * t.accumulate_grad_batches
     steps = math.ceil(s.max_tokens / tokens_per_step) if s.max_tokens else s.max_steps
     n_params = sum(est["counts"].values())
     setting = {
         "model": f"{arch_from}: {n_params / 1e6:,.1f} M parameters at vocabulary {vocab:,} (base {base_vocab:,}; "
-                 f"from {vocab_from})",
+        f"from {vocab_from})",
         "trainer": f"strategy={t.strategy}, world size {world} (trainer.devices x trainer.num_nodes), parameters "
-                   f"{str(storage).removeprefix('torch.')}, compute {str(compute).removeprefix('torch.')}"
-                   f"{' (autocast)' if autocast else ''}, activation checkpointing "
-                   f"{'on' if cfg.model.activation_checkpointing else 'off'}",
+        f"{str(storage).removeprefix('torch.')}, compute {str(compute).removeprefix('torch.')}"
+        f"{' (autocast)' if autocast else ''}, activation checkpointing "
+        f"{'on' if cfg.model.activation_checkpointing else 'off'}",
         "batch": f"micro-batch {d.micro_batch_size} x seq_len {d.seq_len}, gradient accumulation "
-                 f"{t.accumulate_grad_batches}",
+        f"{t.accumulate_grad_batches}",
     }
-    return MemoryPlan(s.number, list(s.trainable), est["params"], est["grads"], est["optimizer"], est["activations"],
-                      est["peak"], tokens_per_step, steps, est["phase"], setting,
-                      f"{s.adapter} r{s.lora.rank}" if s.adapter != "none" else "")
+    return MemoryPlan(
+        s.number,
+        list(s.trainable),
+        est["params"],
+        est["grads"],
+        est["optimizer"],
+        est["activations"],
+        est["peak"],
+        tokens_per_step,
+        steps,
+        est["phase"],
+        setting,
+        f"{s.adapter} r{s.lora.rank}" if s.adapter != "none" else "",
+    )
 
 
 def plan_table(plans: list[MemoryPlan]) -> str:
@@ -330,16 +425,23 @@ def plan_table(plans: list[MemoryPlan]) -> str:
     def g(x: float) -> str:
         return f"{x / scale:,.2f}"
 
-    lines = [f"memory plan per GPU in {unit} (arithmetic: no weights loaded, nothing run on a GPU)",
-             *(f"  {v}" for v in plans[0].setting.values()), "",
-             "| stage | trains | parameters | gradients | optimizer | activations | peak | tokens/step | steps |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"memory plan per GPU in {unit} (arithmetic: no weights loaded, nothing run on a GPU)",
+        *(f"  {v}" for v in plans[0].setting.values()),
+        "",
+        "| stage | trains | parameters | gradients | optimizer | activations | peak | tokens/step | steps |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for p in plans:
         trains = "+".join(p.trainable) + (f" ({p.adapter})" if p.adapter else "")
-        lines.append(f"| {p.stage} | {trains} | {g(p.params)} | {g(p.grads)} | {g(p.optimizer)} | "
-                     f"{g(p.activations)} | **{g(p.peak)}** | {p.tokens_per_step:,} | {p.steps:,} |")
+        lines.append(
+            f"| {p.stage} | {trains} | {g(p.params)} | {g(p.grads)} | {g(p.optimizer)} | "
+            f"{g(p.activations)} | **{g(p.peak)}** | {p.tokens_per_step:,} | {p.steps:,} |"
+        )
     lines.append("")
-    lines.append("peak = parameters + optimizer + the largest of forward, head backward, end of backward and "
-                 "optimizer step (gradients exist only from the backward on); CUDA context, NCCL buffers and "
-                 "allocator fragmentation come on top (plan ~1 GiB).")
+    lines.append(
+        "peak = parameters + optimizer + the largest of forward, head backward, end of backward and "
+        "optimizer step (gradients exist only from the backward on); CUDA context, NCCL buffers and "
+        "allocator fragmentation come on top (plan ~1 GiB)."
+    )
     return "\n".join(lines)

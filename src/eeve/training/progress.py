@@ -8,6 +8,7 @@
   eeve.training.stages (trainable groups, tokens per step, world size) stays the one header per stage.
 Everything is printed by global rank 0 only.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,13 +21,27 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-NOISE = ("GPU available:", "TPU available:", "HPU available:", "IPU available:", "\U0001f4a1 Tip:", "LOCAL_RANK:",
-         "`Trainer.fit` stopped", "Initializing distributed:", "-" * 20, "distributed_backend=",
-         "You are using a CUDA device")
+NOISE = (
+    "GPU available:",
+    "TPU available:",
+    "HPU available:",
+    "IPU available:",
+    "\U0001f4a1 Tip:",
+    "LOCAL_RANK:",
+    "`Trainer.fit` stopped",
+    "Initializing distributed:",
+    "-" * 20,
+    "distributed_backend=",
+    "You are using a CUDA device",
+)
 """Starts of Lightning log messages that carry nothing a stage's reader needs, each printed once per Trainer."""
 
-NOISY_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning.fabric.utilities.distributed", "lightning.pytorch.accelerators.cuda")
+NOISY_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.distributed",
+    "lightning.pytorch.accelerators.cuda",
+)
 
 
 class _DropNoise(logging.Filter):
@@ -59,8 +74,15 @@ class StageProgress(Callback):
     from the terminal (bar when stderr is a tty; lines when stdout is not). Reads ``tokens_per_step`` from the
     LightningModule (0 if absent)."""
 
-    def __init__(self, stage: int, every: int, bar: bool | None = None, lines: bool | None = None,
-                 bar_file: TextIO | None = None, line_file: TextIO | None = None):
+    def __init__(
+        self,
+        stage: int,
+        every: int,
+        bar: bool | None = None,
+        lines: bool | None = None,
+        bar_file: TextIO | None = None,
+        line_file: TextIO | None = None,
+    ):
         self.stage, self.every = stage, max(1, int(every))
         self.bar_on = sys.stderr.isatty() if bar is None else bar
         self.lines_on = (not sys.stdout.isatty()) if lines is None else lines
@@ -81,8 +103,15 @@ class StageProgress(Callback):
         if self.active and self.bar_on:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.total, initial=self.first, desc=f"stage {self.stage}", unit="step",
-                            dynamic_ncols=True, file=self.bar_file or sys.stderr, leave=True)
+            self.bar = tqdm(
+                total=self.total,
+                initial=self.first,
+                desc=f"stage {self.stage}",
+                unit="step",
+                dynamic_ncols=True,
+                file=self.bar_file or sys.stderr,
+                leave=True,
+            )
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if not self.active:
@@ -118,9 +147,12 @@ class StageProgress(Callback):
             tok_s = (step - self.step_line) * self.tokens_per_step / window if window > 0 else 0.0
             self.t_line, self.step_line = now, step
             loss = f"{self.last_loss:.4f}" if self.last_loss is not None else "-"
-            print(f"stage {self.stage} step {step}/{self.total} ({100 * step / max(self.total, 1):.0f}%) "
-                  f"loss {loss} tok/s {tok_s:,.0f} elapsed {_clock(elapsed)} eta {_clock(eta)}",
-                  file=self.line_file or sys.stdout, flush=True)
+            print(
+                f"stage {self.stage} step {step}/{self.total} ({100 * step / max(self.total, 1):.0f}%) "
+                f"loss {loss} tok/s {tok_s:,.0f} elapsed {_clock(elapsed)} eta {_clock(eta)}",
+                file=self.line_file or sys.stdout,
+                flush=True,
+            )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.bar is not None:

@@ -6,6 +6,7 @@
   - resume: an interrupted stage N continues from its own newest good *checkpoint* (weights, optimizer,
     scheduler, data position), without repeating finished steps.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,10 +41,13 @@ def apply_schedule(stage: StageConfig, name: str, schedule: dict, overrides: lis
     if not entry:
         return stage
     try:
-        node = OmegaConf.merge(OmegaConf.structured(stage), entry,
-                               OmegaConf.from_dotlist([o.removeprefix("stage.") for o in overrides]))
+        node = OmegaConf.merge(
+            OmegaConf.structured(stage), entry, OmegaConf.from_dotlist([o.removeprefix("stage.") for o in overrides])
+        )
     except Exception as e:
-        raise ConfigError(f"schedule[{name!r}]: {str(e).splitlines()[0]} (check its keys against conf/stage/)") from None
+        raise ConfigError(
+            f"schedule[{name!r}]: {str(e).splitlines()[0]} (check its keys against conf/stage/)"
+        ) from None
     return OmegaConf.to_object(node)
 
 
@@ -69,15 +73,13 @@ def stage_source(cfg: TrainConfig, number: int, check: bool = True) -> Path | No
 
 def build_stage_model(cfg: TrainConfig, number: int, tokenizer_dir: Path, expansion: dict):
     """The split HF model holding stage `number`'s starting weights (see module docstring)."""
+    from tokenizers import Tokenizer
     from transformers import AutoModelForCausalLM
 
+    from eeve.model import equivalence
     from eeve.model.expand import expand_model
     from eeve.model.load import load_base_model, torch_dtype
     from eeve.model.split import split_vocab
-
-    from tokenizers import Tokenizer
-
-    from eeve.model import equivalence
 
     base_vocab = expansion["base_vocab_size"]
     src = stage_source(cfg, number)
@@ -89,23 +91,41 @@ def build_stage_model(cfg: TrainConfig, number: int, tokenizer_dir: Path, expans
 
         model = load_base_model(cfg.model)
         ref = equivalence.reference(model, probe, base_vocab)  # the base itself, before expansion
-        model = expand_model(model, base_tok, expansion["new_tokens"], base_vocab, cfg.init, cfg.seed,
-                             vocab_size=expansion["vocab_size"], untie=cfg.model.untie_embeddings,
-                             **init_inputs(cfg, tokenizer_dir, expansion))
+        model = expand_model(
+            model,
+            base_tok,
+            expansion["new_tokens"],
+            base_vocab,
+            cfg.init,
+            cfg.seed,
+            vocab_size=expansion["vocab_size"],
+            untie=cfg.model.untie_embeddings,
+            **init_inputs(cfg, tokenizer_dir, expansion),
+        )
     else:
         model = AutoModelForCausalLM.from_pretrained(
-            src, dtype=torch_dtype(cfg.model.dtype), trust_remote_code=cfg.model.trust_remote_code)
+            src, dtype=torch_dtype(cfg.model.dtype), trust_remote_code=cfg.model.trust_remote_code
+        )
         if model.get_input_embeddings().weight.shape[0] != expansion["vocab_size"]:
-            raise StageError(f"{src} has {model.get_input_embeddings().weight.shape[0]} embedding rows but the tokenizer "
-                             f"has {expansion['vocab_size']}: use the tokenizer the previous stage was trained with")
+            raise StageError(
+                f"{src} has {model.get_input_embeddings().weight.shape[0]} embedding rows but the tokenizer "
+                f"has {expansion['vocab_size']}: use the tokenizer the previous stage was trained with"
+            )
         ref = equivalence.reference(model, probe, base_vocab)
     split_vocab(model, base_vocab)
     equivalence.check(model, ref, f"stage {number}")  # the model being trained computes what its source computes
     return model
 
 
-def make_trainer(cfg: TrainConfig, number: int, max_steps: int, ckpt_dir: Path, batches_per_epoch: int,
-                 world: int, extra_callbacks: list | None = None) -> L.Trainer:
+def make_trainer(
+    cfg: TrainConfig,
+    number: int,
+    max_steps: int,
+    ckpt_dir: Path,
+    batches_per_epoch: int,
+    world: int,
+    extra_callbacks: list | None = None,
+) -> L.Trainer:
     from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -123,18 +143,34 @@ def make_trainer(cfg: TrainConfig, number: int, max_steps: int, ckpt_dir: Path, 
     else:
         strategy = "auto"
     val_every = t.val_every_n_steps * t.accumulate_grad_batches
-    logger = TensorBoardLogger(save_dir=cfg.paths.run_dir, name="tensorboard", version=f"stage{number}",
-                               default_hp_metric=False)
+    logger = TensorBoardLogger(
+        save_dir=cfg.paths.run_dir, name="tensorboard", version=f"stage{number}", default_hp_metric=False
+    )
     return L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
-        precision=t.precision, max_steps=max_steps, accumulate_grad_batches=t.accumulate_grad_batches,
-        logger=logger, log_every_n_steps=t.log_every_n_steps, enable_checkpointing=False,
-        callbacks=[AtomicCheckpoint(ckpt_dir, t.checkpoint_every_n_steps, t.keep_checkpoints),
-                   LearningRateMonitor(logging_interval="step"), StageProgress(number, t.log_every_n_steps),
-                   *(extra_callbacks or [])],
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy,
+        precision=t.precision,
+        max_steps=max_steps,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        logger=logger,
+        log_every_n_steps=t.log_every_n_steps,
+        enable_checkpointing=False,
+        callbacks=[
+            AtomicCheckpoint(ckpt_dir, t.checkpoint_every_n_steps, t.keep_checkpoints),
+            LearningRateMonitor(logging_interval="step"),
+            StageProgress(number, t.log_every_n_steps),
+            *(extra_callbacks or []),
+        ],
         val_check_interval=min(val_every, batches_per_epoch) if val_every > 0 else None,
-        check_val_every_n_epoch=None, num_sanity_val_steps=0, use_distributed_sampler=False,
-        deterministic=t.deterministic, enable_model_summary=False, enable_progress_bar=False)
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        deterministic=t.deterministic,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
 
 
 def run_stage(cfg: TrainConfig, number: int) -> dict:
@@ -149,8 +185,7 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     fingerprint = stage_fingerprint(cfg, number, tok_dir, stage_source(cfg, number, check=False))
     done = finished_stage(out, fingerprint, cfg.overwrite, number)  # raises if it was another run's
     if done is not None:
-        print(f"stage {number}: already exported at {out} by this configuration; skipping "
-              "(overwrite=true retrains it)")
+        print(f"stage {number}: already exported at {out} by this configuration; skipping (overwrite=true retrains it)")
         # evaluated again only if its evaluation is missing or stale (eeve.eval.training_run)
         return StageEvaluation(cfg, number, tok_dir).finish(out, done)
     expansion = read_expansion(tok_dir)
@@ -161,28 +196,52 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     dm = EEVEDataModule(cfg.data, tok_dir, resolve(cfg.paths.cache_dir, root), base_dir=root, seed=cfg.seed + number)
     ckpt_dir = Path(cfg.paths.run_dir) / "checkpoints" / f"stage{number}"
     # World size is only known from a trainer; build a throwaway one cheaply to read it.
-    probe = L.Trainer(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
-                      strategy="ddp" if cfg.trainer.strategy != "single" else "auto", logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    probe = L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        num_nodes=cfg.trainer.num_nodes,
+        strategy="ddp" if cfg.trainer.strategy != "single" else "auto",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     world = probe.world_size
     tokens_per_step = cfg.data.micro_batch_size * cfg.data.seq_len * world * cfg.trainer.accumulate_grad_batches
     max_steps = math.ceil(stage.max_tokens / tokens_per_step) if stage.max_tokens else stage.max_steps
-    dm.configure_sampling(max_steps=max_steps, world_size=world,
-                          accumulate_grad_batches=cfg.trainer.accumulate_grad_batches)
+    dm.configure_sampling(
+        max_steps=max_steps, world_size=world, accumulate_grad_batches=cfg.trainer.accumulate_grad_batches
+    )
     evaluation = StageEvaluation(cfg, number, tok_dir, world)  # the base (stage 0), once per run; see eeve.eval
     guard = None
     if stage.max_regression:  # English (or any language) may not fall behind the base by more than the limit
         from eeve.training.guard import RegressionGuard, base_validation_bpb
 
-        guard = RegressionGuard(stage.max_regression, base_validation_bpb(
-            cfg, dm, tok_dir, resolve(cfg.paths.cache_dir, root) / "base_bpb.json"))
-    trainer = make_trainer(cfg, number, max_steps, ckpt_dir, max_steps * cfg.trainer.accumulate_grad_batches, world,
-                           extra_callbacks=[guard] if guard else [])
+        guard = RegressionGuard(
+            stage.max_regression,
+            base_validation_bpb(cfg, dm, tok_dir, resolve(cfg.paths.cache_dir, root) / "base_bpb.json"),
+        )
+    trainer = make_trainer(
+        cfg,
+        number,
+        max_steps,
+        ckpt_dir,
+        max_steps * cfg.trainer.accumulate_grad_batches,
+        world,
+        extra_callbacks=[guard] if guard else [],
+    )
     if evaluation.enabled:
         trainer.callbacks.append(evaluation.callback(tokens_per_step, max_steps))
 
-    module = EEVEModule(cfg, stage, lambda: build_stage_model(cfg, number, tok_dir, expansion),
-                        expansion["base_vocab_size"], dm.token_bytes, dm.val_names, tokens_per_step)
+    module = EEVEModule(
+        cfg,
+        stage,
+        lambda: build_stage_model(cfg, number, tok_dir, expansion),
+        expansion["base_vocab_size"],
+        dm.token_bytes,
+        dm.val_names,
+        tokens_per_step,
+    )
     resume = None
     if cfg.resume == "auto":
         resume = find_resume_checkpoint(ckpt_dir)
@@ -194,9 +253,11 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
         if not ok:
             raise StageError(f"resume={cfg.resume} is unreadable ({why}): give another checkpoint or resume=auto")
     if trainer.is_global_zero:
-        print(f"stage {number}: trains {stage.trainable}; {max_steps} steps x {tokens_per_step} tokens/step "
-              f"= {max_steps * tokens_per_step:,} tokens; world size {world}"
-              + (f"; resuming from {resume}" if resume else ""))
+        print(
+            f"stage {number}: trains {stage.trainable}; {max_steps} steps x {tokens_per_step} tokens/step "
+            f"= {max_steps * tokens_per_step:,} tokens; world size {world}"
+            + (f"; resuming from {resume}" if resume else "")
+        )
 
     t0 = time.time()
     start_val = {}
@@ -208,7 +269,9 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     # weights_only: a checkpoint is data, never code (find_resume_checkpoint already refused any that is not)
     trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
     if trainer.is_global_zero:
-        print(f"stage {number}: trainable parameters {module.trainable_counts} (total {sum(module.trainable_counts.values()):,})")
+        print(
+            f"stage {number}: trainable parameters {module.trainable_counts} (total {sum(module.trainable_counts.values()):,})"  # noqa: E501
+        )
     if module.last_val_step != trainer.global_step:  # the last validation in fit may already be at the end
         if not (guard and guard.breach):
             trainer.validate(module, datamodule=dm, verbose=False)
@@ -219,16 +282,23 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
         module.last_val = guard.kept_val
         if trainer.is_global_zero:
             b = guard.breach
-            print(f"stage {number}: {b['lang']} BPB {b['bpb']:.4f} at step {b['step']} is {b['vs_base']:+.2%} vs the "
-                  f"base (allowed {b['allowed']:.4f}): stopped; exporting step {guard.kept_step}")
+            print(
+                f"stage {number}: {b['lang']} BPB {b['bpb']:.4f} at step {b['step']} is {b['vs_base']:+.2%} vs the "
+                f"base (allowed {b['allowed']:.4f}): stopped; exporting step {guard.kept_step}"
+            )
     start_fp, end_fp = module.start_fingerprints, group_fingerprints(module.model)
     metrics = {
-        "stage": number, "trainable": stage.trainable, "stage_config": dataclasses.asdict(stage),
+        "stage": number,
+        "trainable": stage.trainable,
+        "stage_config": dataclasses.asdict(stage),
         "steps": trainer.global_step,
-        "tokens": trainer.global_step * tokens_per_step, "trainable_parameters": module.trainable_counts,
-        "val_start": start_val, "val_end": dict(module.last_val),
+        "tokens": trainer.global_step * tokens_per_step,
+        "trainable_parameters": module.trainable_counts,
+        "val_start": start_val,
+        "val_end": dict(module.last_val),
         "groups_changed": sorted(g for g in end_fp if end_fp[g] != start_fp[g]),
-        "wall_seconds": round(time.time() - t0, 1), "resumed_from": str(resume) if resume else None,
+        "wall_seconds": round(time.time() - t0, 1),
+        "resumed_from": str(resume) if resume else None,
         "new_token_share": {"biased": dm.new_token_share(True), "unbiased": dm.new_token_share(False)},
     }
     metrics["fingerprint"] = fingerprint
@@ -270,8 +340,11 @@ def _export(trainer, module, cfg, tok_dir, out, metrics):
 
             start = SafetensorsWeights(source) if source else base_weights(cfg.model)
             origin = str(source) if source else cfg.model.name_or_path
-            extras.append(delta_writer(start, {"stage": cfg.stage.number, "source": origin,
-                                               "base_vocab_size": module.base_vocab_size}))
+            extras.append(
+                delta_writer(
+                    start, {"stage": cfg.stage.number, "source": origin, "base_vocab_size": module.base_vocab_size}
+                )
+            )
         export_hf(module.model, sd, tok_dir, out, metrics, extras=extras)
     trainer.strategy.barrier("eeve_export")
 
@@ -296,12 +369,20 @@ def summary_table(results: list[dict], base: dict | None = None) -> str:
         return eval_table(results, base)
     rows = ["| stage | trained | steps | tokens | ko BPB | en BPB | groups changed |", "|---|---|---|---|---|---|---|"]
     for m in results:
+
         def bpb(lang):
             s, e = m["val_start"].get(lang, {}).get("bpb"), m["val_end"].get(lang, {}).get("bpb")
             return (f"{s:.3f} → " if s is not None else "") + (f"{e:.3f}" if e is not None else "–")
+
         g = m.get("guard") or {}
-        steps = f"{m['steps']}" + (f" (guard: {g['breach']['lang']} {g['breach']['vs_base']:+.1%} vs base at step "
-                                   f"{g['breach']['step']}; exported step {g['exported_step']})" if g.get("breached") else "")
-        rows.append(f"| {m['stage']} | {'+'.join(m['trainable'])} | {steps} | {m['tokens']:,} | {bpb('ko')} | "
-                    f"{bpb('en')} | {', '.join(m['groups_changed']) or 'none'} |")
+        steps = f"{m['steps']}" + (
+            f" (guard: {g['breach']['lang']} {g['breach']['vs_base']:+.1%} vs base at step "
+            f"{g['breach']['step']}; exported step {g['exported_step']})"
+            if g.get("breached")
+            else ""
+        )
+        rows.append(
+            f"| {m['stage']} | {'+'.join(m['trainable'])} | {steps} | {m['tokens']:,} | {bpb('ko')} | "
+            f"{bpb('en')} | {', '.join(m['groups_changed']) or 'none'} |"
+        )
     return "\n".join(rows)
