@@ -258,4 +258,4 @@ def test_evaluate_cli_prints_the_table_for_any_folder_against_a_base(base_folder
     with pytest.raises(SystemExit):
         main([f"model={base_folder}", "eval.bytez=1"])
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "'bytez' not in 'EvalConfig'" in err and len(err.splitlines()) == 1
+    assert err.startswith("error: ") and "did you mean 'eval.bytes'" in err and len(err.splitlines()) == 1

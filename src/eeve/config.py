@@ -522,15 +522,16 @@ def to_object(cls: type[T], obj: Any) -> T:
 
 
 def schema_keys(schema) -> list[str]:
-    """Every dotted key of a config schema."""
+    """Every dotted key of a config schema (nested dataclass fields by their type, whatever their default)."""
     import dataclasses
+    import typing
 
     def walk(cls, prefix):
+        hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            t = f.default_factory if f.default_factory is not dataclasses.MISSING else None
             yield prefix + f.name
-            if dataclasses.is_dataclass(t):
-                yield from walk(t, prefix + f.name + ".")
+            if dataclasses.is_dataclass(hints.get(f.name)):
+                yield from walk(hints[f.name], prefix + f.name + ".")
 
     return list(walk(schema, ""))
 
