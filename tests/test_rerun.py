@@ -70,9 +70,10 @@ def test_mismatched_rerun_is_refused_with_the_fix(expanded_tokenizer, tmp_path):
     from eeve.training.stages import run_stage
 
     cache = tmp_path / "cache"
-    first = run_stage(train_cfg(tmp_path / "run", expanded_tokenizer, cache), 1)
+    cfg = train_cfg(tmp_path / "run", expanded_tokenizer, cache)
+    first = run_stage(cfg, 1)
     fp = json.loads((tmp_path / "run" / "stage1" / "metrics.json").read_text())["fingerprint"]
-    assert fp == first["fingerprint"] and fp["init"] == "mean_subwords" and fp["stage"]["lr"] == 1e-3
+    assert fp == first["fingerprint"] and fp["init"] == cfg.init and fp["stage"]["lr"] == cfg.stage.lr
     assert len(fp["tokenizer_sha256"]) == 64 and fp["starts_from"] == "expanded base"
 
     # same configuration: skipped, on other hardware knobs too (micro-batch size, trainer)
@@ -86,8 +87,8 @@ def test_mismatched_rerun_is_refused_with_the_fix(expanded_tokenizer, tmp_path):
     assert again == first and (tmp_path / "run" / "stage1" / "model.safetensors").stat().st_mtime_ns == mtime
 
     cases = {
-        ("stage.lr=2e-3",): "stage config (stage.lr: 0.001 -> 0.002)",
-        ("init=random",): "init ('mean_subwords' -> 'random')",
+        ("stage.lr=7e-3",): f"stage config (stage.lr: {cfg.stage.lr} -> 0.007)",
+        ("init=random",): f"init ('{cfg.init}' -> 'random')",
         ("model.config.hidden_size=32", "model.config.intermediate_size=96"): "base model (model.config.hidden_size",
         ("data.new_token_bias=0",): "data (data.new_token_bias: 2.0 -> 0.0)",
         ("data.sources.ko_web.paths=[.cache/demo/ko/heldout.txt]",): "data (data.sources.ko_web.paths",
