@@ -148,6 +148,7 @@ def read_metrics(folder: Path) -> dict | None:
 def base_metrics(cfg, texts: dict[str, list[str]] | None = None) -> dict | None:
     """Stage 0 = the base model with the base tokenizer, evaluated once per run (see module docstring)."""
     from eeve.io import atomic_dir
+    from eeve.model.expand import check_base_vocab, read_expansion
     from eeve.model.load import load_base_model
     from eeve.training.stages import stage_dir
 
@@ -164,7 +165,9 @@ def base_metrics(cfg, texts: dict[str, list[str]] | None = None) -> dict | None:
         f"stage 0: evaluating the base model with its own tokenizer on {sum(map(len, texts.values()))} held-out "
         f"documents ({', '.join(f'{k} {sum(len(d.encode()) for d in v):,} bytes' for k, v in texts.items())})"
     )
-    model = load_base_model(cfg.model).to(device).eval()
+    model = load_base_model(cfg.model)
+    check_base_vocab(model, read_expansion(base_tokenizer_dir(cfg).parent)["base_vocab_size"])
+    model = model.to(device).eval()
     ev = evaluate_model(model, base_tokenizer_dir(cfg), texts, cfg.eval, benchmarks=0 in cfg.eval.after_stages)
     _free(model)
     metrics = {

@@ -92,6 +92,17 @@ class ExpansionSummary:
         )
 
 
+def check_base_vocab(model, base_vocab_size: int) -> None:
+    """The base model must be the one the expanded tokenizer was built from (its embedding has exactly the base
+    tokenizer's rows); checked before the base runs on any text."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if rows != base_vocab_size:
+        raise ExpansionError(
+            f"vocab mismatch: model has {rows} embedding rows, base tokenizer has {base_vocab_size} tokens; "
+            "build the expanded tokenizer from THIS model's own tokenizer"
+        )
+
+
 def expand_model(
     model,
     base_tokenizer,

@@ -78,6 +78,7 @@ def base_validation_bpb(cfg, dm, tokenizer_dir: Path, cache_file: Path | None = 
     """The base model's BPB on the bytes of each validation set (see :func:`base_rows`), cached in
     ``cache_file`` under a key of the base model, the tokenizer, the validation caches and their sizes."""
     from eeve.data.packing import TokenizerInfo
+    from eeve.model.expand import check_base_vocab
     from eeve.model.load import load_base_model
 
     exp_info = TokenizerInfo(tokenizer_dir)
@@ -108,6 +109,7 @@ def base_validation_bpb(cfg, dm, tokenizer_dir: Path, cache_file: Path | None = 
     if key in cached:
         return cached[key]
     model = load_base_model(cfg.model, seed=cfg.seed)
+    check_base_vocab(model, base_info.vocab_size)
     tb = base_info.token_bytes()
     out = {}
     for name in dm.val_names:
