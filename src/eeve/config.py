@@ -27,6 +27,7 @@ RATE_GROUPS = {
     "new_input": "new",
     "new_output": "new",
     "transformer": "transformer",
+    "adapter": "transformer",  # LoRA adapters stand in for the transformer (eeve.training.groups.ADAPTER_GROUP)
 }
 """Which learning-rate group (``stage.lr_<name>``) each parameter group belongs to."""
 
