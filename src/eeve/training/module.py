@@ -51,6 +51,7 @@ class EEVEModule(L.LightningModule):
         self.backbone_grad = any(g in stage.trainable for g in ("old_input", "new_input", "transformer"))
         self.last_val: dict[str, dict[str, float]] = {}
         self.last_val_step = -1  # global step of last_val
+        self.val_start: dict[str, dict[str, float]] = {}  # the stage's validation before training (kept on resume)
         self._val_sums: dict[str, torch.Tensor] = {}
         self._t_last: float | None = None
 
@@ -186,7 +187,11 @@ class EEVEModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["eeve_val_start"] = self.val_start
+
     def on_load_checkpoint(self, checkpoint):
+        self.val_start = dict(checkpoint.get("eeve_val_start") or {})
         """Resuming keeps the schedule's position but uses the stage.lr configured now (e.g. lowered after a
         non-finite loss); the restored optimizer and scheduler would otherwise bring back the old peak lr."""
         peak = {name: lr for name, (lr, _) in self.stage.rate_groups().items()}

@@ -260,12 +260,11 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
         )
 
     t0 = time.time()
-    start_val = {}
     if resume is None:
         trainer.validate(module, datamodule=dm, verbose=False)
-        start_val = dict(module.last_val)
+        module.val_start = dict(module.last_val)
         if guard:
-            guard.set_start(module, start_val)
+            guard.set_start(module, module.val_start)
     # weights_only: a checkpoint is data, never code (find_resume_checkpoint already refused any that is not)
     trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
     if trainer.is_global_zero:
@@ -294,7 +293,7 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
         "steps": trainer.global_step,
         "tokens": trainer.global_step * tokens_per_step,
         "trainable_parameters": module.trainable_counts,
-        "val_start": start_val,
+        "val_start": module.val_start,  # restored from the checkpoint on resume
         "val_end": dict(module.last_val),
         "groups_changed": sorted(g for g in end_fp if end_fp[g] != start_fp[g]),
         "wall_seconds": round(time.time() - t0, 1),
