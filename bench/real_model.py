@@ -1,7 +1,8 @@
 """EEVE on a real pretrained model: Korean and English bits per byte per stage, against the base model.
 
-    .venv/bin/python bench/real_model.py MODEL_DIR [--run NAME] [--inits distill,mean_subwords] [--stages 1,2,...,7]
-        [--steps 30] [--seq 256] [--batch 4] [--val-seqs 32] [--step0] [-- train.py overrides ...]
+    .venv/bin/python bench/real_model.py MODEL_DIR [--run NAME] [--inits mass_first_piece,mean_subwords]
+        [--stages 1,2,...,7] [--steps 30] [--seq 256] [--batch 4] [--val-seqs 32] [--eval-bytes 60000] [--tasks]
+        [--step0] [-- train.py overrides ...]
 
 1. builds the expanded tokenizer on the demo's Korean for MODEL_DIR (``tokenize.py base_tokenizer=MODEL_DIR``;
    kept in outputs/tokenize/<run>/ once built);
@@ -9,8 +10,13 @@
    budget overridden (``stage.max_steps``, ``data.seq_len``, ``data.micro_batch_size``; validation on the first
    ``--val-seqs`` packed held-out sequences per language), into outputs/<run>-<init>/;
    ``--step0`` instead only expands and validates (the model before any training, for init ablations);
-3. prints the base-relative table: the base model on its own tokenizer on the same held-out bytes
-   (eeve.training.guard.base_validation_bpb), then the model after expansion and after each stage.
+3. prints two base-relative tables per init:
+   - the run's evaluation table (eeve.eval: the base model with its own tokenizer, the expanded model before
+     training and every stage export, on the same ``--eval-bytes`` of held-out text per language, 512-token
+     windows): the figures the README quotes;
+   - the stages' own validation (the first ``--val-seqs`` packed sequences, what the English guard watches), with
+     the base scored on the same bytes (eeve.training.guard.base_validation_bpb).
+   ``--inits`` defaults to the configured ``init``; benchmarks (eval.tasks) are off unless ``--tasks``.
 
 Too slow for CI (a 135M model: about an hour for seven stages on 2 busy CPU cores). Run it from the repository root.
 """
@@ -27,6 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from eeve.eval.table import eval_table  # noqa: E402
 
 
 def sh(args: list[str], log: Path) -> None:
@@ -111,12 +119,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model_dir")
     ap.add_argument("--run", default=None, help="run name (default: the model folder's name)")
-    ap.add_argument("--inits", default="distill")
+    ap.add_argument("--inits", default=None, help="comma-separated init methods (default: the configured init)")
     ap.add_argument("--stages", default="1,2,3,4,5,6,7")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--val-seqs", type=int, default=32)
+    ap.add_argument("--eval-bytes", type=int, default=60000, help="held-out bytes per language (eval.bytes)")
+    ap.add_argument("--tasks", action="store_true", help="keep the configured benchmarks (eval.tasks)")
     ap.add_argument("--step0", action="store_true", help="only expand and validate (init ablation)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("overrides", nargs="*", help="extra train.py overrides (after --)")
@@ -145,10 +155,13 @@ def main() -> None:
         f"data.micro_batch_size={a.batch}",
         f"data.validation.ko.max_sequences={a.val_seqs}",
         f"data.validation.en.max_sequences={a.val_seqs}",
+        f"eval.bytes={a.eval_bytes}",
+        *([] if a.tasks else ["eval.tasks=[]"]),
         *a.overrides,
     ]
-    results = {}
-    for init in [i.strip() for i in a.inits.split(",") if i.strip()]:
+    results, tables = {}, {}
+    inits = a.inits or compose(common).init
+    for init in [i.strip() for i in inits.split(",") if i.strip()]:
         run_dir = ROOT / "outputs" / f"{run}-{init}"
         over = [*common, f"init={init}", f"paths.run_dir={run_dir}"]
         if a.step0:
@@ -168,6 +181,10 @@ def main() -> None:
             logs / f"{run}-{init}.log",
         )
         results[init] = {n: json.loads((run_dir / f"stage{n}" / "metrics.json").read_text()) for n in stages}
+        base_eval = run_dir / "stage0" / "metrics.json"
+        tables[init] = eval_table(
+            list(results[init].values()), json.loads(base_eval.read_text()) if base_eval.is_file() else None
+        )
     base = base_bpb(compose(common))  # cached by the stages' English guard (keyed by model, tokenizer, bytes)
     t = json.loads((tok_dir / "expansion.json").read_text())
     print(
@@ -175,8 +192,12 @@ def main() -> None:
         f"stage; validation: first {a.val_seqs} packed held-out sequences per language "
         f"(base scored on the same bytes: ko {base['ko']['bytes']:,} B, en {base['en']['bytes']:,} B)\n"
     )
+    for init, table in tables.items():
+        print(f"init={init}: evaluation, {a.eval_bytes:,} held-out bytes per language, 512-token windows\n")
+        print(table, "\n")
     for init, res in results.items():
-        print(f"init={init}\n\n| model | Korean BPB | vs base | English BPB | vs base |\n|---|---|---|---|---|")
+        print(f"init={init}: validation (what the guard watches)\n")
+        print("| model | Korean BPB | vs base | English BPB | vs base |\n|---|---|---|---|---|")
         print(row("base model, base tokenizer", {k: v for k, v in base.items()}, base))
         if "step0" in res:
             print(row("after expansion", res["step0"]["val"], base))
