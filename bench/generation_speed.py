@@ -1,7 +1,7 @@
 """Generation throughput in characters per second: the base model with its own tokenizer against each stage export.
 
     .venv/bin/python bench/generation_speed.py [--base .cache/demo/tiny_base] [--run outputs/demo] [--chars 200]
-        [--prompts 4] [--repeats 3] [--threads 2]
+        [--prompts 4] [--repeats 3] [--threads 2] [--stages 1,2,...,7]
 
 What users feel of vocabulary expansion: the same model size (the stages only add vocabulary rows), greedy decoding
 with the KV cache, one prompt at a time, each model producing the same number of characters: generation stops at
@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--stages", default="1,2,3,4,5,6,7", help="which stage exports of --run to time (with the base)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -82,7 +83,7 @@ def main() -> None:
     }
     models = [("base", args.base)] + [
         (f"stage {n}", args.run / f"stage{n}")
-        for n in range(1, 8)
+        for n in [x.strip() for x in args.stages.split(",") if x.strip()]
         if (args.run / f"stage{n}" / "config.json").is_file()
     ]
     rows = {}

@@ -84,6 +84,10 @@ def train(a, side: str, name: str, stage: int, extra: list[str]) -> tuple[dict |
         "data.validation.en.max_sequences=16",
         "trainer.val_every_n_steps=100000",
         "trainer.checkpoint_every_n_steps=100000",
+        # numerics only: no same-bytes evaluation or benchmarks, and no English guard (a guard stop on one side
+        # would compare different step counts)
+        "eval.enabled=false",
+        "stage.max_regression=null",
         f"tokenizer.path={a.tokenizer}",
         "overwrite=true",
         "resume=never",

@@ -61,6 +61,8 @@ def compose(overrides: list[str]):
 
     register_configs()
     overrides = [f"stage='{o[6:]}'" if o.startswith("stage=") else o for o in overrides]
+    if not any(o.startswith("paths.run_dir=") for o in overrides):  # no Hydra run here to supply it
+        overrides.append(f"paths.run_dir={ROOT / 'outputs'}")
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return to_train_config(hcompose("config", overrides=[f"paths.root={ROOT}", *overrides]))
 
@@ -129,8 +131,10 @@ def main() -> None:
     ap.add_argument("--tasks", action="store_true", help="keep the configured benchmarks (eval.tasks)")
     ap.add_argument("--step0", action="store_true", help="only expand and validate (init ablation)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("overrides", nargs="*", help="extra train.py overrides (after --)")
-    a = ap.parse_args()
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []  # train.py overrides, passed on as they are
+    a = ap.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    a.overrides = extra
     model_dir = Path(a.model_dir).resolve()
     run = a.run or model_dir.name
     if a.threads:

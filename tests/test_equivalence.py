@@ -29,19 +29,19 @@ SMALL = dict(
 def gemma3(**kw):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    return Gemma3ForCausalLM(Gemma3TextConfig(**SMALL, head_dim=16, **kw))
+    return Gemma3ForCausalLM(Gemma3TextConfig(**{**SMALL, "head_dim": 16, **kw}))
 
 
 def gemma2(**kw):
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    return Gemma2ForCausalLM(Gemma2Config(**SMALL, head_dim=16, final_logit_softcapping=3.0, **kw))
+    return Gemma2ForCausalLM(Gemma2Config(**{**SMALL, "head_dim": 16, "final_logit_softcapping": 3.0, **kw}))
 
 
 def qwen2(**kw):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    return Qwen2ForCausalLM(Qwen2Config(**SMALL, tie_word_embeddings=False, **kw))
+    return Qwen2ForCausalLM(Qwen2Config(**{**SMALL, "tie_word_embeddings": False, **kw}))
 
 
 ARCHS = {"gemma3": gemma3, "gemma2": gemma2, "qwen2": qwen2}
@@ -85,6 +85,28 @@ def test_split_training_path_matches_the_hf_model(arch):
     merged = merge_vocab(model)
     assert type(merged.get_input_embeddings()).__name__ == ref.embedding_class
     torch.testing.assert_close(merged(input_ids=ids(1, new=True)).logits, full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_expanded_then_split_model_computes_what_the_base_computes(arch):
+    """The path stage 1 takes (eeve.training.stages.build_stage_model): expand the base to the new vocabulary,
+    then split it; on text without new tokens it must compute what the base computes (an expansion that swapped
+    Gemma 3's scaled embedding for a plain lookup failed this by 0.96)."""
+    from test_expansion import NEW, make_base_tokenizer
+
+    from eeve.model.expand import expand_model
+
+    base_tok = make_base_tokenizer()
+    n = base_tok.get_vocab_size()
+    torch.manual_seed(0)
+    model = ARCHS[arch](vocab_size=n).eval()
+    cls = type(model.get_input_embeddings())
+    probe = equivalence.probe_ids(base_tok, n)
+    ref = equivalence.reference(model, probe, n)
+    expand_model(model, base_tok, NEW, n, init="mean_subwords")
+    assert type(model.get_input_embeddings()) is cls  # the resized embedding keeps its class (and its scale)
+    split_vocab(model, n)
+    assert equivalence.check(model, ref, "stage 1") < 1e-5
 
 
 def test_dropped_embedding_scale_is_named():

@@ -16,6 +16,7 @@ from torch import nn
 
 from eeve.errors import ExpansionError
 from eeve.model.init import InitContext, get_init
+from eeve.model.split import with_weight
 
 log = logging.getLogger(__name__)
 
@@ -182,18 +183,12 @@ def expand_model(
                 summary.method_stats[k] = v
     summary.n_padding = V - base_vocab_size - n_new
 
+    # the resized modules keep their class: an embedding that scales its lookup (Gemma 3) must go on scaling
     dt, dev = inp.weight.dtype, inp.weight.device
-    emb = nn.Embedding(V, old_in.shape[1], padding_idx=inp.padding_idx, device="meta")
-    emb.weight = nn.Parameter(
-        torch.cat([inp.weight.detach(), new_in.to(dev, dt)], 0), requires_grad=inp.weight.requires_grad
-    )
-    head = nn.Linear(old_in.shape[1], V, bias=False, device="meta")
-    head.weight = nn.Parameter(
-        torch.cat([out.weight.detach(), new_out.to(out.weight.device, out.weight.dtype)], 0),
-        requires_grad=out.weight.requires_grad,
-    )
-    model.set_input_embeddings(emb)
-    model.set_output_embeddings(head)
+    W_in = torch.cat([inp.weight.detach(), new_in.to(dev, dt)], 0)
+    W_out = torch.cat([out.weight.detach(), new_out.to(out.weight.device, out.weight.dtype)], 0)
+    model.set_input_embeddings(with_weight(inp, W_in, inp.weight.requires_grad))
+    model.set_output_embeddings(with_weight(out, W_out, out.weight.requires_grad))
     for c in {id(model.config): model.config, id(_text_config(model)): _text_config(model)}.values():
         c.vocab_size = V
     if hasattr(model, "vocab_size"):

@@ -253,6 +253,14 @@ def merge_vocab(model):
     return model
 
 
+def with_weight(module: nn.Module, weight: torch.Tensor, requires_grad: bool = True) -> nn.Module:
+    """A shallow copy of ``module`` holding ``weight`` (any number of rows): the same class, buffers and settings,
+    so that whatever its forward does besides the lookup (Gemma 3's ``embed_scale``) survives a resize."""
+    out = _refill(_emptied(module), weight)
+    out.weight.requires_grad_(requires_grad)
+    return out
+
+
 def _refill(module: nn.Module, weight: torch.Tensor) -> nn.Module:
     module.weight = nn.Parameter(weight)
     if hasattr(module, "num_embeddings"):
