@@ -96,6 +96,8 @@ def export_hf(
         if state_dict is None:
             state_dict = model_or_config.state_dict()
     config = config.__class__.from_dict(config.to_dict())  # private copy
+    if hasattr(config, "use_cache"):  # training turns the KV cache off; an export generates with it
+        config.use_cache = True
     sd = merge_split_state_dict(state_dict)
 
     model = _meta_model(config)
