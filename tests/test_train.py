@@ -130,7 +130,7 @@ def test_export_loads_with_auto_classes_and_matches_tokenizer(expanded_tokenizer
     tok = AutoTokenizer.from_pretrained(out)
     assert model.get_input_embeddings().weight.shape[0] == len(tok) == model.config.vocab_size
     assert not model.config.tie_word_embeddings
-    assert model.config.use_cache  # training runs without the KV cache; the export generates with it
+    assert model.config.use_cache and model.generation_config.use_cache  # training runs without the KV cache
     ids = tok("안녕하세요, 세계!", return_tensors="pt").input_ids
     assert ids[0, 0].item() == tok.bos_token_id and (ids >= BASE).any()
     assert torch.isfinite(model(ids).logits).all()
