@@ -191,9 +191,9 @@ class EEVEModule(L.LightningModule):
         checkpoint["eeve_val_start"] = self.val_start
 
     def on_load_checkpoint(self, checkpoint):
-        self.val_start = dict(checkpoint.get("eeve_val_start") or {})
         """Resuming keeps the schedule's position but uses the stage.lr configured now (e.g. lowered after a
         non-finite loss); the restored optimizer and scheduler would otherwise bring back the old peak lr."""
+        self.val_start = dict(checkpoint.get("eeve_val_start") or {})
         peak = {name: lr for name, (lr, _) in self.stage.rate_groups().items()}
         for st in checkpoint.get("optimizer_states", []):
             groups = st.get("param_groups", [])
