@@ -160,24 +160,17 @@ class RegressionGuard(L.Callback):
             self.snapshot(pl_module)
             self.kept_step = trainer.global_step
 
-    # The limits, the history and the last kept validation travel in every checkpoint (Lightning saves a callback's
-    # state_dict): a resumed stage must judge with the limit the uninterrupted stage set at its start (a start
-    # above base x (1 + limit) raises it), or it would stop where the uninterrupted stage goes on. The kept tensors
-    # do not travel (they would add the trainable weights' size to every checkpoint): after a resume the resumed
-    # weights are the first kept state, as above.
+    # The limits and the history travel in every checkpoint (Lightning saves a callback's state_dict): a resumed
+    # stage must judge with the limit the uninterrupted stage set at its start (a start above base x (1 + limit)
+    # raises it), or it would stop where the uninterrupted stage goes on. The kept state does not travel (its
+    # tensors would add the trainable weights' size to every checkpoint): after a resume the resumed weights are
+    # the first kept state, as above, with no validation of their own until the next one.
     def state_dict(self) -> dict:
-        return {
-            "allowed": self.allowed,
-            "history": self.history,
-            "kept_step": self.kept_step,
-            "kept_val": self.kept_val,
-            "breach": self.breach,
-        }
+        return {"allowed": self.allowed, "history": self.history, "breach": self.breach}
 
     def load_state_dict(self, state: dict) -> None:
         self.allowed = {k: float(state.get("allowed", {}).get(k, v)) for k, v in self.allowed.items()}
         self.history = list(state.get("history", []))
-        self.kept_val = dict(state.get("kept_val") or {})
         self.breach = state.get("breach")
 
     def on_validation_end(self, trainer, pl_module):
