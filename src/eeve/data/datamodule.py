@@ -78,7 +78,7 @@ from torch.utils.data import DataLoader
 
 from eeve.config import DataConfig, to_object
 from eeve.data.packing import FORMAT_VERSION, Packed, TokenizerInfo, open_packed, pack_source
-from eeve.data.sampling import GlobalStreamSampler, MixtureStream, PackedDataset, ResumableLoader
+from eeve.data.sampling import BLOCK, GlobalStreamSampler, MixtureStream, PackedDataset, ResumableLoader
 from eeve.errors import CorpusError
 from eeve.text.sources import SourceOptions
 
@@ -274,6 +274,23 @@ class EEVEDataModule(L.LightningDataModule):
             p = self.stream.probs[s]
             within = float(share.mean()) if (not biased or p is None) else float(np.dot(p, share))
             total += self.stream.ratios[s] * within
+        return total
+
+    def text_bytes(self, start: int, stop: int) -> int:
+        """UTF-8 bytes of text in the training sequences of global samples ``[start, stop)`` (``token_bytes``
+        summed over their tokens): the text a stage trained on. Reads those sequences once more, a block at a time."""
+        if self.stream is None:
+            self.setup()
+        tb = self.token_bytes.numpy()
+        sources = list(self.train_sources.values())
+        total = 0
+        for a in range(int(start), int(stop), BLOCK):
+            flat = self.stream.flat_indices(a, min(a + BLOCK, int(stop)))
+            which = np.searchsorted(self.stream.offsets, flat, side="right") - 1
+            for s, packed in enumerate(sources):
+                rows = np.sort(flat[which == s] - self.stream.offsets[s])
+                if len(rows):
+                    total += int(tb[np.asarray(packed.tokens[rows], dtype=np.int64)].sum())
         return total
 
     # -- distributed / resume bookkeeping

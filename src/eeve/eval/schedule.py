@@ -27,17 +27,27 @@ from eeve.eval.samples import samples_markdown
 
 def tokens_before(cfg, number: int) -> int:
     """Training tokens of the stages before ``number`` in the schedule whose exports exist."""
+    return int(sum(m.get("tokens", 0) for m in metrics_before(cfg, number)))
+
+
+def flops_before(cfg, number: int) -> float:
+    """Training FLOPs of the stages before ``number`` in the schedule whose exports exist (eeve.training.flops)."""
+    return float(sum((m.get("flops") or {}).get("train", 0) for m in metrics_before(cfg, number)))
+
+
+def metrics_before(cfg, number: int) -> list[dict]:
+    """metrics.json of the stages before ``number`` in the schedule (``stages:``), in order, where they exist."""
     from eeve.cli import stage_numbers
     from eeve.training.stages import stage_dir
 
     numbers = stage_numbers(cfg.stages)
     before = numbers[: numbers.index(number)] if number in numbers else [n for n in numbers if n < number]
-    total = 0
+    out = []
     for n in before:
         p = stage_dir(cfg, n) / "metrics.json"
         if p.is_file():
-            total += int(json.loads(p.read_text(encoding="utf-8")).get("tokens", 0))
-    return total
+            out.append(json.loads(p.read_text(encoding="utf-8")))
+    return out
 
 
 class ScheduleWriter:

@@ -1,9 +1,11 @@
 """The run's table: the base (stage 0) and every stage on the same held-out bytes, with the change against the base.
 
 Rows: ``0 (base)``, then ``1 start`` (the expanded model before training, when measured), then each stage's
-export. Per language: bits per byte and its change against the base in percent; characters per token and
-the share of byte-fallback tokens (per language, ``ko / en``); one column per benchmark (its main metric); the
-parameter groups the stage changed (measured from the weights).
+export. Training FLOPs, cumulative over the rows' stages in order (``metrics["flops"]["train"]``,
+eeve.training.flops; "–" from the first stage that did not record them; the column only when some row has them).
+Per language: bits per byte and its change against the base in percent; characters per token and the share of
+byte-fallback tokens (per language, ``ko / en``); one column per benchmark (its main metric); the parameter groups
+the stage changed (measured from the weights).
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from eeve.eval.harness import main_metric
 
 def _pct(v: float, ref: float | None) -> str:
     return "" if ref in (None, 0) else f" ({100 * (v / ref - 1):+.1f} %)"
+
+
+def _flops(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3g}"
 
 
 def eval_table(results: list[dict], base: dict | None) -> str:
@@ -28,8 +34,10 @@ def eval_table(results: list[dict], base: dict | None) -> str:
     for m in rows:
         tasks += [t for t in m["eval"].get("benchmarks", {}) if t not in tasks]
     pair = " / ".join(langs)
+    has_flops = any("flops" in m for m in rows)
     head = (
         ["stage", "trained", "tokens"]
+        + (["FLOPs (cumulative)"] if has_flops else [])
         + [f"{lang} BPB (vs base)" for lang in langs]
         + [f"chars/token {pair}", f"byte fallback {pair}"]
     )
@@ -39,8 +47,8 @@ def eval_table(results: list[dict], base: dict | None) -> str:
     head.append("groups changed")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
-    def fmt_row(label, trained, tokens, bpb, ev, groups):
-        cells = [label, trained, tokens]
+    def fmt_row(label, trained, tokens, flops, bpb, ev, groups):
+        cells = [label, trained, tokens] + ([flops] if has_flops else [])
         cells += [
             f"{bpb[lang]:.3f}{_pct(bpb[lang], ref.get(lang)) if label != '0 (base)' else ''}" if lang in bpb else "–"
             for lang in langs
@@ -65,17 +73,27 @@ def eval_table(results: list[dict], base: dict | None) -> str:
         cells.append(groups)
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
 
+    cum: float | None = 0.0
     for m in rows:
         ev = m["eval"]
         is_base = m is base
         start = [p for p in ev.get("series", []) if p.get("step") == 0]
         if start and not is_base:
             fmt_row(
-                f"{m['stage']} start", "(expanded, untrained)", f"{start[0]['tokens']:,}", start[0]["bpb"], None, ""
+                f"{m['stage']} start",
+                "(expanded, untrained)",
+                f"{start[0]['tokens']:,}",
+                _flops(cum),
+                start[0]["bpb"],
+                None,
+                "",
             )
+        train = (m.get("flops") or {}).get("train")
+        cum = None if cum is None or (train is None and not is_base) else cum + (train or 0)
         label = "0 (base)" if is_base else str(m["stage"])
         trained = "base model, base tokenizer" if is_base else "+".join(m.get("trainable", []))
         tokens = f"{m['tokens']:,}" if isinstance(m.get("tokens"), int) else ""
         groups = "" if is_base or "groups_changed" not in m else (", ".join(m["groups_changed"]) or "none")
-        fmt_row(label, trained, tokens, {lang: r["bpb"] for lang, r in ev["bpb"].items()}, ev, groups)
+        flops = "" if is_base else _flops(cum)
+        fmt_row(label, trained, tokens, flops, {lang: r["bpb"] for lang, r in ev["bpb"].items()}, ev, groups)
     return "\n".join(lines)

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import lightning as L
+
 from eeve.errors import ConfigError
 
 _NOT_GATED = {"gpt2", "gpt_neox", "gptj", "opt", "phi", "falcon", "bloom", "starcoder2", "gpt_bigcode", "codegen"}
@@ -180,3 +182,30 @@ def flops_metrics(module, tokens: int) -> dict:
         "forward_per_token": round(per["forward_per_token"], 1),
         "counted": "training steps only (validation not counted); matrix products; see eeve.training.flops",
     }
+
+
+class FlopsLogger(L.Callback):
+    """TensorBoard, in the stage's own folder: ``flops/cumulative`` (training FLOPs since the first stage started:
+    ``offset`` = the earlier stages' ``metrics["flops"]["train"]``) at every optimizer step, and every validation's
+    bits per byte per language against it: ``val_flops/<lang>_bpb`` with step = cumulative FLOPs in GFLOP (TensorBoard
+    steps are integers), so all stages' folders share one FLOP x-axis."""
+
+    def __init__(self, offset: float = 0.0):
+        self.offset = float(offset)
+        self._per_step: float | None = None
+
+    def cumulative(self, pl_module, step: int) -> float:
+        if self._per_step is None:
+            self._per_step = module_flops_per_token(pl_module)["per_token"] * pl_module.tokens_per_step
+        return self.offset + step * self._per_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        value = self.cumulative(pl_module, trainer.global_step)
+        pl_module.log("flops/cumulative", value, on_step=True, on_epoch=False, batch_size=1)
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or trainer.logger is None or not trainer.is_global_zero:
+            return
+        step = int(self.cumulative(pl_module, trainer.global_step) // GFLOP)
+        for lang, r in pl_module.last_val.items():
+            trainer.logger.experiment.add_scalar(f"val_flops/{lang}_bpb", r["bpb"], step)

@@ -176,7 +176,9 @@ def make_trainer(
 def run_stage(cfg: TrainConfig, number: int) -> dict:
     """Train stage `number` to its export folder and return its metrics (read back if it already finished)."""
     from eeve.data.datamodule import EEVEDataModule
+    from eeve.eval.schedule import flops_before
     from eeve.eval.training_run import StageEvaluation
+    from eeve.training.flops import FlopsLogger, flops_metrics
     from eeve.training.module import EEVEModule, group_fingerprints
 
     out = stage_dir(cfg, number)
@@ -232,6 +234,7 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     )
     if evaluation.enabled:
         trainer.callbacks.append(evaluation.callback(tokens_per_step, max_steps))
+    trainer.callbacks.append(FlopsLogger(flops_before(cfg, number)))  # TensorBoard's FLOP axis
 
     module = EEVEModule(
         cfg,
@@ -292,6 +295,8 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
         "stage_config": dataclasses.asdict(stage),
         "steps": trainer.global_step,
         "tokens": trainer.global_step * tokens_per_step,
+        "flops": flops_metrics(module, trainer.global_step * tokens_per_step),  # eeve.training.flops
+        "text_bytes": dm.text_bytes(dm.sample_offset, dm.consumed_samples()),  # the training text's UTF-8 bytes
         "trainable_parameters": module.trainable_counts,
         "val_start": module.val_start,  # restored from the checkpoint on resume
         "val_end": dict(module.last_val),
