@@ -450,3 +450,16 @@ def test_demo_config_end_to_end(corpus, tmp_path):
     text = dm.tokenizer.tok.decode(ids.tolist(), skip_special_tokens=True)
     n_docs = int((ids == dm.tokenizer.bos_id).sum())
     assert abs(int(tb[torch.from_numpy(ids.astype(np.int64))].sum()) - len(text.encode())) <= 2 * n_docs + 2
+
+
+def test_text_bytes_sums_the_sequences_the_loader_yields(corpus, cache_dir):
+    """text_bytes(start, stop) = token bytes of exactly the training sequences of those global samples, also from
+    an offset and across an RNG block boundary."""
+    n = BLOCK + 40
+    dm = _dm(corpus, cache_dir, seed=5, num_samples=n, cfg={"micro_batch_size": 4})
+    seen = torch.cat(_batches(dm))
+    assert len(seen) == n
+    tb = dm.token_bytes
+    assert dm.text_bytes(0, n) == int(tb[seen].sum())
+    assert dm.text_bytes(BLOCK - 8, n) == int(tb[seen[BLOCK - 8 :]].sum()) > 0
+    assert dm.text_bytes(7, 7) == 0

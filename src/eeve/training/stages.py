@@ -371,8 +371,13 @@ def summary_table(results: list[dict], base: dict | None = None) -> str:
         from eeve.eval.table import eval_table
 
         return eval_table(results, base)
-    rows = ["| stage | trained | steps | tokens | ko BPB | en BPB | groups changed |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| stage | trained | steps | tokens | FLOPs (cumulative) | ko BPB | en BPB | groups changed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    flops = 0.0
     for m in results:
+        flops = None if flops is None or not m.get("flops") else flops + m["flops"]["train"]
 
         def bpb(lang):
             s, e = m["val_start"].get(lang, {}).get("bpb"), m["val_end"].get(lang, {}).get("bpb")
@@ -386,7 +391,8 @@ def summary_table(results: list[dict], base: dict | None = None) -> str:
             else ""
         )
         rows.append(
-            f"| {m['stage']} | {'+'.join(m['trainable'])} | {steps} | {m['tokens']:,} | {bpb('ko')} | "
+            f"| {m['stage']} | {'+'.join(m['trainable'])} | {steps} | {m['tokens']:,} | "
+            f"{'–' if flops is None else format(flops, '.3g')} | {bpb('ko')} | "
             f"{bpb('en')} | {', '.join(m['groups_changed']) or 'none'} |"
         )
     return "\n".join(rows)
