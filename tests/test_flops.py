@@ -115,3 +115,19 @@ def test_per_token_scales_to_the_stage_total():
     assert per["forward_per_token"] == fwd["per_token"] == fwd["forward_per_token"]
     assert 2 * per["forward_per_token"] < per["per_token"] < 3 * per["forward_per_token"]
     assert GFLOP == 10**9
+
+
+def test_adapter_settings_in_any_form():
+    """The integrator's budget code passes the stage's adapter as it has it: a name, or (name, settings)."""
+    from omegaconf import OmegaConf
+
+    from eeve.config import LoraSettings
+
+    cfg = {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4}
+    args = (cfg, ["transformer"], BASE, BASE + NEW, 128)
+    plain = stage_flops_per_token(*args)["per_token"]
+    forms = ["lora", ("lora", LoraSettings()), ("lora", {"rank": 16}), ("lora", OmegaConf.structured(LoraSettings))]
+    values = {stage_flops_per_token(*args, adapter=a)["per_token"] for a in forms}
+    assert len(values) == 1 and values.pop() > plain * 0.5
+    assert stage_flops_per_token(*args, adapter=("lora", {"rank": 4}))["per_token"] != plain
+    assert stage_flops_per_token(*args, adapter="none")["per_token"] == plain

@@ -156,8 +156,8 @@ def _lora(adapter) -> tuple[int, tuple[str, ...]]:
     kind, lora = adapter if isinstance(adapter, (tuple, list)) else (adapter, {})
     if kind == "none":
         return 0, DEFAULT_LORA_TARGETS
-    lora = lora if isinstance(lora, dict) else vars(lora)
-    return int(lora.get("rank", 16)), tuple(lora.get("target_modules") or DEFAULT_LORA_TARGETS)
+    get = lora.get if hasattr(lora, "get") else (lambda k, d=None: getattr(lora, k, d))  # dict/DictConfig/dataclass
+    return int(get("rank", 16)), tuple(get("target_modules", None) or DEFAULT_LORA_TARGETS)
 
 
 def module_flops_per_token(module) -> dict:
