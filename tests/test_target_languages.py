@@ -97,6 +97,7 @@ def built(request, demo_data, demo_language, tmp_path_factory):
     )
     return {
         "lang": lang,
+        "dir": out,
         "kind": KINDS[kind],
         "folder": folder,
         "target_scripts": spec.target(),
@@ -133,6 +134,30 @@ def test_non_target_text_exactly_as_base(built, demo_data):
     assert enc(built["target"], texts) == enc(built["base"], texts)
     for row in built["report"]["compression"].values():
         assert row["non_target_mismatches"] == 0 and row["non_target_lines_checked"] > 100
+
+
+def test_sentencepiece_model_encodes_like_tokenizer_json(built, demo_data):
+    """SentencePiece bases: tokenizer.model gives tokenizer.json's ids on NFC text of the language and English;
+    byte-level bases: no tokenizer.model. Where the build refused one (a new piece formed by two merges at different
+    ranks: SentencePiece has one score per piece; Russian here), the refusal is real: such a model differs."""
+    import sentencepiece as spm
+
+    from eeve.tokenizer.sentencepiece_model import encoding_mismatches, extend_model, read_model
+
+    model, record = built["dir"] / "tokenizer.model", built["report"]["sentencepiece_model"]
+    texts = lines(built["folder"] / "heldout.txt") + SAMPLES[built["lang"]] + lines(demo_data / "en" / "heldout.txt")
+    texts = [unicodedata.normalize("NFC", s) for s in texts]
+    if built["kind"].name == "byte_level_bpe":
+        assert not model.exists() and not record["written"]
+    elif record["written"]:
+        assert spm.SentencePieceProcessor(model_file=str(model)).encode(texts) == enc(built["target"], texts)
+    else:
+        assert not model.exists() and "differently from tokenizer.json" in record["reason"]
+        tj = json.loads(built["target"].to_str())
+        proto = extend_model(read_model(demo_data / "base_tokenizer" / "tokenizer.model"), tj)
+        assert encoding_mismatches(proto, built["target"], texts)
+    if (built["lang"], built["kind"].name) in (("ja", "sentencepiece_bpe"), ("hi", "sentencepiece_bpe")):
+        assert record["written"]
 
 
 def test_roundtrip_is_nfc(built):
