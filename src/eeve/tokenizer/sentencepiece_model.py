@@ -41,7 +41,7 @@ def read_model(path: str | Path) -> pb.ModelProto:
 
 def new_piece_scores(lowest_base_score: float, pieces: list[str], merges: list[tuple[str, str]]) -> dict[str, float]:
     """Scores for ``pieces`` (new, not in the base): below ``lowest_base_score``, decreasing in the order of the first
-    merge in ``merges`` (the full rank-ordered list) that forms each; pieces no merge forms (single characters) first."""
+    merge in ``merges`` (the full rank-ordered list) that forms each; pieces no merge forms (characters) first."""
     first: dict[str, int] = {}
     for r, (a, b) in enumerate(merges):
         first.setdefault(a + b, r)
