@@ -26,6 +26,7 @@ BENCHMARKS = {  # benchmark -> globs of the harness's built-in subtask files
     "haerae": ["haerae/haerae_*.yaml"],
     "kmmlu": ["kmmlu/default/kmmlu_*.yaml"],
     "arc_easy": ["arc/arc_easy.yaml"],
+    "arc_challenge": ["arc/arc_challenge.yaml"],
     "hellaswag": ["hellaswag/hellaswag.yaml"],
     "mmlu": ["mmlu/default/mmlu_*.yaml"],
 }
