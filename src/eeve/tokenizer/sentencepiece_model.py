@@ -8,7 +8,8 @@ every base piece's (the base's lowest is -1e9, ``▁▁``), decreasing in the or
 consecutive float32 values, as the proto stores scores as float32.
 
 This matches `tokenizer.json` when the merges SentencePiece can also take (other splits of a new piece) never win
-where `tokenizers` would not take them; :func:`write_sentencepiece_model` checks it with `sentencepiece` itself on the
+where `tokenizers` would not take them, and a piece formed by two merges is formed where `tokenizers` forms it
+(:data:`SCORE_ORDERS`); :func:`write_sentencepiece_model` checks it with `sentencepiece` itself on the
 held-out text and every new token, and writes no model when one line differs.
 
 Normalisation: the proto keeps the base's normalizer (identity, ``add_dummy_prefix``); `tokenizer.json` applies NFC
@@ -31,6 +32,10 @@ from eeve.errors import TokenizerBuildError
 from eeve.tokenizer.base import BaseTokenizer
 
 NORMAL, CONTROL, USER_DEFINED = 1, 3, 4  # SentencePiece piece types
+SCORE_ORDERS = ("first", "last")
+"""A piece formed by two merges at different ranks (the builder's repair appends a second one) has one score: the
+first merge's rank, or, when that encodes differently, the last one's (the repair's, which is what forms the piece
+from its own text)."""
 
 
 def read_model(path: str | Path) -> pb.ModelProto:
@@ -39,13 +44,17 @@ def read_model(path: str | Path) -> pb.ModelProto:
     return proto
 
 
-def new_piece_scores(lowest_base_score: float, pieces: list[str], merges: list[tuple[str, str]]) -> dict[str, float]:
-    """Scores for ``pieces`` (new, not in the base): below ``lowest_base_score``, decreasing in the order of the first
-    merge in ``merges`` (the full rank-ordered list) that forms each; pieces no merge forms (characters) first."""
-    first: dict[str, int] = {}
+def new_piece_scores(
+    lowest_base_score: float, pieces: list[str], merges: list[tuple[str, str]], by: str = "first"
+) -> dict[str, float]:
+    """Scores for ``pieces`` (new, not in the base): below ``lowest_base_score``, decreasing in the order of the
+    ``by`` (first or last) merge in ``merges`` (the full rank-ordered list) that forms each; pieces no merge forms
+    (characters) first."""
+    rank: dict[str, int] = {}
     for r, (a, b) in enumerate(merges):
-        first.setdefault(a + b, r)
-    order = sorted(range(len(pieces)), key=lambda i: (first.get(pieces[i], -1), i))
+        if by == "last" or a + b not in rank:
+            rank[a + b] = r
+    order = sorted(range(len(pieces)), key=lambda i: (rank.get(pieces[i], -1), i))
     score, out = np.float32(lowest_base_score), {}
     for i in order:
         score = np.nextafter(score, np.float32(-np.inf), dtype=np.float32)
@@ -53,8 +62,9 @@ def new_piece_scores(lowest_base_score: float, pieces: list[str], merges: list[t
     return out
 
 
-def extend_model(base: pb.ModelProto, tj: dict) -> pb.ModelProto:
-    """The base proto plus the pieces of ``tj`` (an expanded `tokenizer.json` dict) it lacks, ids kept."""
+def extend_model(base: pb.ModelProto, tj: dict, by: str = "first") -> pb.ModelProto:
+    """The base proto plus the pieces of ``tj`` (an expanded `tokenizer.json` dict) it lacks, ids kept; ``by``: see
+    :func:`new_piece_scores`."""
     vocab = tj["model"]["vocab"]
     by_id = {i: t for t, i in vocab.items()}
     by_id.update({t["id"]: t["content"] for t in tj.get("added_tokens", [])})
@@ -71,7 +81,7 @@ def extend_model(base: pb.ModelProto, tj: dict) -> pb.ModelProto:
     new = [by_id[i] for i in ids if i not in special]
     merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in tj["model"]["merges"]]
     lowest = min(p.score for p in base.pieces if p.type == NORMAL)
-    scores = new_piece_scores(lowest, new, merges)
+    scores = new_piece_scores(lowest, new, merges, by)
     out = pb.ModelProto()
     out.CopyFrom(base)
     for i in ids:
@@ -106,9 +116,12 @@ def write_sentencepiece_model(base: BaseTokenizer, tj: dict, folder: Path, texts
         return {"written": False, "reason": f"a {base.kind.name} base has no SentencePiece form"}
     if not base.sp_model_path:
         return {"written": False, "reason": "the base folder has no tokenizer.model to extend"}
-    proto = extend_model(read_model(base.sp_model_path), tj)
-    lines = check_lines(tj, texts)
-    bad = encoding_mismatches(proto, Tokenizer.from_str(json.dumps(tj)), lines)
+    base_proto, lines, tok = read_model(base.sp_model_path), check_lines(tj, texts), Tokenizer.from_str(json.dumps(tj))
+    for by in SCORE_ORDERS:
+        proto = extend_model(base_proto, tj, by)
+        bad = encoding_mismatches(proto, tok, lines)
+        if not bad:
+            break
     if bad:
         return {
             "written": False,
@@ -119,6 +132,7 @@ def write_sentencepiece_model(base: BaseTokenizer, tj: dict, folder: Path, texts
     return {
         "written": True,
         "pieces": len(proto.pieces),
+        "scores_by": f"{by} merge",
         "checked_lines": len(lines),
         "mismatches": 0,
         "normalizer": "identity (the base's): apply NFC before sentencepiece; tokenizer.json applies NFC itself",
