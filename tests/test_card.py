@@ -80,3 +80,22 @@ def test_metadata_from_the_config(tmp_path):
     cfg.model.name_or_path = str(base)
     d = card_data(cfg).to_dict()
     assert "base_model" not in d and d["license"] == "apache-2.0"
+
+
+@pytest.mark.slow
+def test_python_m_eeve_evaluate_updates_the_card(stage1, demo_data):
+    from eeve.evaluate import main
+
+    _, out = stage1
+    main(
+        [
+            f"model={out}",
+            f"validation.ko.paths=[{demo_data / 'ko' / 'heldout.txt'}]",
+            f"validation.en.paths=[{demo_data / 'en' / 'heldout.txt'}]",
+            "eval.bytes=1024",
+            "eval.samples.max_new_tokens=2",
+        ]
+    )
+    text = ModelCard.load(out / "README.md").text
+    block = text.split("<!-- eeve:evaluate -->")[1].split("<!-- /eeve:evaluate -->")[0]
+    assert f"python -m eeve.evaluate model={out}" in block and "| stage1 |" in block and "ko BPB" in block
