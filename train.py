@@ -26,6 +26,7 @@ def main(dcfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from eeve.card import write_stage_card
     from eeve.config import to_train_config
     from eeve.errors import ConfigError, EEVEError
     from eeve.training.plan import plan_stage, plan_table
@@ -62,6 +63,7 @@ def main(dcfg: DictConfig) -> None:
                 results.append(plan_stage(cfg))
                 continue
             results.append(run_stage(cfg, cfg.stage.number))
+            write_stage_card(cfg, cfg.stage.number)  # README.md: a model card from the run's files (eeve.card)
     except (EEVEError, OSError) as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     if cfg.mode == "plan":

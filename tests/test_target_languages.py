@@ -97,6 +97,7 @@ def built(request, demo_data, demo_language, tmp_path_factory):
     )
     return {
         "lang": lang,
+        "dir": out,
         "kind": KINDS[kind],
         "folder": folder,
         "target_scripts": spec.target(),
@@ -133,6 +134,31 @@ def test_non_target_text_exactly_as_base(built, demo_data):
     assert enc(built["target"], texts) == enc(built["base"], texts)
     for row in built["report"]["compression"].values():
         assert row["non_target_mismatches"] == 0 and row["non_target_lines_checked"] > 100
+
+
+def test_sentencepiece_model_encodes_like_tokenizer_json(built, demo_data):
+    """SentencePiece bases: tokenizer.model gives tokenizer.json's ids on NFC text of the language and English;
+    byte-level bases: no tokenizer.model. Russian has a new piece formed by two merges at different ranks (`мера`):
+    scored by the first, sentencepiece differs on held-out lines, so the build scores by the last."""
+    import sentencepiece as spm
+
+    from eeve.tokenizer.sentencepiece_model import encoding_mismatches, extend_model, read_model
+
+    model, record = built["dir"] / "tokenizer.model", built["report"]["sentencepiece_model"]
+    if built["kind"].name == "byte_level_bpe":
+        assert not model.exists() and not record["written"]
+        return
+    texts = lines(built["folder"] / "heldout.txt") + SAMPLES[built["lang"]] + lines(demo_data / "en" / "heldout.txt")
+    texts = [unicodedata.normalize("NFC", s) for s in texts]
+    assert record["written"], record
+    assert spm.SentencePieceProcessor(model_file=str(model)).encode(texts) == enc(built["target"], texts)
+    first = extend_model(
+        read_model(demo_data / "base_tokenizer" / "tokenizer.model"), json.loads(built["target"].to_str())
+    )
+    if built["lang"] == "ru":
+        assert record["scores_by"] == "last merge" and encoding_mismatches(first, built["target"], texts)
+    else:
+        assert record["scores_by"] == "first merge" and not encoding_mismatches(first, built["target"], texts)
 
 
 def test_roundtrip_is_nfc(built):

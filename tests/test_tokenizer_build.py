@@ -209,6 +209,10 @@ def test_byte_level_base(byte_level, demo_data):
     stripped = [KO.strip_target(s) for s in lines(demo_data / "ko" / "heldout.txt")]
     assert enc(t, en + stripped) == enc(b, en + stripped)
     assert r["compression"]["ko"]["ratio"] > 1.3
+    # no SentencePiece form: no tokenizer.model, and nothing claims one
+    assert not (byte_level["dir"] / "tokenizer.model").exists() and not r["sentencepiece_model"]["written"]
+    cfg = (byte_level["dir"] / "tokenizer_config.json").read_text(encoding="utf-8")
+    assert "LlamaTokenizer" not in cfg and "vocab_file" not in cfg and "tokenizer.model" not in cfg
     for s in ["한국어 텍스트 hello 😀  x", "ㅋㅋㅋ 뷁 똠방각하", unicodedata.normalize("NFD", "한글")]:
         assert t.decode(t.encode(s).ids) == unicodedata.normalize("NFC", s)
 

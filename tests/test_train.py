@@ -327,3 +327,19 @@ def test_fsdp_sigkill_resume_from_distributed_checkpoint(expanded_tokenizer, cac
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
     assert abs(fsdp["val_end"]["ko"]["bpb"] - single["val_end"]["ko"]["bpb"]) < 1e-4
+
+
+@pytest.mark.parametrize(
+    "path,needle",
+    [
+        ("{tmp}/.cache/demo/tiny_base", "python -m eeve.demo.tiny_base"),
+        ("{tmp}/no/such/model", "give an existing Hugging Face model folder or a hub id"),
+    ],
+)
+def test_missing_local_model_fails_in_one_line(tmp_path, path, needle):
+    """model=tiny_pretrained before `python -m eeve.demo.tiny_base` (or any missing folder): one line naming the
+    path and the fix, before any data or tokenizer work."""
+    folder = path.format(tmp=tmp_path)
+    r = run_cli("stage=1", "model=tiny_pretrained", f"model.name_or_path={folder}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr[-2000:]
+    assert r.stderr.startswith("error: ") and folder in r.stderr and needle in r.stderr, r.stderr

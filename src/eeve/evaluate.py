@@ -51,9 +51,9 @@ def run(cfg) -> dict:
     if not models and not cfg.base:
         raise ConfigError("nothing to evaluate: give model=PATH (one folder or a list) and base=PATH")
     if cfg.eval.tasks:
-        from eeve.eval.harness import require_lm_eval
+        from eeve.eval.harness import check_tasks
 
-        require_lm_eval()
+        check_tasks(cfg.eval.tasks, cfg.eval.include_path)  # before any model is scored
     texts = heldout_texts(cfg.validation, cfg.eval.bytes, os.getcwd())
     device = pick_device(cfg.eval.device)
 
@@ -78,12 +78,26 @@ def run(cfg) -> dict:
         if "groups_changed" in meta:
             row["groups_changed"] = meta["groups_changed"]
         rows.append(row)
-    print(eval_table(rows, base))
+    table = eval_table(rows, base)
+    print(table)
+    _update_cards(cfg, models, table)
     result = {"base": base, "models": rows}
     if cfg.output:
         write_json_atomic(Path(cfg.output), result)
         print(f"written: {cfg.output}", file=sys.stderr)
     return result
+
+
+def _update_cards(cfg, models: list[str], table: str) -> None:
+    """Add the table to each model folder's eeve model card (README.md), when it has one."""
+    from eeve.card import update_card_evaluation
+
+    command = f"python -m eeve.evaluate model={','.join(models)}" + (f" base={cfg.base}" if cfg.base else "")
+    if cfg.eval.tasks:
+        command += f" eval.tasks=[{','.join(cfg.eval.tasks)}]"
+    for path in models:
+        if update_card_evaluation(path, table, command):
+            print(f"model card updated: {Path(path) / 'README.md'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

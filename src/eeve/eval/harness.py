@@ -36,6 +36,32 @@ def require_lm_eval() -> None:
         ) from None
 
 
+OFFLINE_ROUTE = (
+    "copy the benchmark data on a machine with internet (`python -m eeve.eval.offline export --data-dir DIR`), "
+    "write task files for it (`python -m eeve.eval.offline yamls --data-dir DIR --out TASKS`) and set "
+    "eval.include_path=TASKS; or drop the task from eval.tasks"
+)
+_CHECKED: set[tuple] = set()
+
+
+def check_tasks(tasks: list[str], include_path: str | None = None) -> None:
+    """Load every task's data now (a group's subtasks too), offline unless the environment says otherwise: one that
+    cannot be loaded stops with one line naming it and the offline route, before any training. Once per process."""
+    key = (tuple(tasks), include_path)
+    if not tasks or key in _CHECKED:
+        return
+    tm = task_manager(list(tasks), include_path)
+    from lm_eval.tasks import get_task_dict
+
+    for t in tasks:
+        try:
+            get_task_dict([t], tm)
+        except Exception as e:  # noqa: BLE001 - datasets / hub / harness errors alike
+            why = (str(e).splitlines() or [""])[0][:160]
+            raise EvalError(f"eval.tasks: {t} cannot be loaded ({type(e).__name__}: {why}): {OFFLINE_ROUTE}") from None
+    _CHECKED.add(key)
+
+
 def task_manager(tasks: list[str], include_path: str | None = None):
     """A harness TaskManager that knows ``tasks`` (the local demo tasks generated on first use)."""
     from eeve.eval.tasks import GROUP, LOCAL_TASKS, local_task_dir

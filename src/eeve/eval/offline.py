@@ -5,7 +5,7 @@
     # on the cluster:
     python -m eeve.eval.offline yamls --data-dir /shared/lm_eval_data --out /shared/lm_eval_tasks
     python -m eeve.evaluate model=... base=... eval.include_path=/shared/lm_eval_tasks \\
-        eval.tasks='[kobest_boolq,kobest_copa,kobest_hellaswag,kobest_sentineg,kobest_wic,haerae,kmmlu,arc_easy,hellaswag,mmlu]'
+        eval.tasks='[kobest_boolq,kobest_copa,kobest_hellaswag,kobest_sentineg,kobest_wic,haerae,kmmlu,arc_challenge,arc_easy,hellaswag,mmlu]'
 
 ``export`` writes every split of every dataset the harness's built-in tasks of those benchmarks read, as
 ``<data-dir>/<hub path with / -> __>/<config or default>/<split>.jsonl``. ``yamls`` writes one task file per
@@ -26,6 +26,7 @@ BENCHMARKS = {  # benchmark -> globs of the harness's built-in subtask files
     "haerae": ["haerae/haerae_*.yaml"],
     "kmmlu": ["kmmlu/default/kmmlu_*.yaml"],
     "arc_easy": ["arc/arc_easy.yaml"],
+    "arc_challenge": ["arc/arc_challenge.yaml"],
     "hellaswag": ["hellaswag/hellaswag.yaml"],
     "mmlu": ["mmlu/default/mmlu_*.yaml"],
 }

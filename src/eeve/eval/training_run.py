@@ -30,9 +30,13 @@ class StageEvaluation:
         if not self.enabled:
             return
         if cfg.eval.tasks and (0 in cfg.eval.after_stages or number in cfg.eval.after_stages):
-            from eeve.eval.harness import require_lm_eval
+            from eeve.eval.harness import check_tasks, require_lm_eval
 
-            require_lm_eval()  # before any training: a missing extra should not cost a stage
+            # before any training: a missing extra or a task without its data should not cost a stage
+            if world_size == 1:
+                check_tasks(cfg.eval.tasks, cfg.eval.include_path)
+            else:  # benchmarks are skipped in multi-process runs (see module docstring)
+                require_lm_eval()
         self.texts = run_texts(cfg)
         self.offset = tokens_before(cfg, number)
         if self.rank_zero:

@@ -21,6 +21,7 @@ from eeve.tokenizer.base import load_base, write_hf_folder
 from eeve.tokenizer.build import Expansion, base_vocab_size, build_expanded_tokenizer
 from eeve.tokenizer.counting import Counts, count_tokens
 from eeve.tokenizer.report import compression_report, read_lines
+from eeve.tokenizer.sentencepiece_model import write_sentencepiece_model
 
 
 def _runtime_dirs() -> tuple[str, str]:
@@ -96,6 +97,7 @@ def run_from_config(dcfg) -> Path:
         texts = {lang: read_lines(path, cwd) for lang, path in cfg.heldout.items()}
         comp = compression_report(base.tokenizer(), target, base.kind, texts, exp.script)
         write_hf_folder(exp.tokenizer_json(), base.config, tmp)
+        sp_model = write_sentencepiece_model(base, exp.tokenizer_json(), tmp, texts)
         write_hf_folder(base.tokenizer_json, base.config, tmp / "base_tokenizer")
         stats: CorpusStats = res["stats"]
         report = {
@@ -136,6 +138,7 @@ def run_from_config(dcfg) -> Path:
             },
             "compression": comp,
             "normalizer": "NFC (the base has none: non-NFC input encodes as the base encodes its NFC form)",
+            "sentencepiece_model": sp_model,  # tokenizer.model: written, or why not
             "config": asdict(cfg),
             "seconds": round(time.time() - t0, 1),
         }
@@ -156,6 +159,12 @@ def run_from_config(dcfg) -> Path:
             f"(x{row['ratio']:.2f}){fb}, new tokens {row['new_token_share']:.0%}; lines without target characters "
             f"differing from base: {row['non_target_mismatches']}/{row['non_target_lines_checked']}"
         )
+    sp = report["sentencepiece_model"]
+    print(
+        f"tokenizer.model: sentencepiece == tokenizer.json on {sp['checked_lines']:,} NFC lines"
+        if sp["written"]
+        else f"tokenizer.model: not written ({sp['reason']})"
+    )
     print(f"wrote {out} ({report['seconds']}s)")
     return out
 

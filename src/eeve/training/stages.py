@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from eeve.config import StageConfig, TrainConfig
 from eeve.errors import ConfigError, StageError
 from eeve.model.expand import read_expansion
+from eeve.model.load import check_model_path
 from eeve.training.checkpoint import AtomicCheckpoint, find_resume_checkpoint, is_loadable
 from eeve.training.fingerprint import finished_stage, stage_fingerprint
 
@@ -181,6 +182,7 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     from eeve.training.flops import FlopsLogger, flops_metrics
     from eeve.training.module import EEVEModule, group_fingerprints
 
+    check_model_path(cfg.model.name_or_path)  # the base: before any work (stage 0's evaluation loads it too)
     out = stage_dir(cfg, number)
     root = Path(cfg.paths.root)
     tok_dir = resolve(cfg.tokenizer.path, root)
