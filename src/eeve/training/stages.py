@@ -294,6 +294,7 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     start_fp, end_fp = module.start_fingerprints, group_fingerprints(module.model)
     metrics = {
         "stage": number,
+        "recipe": cfg.recipe.name,
         "trainable": stage.trainable,
         "stage_config": dataclasses.asdict(stage),
         "steps": trainer.global_step,
