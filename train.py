@@ -31,6 +31,7 @@ def main(dcfg: DictConfig) -> None:
     from eeve.errors import ConfigError, EEVEError
     from eeve.training.plan import plan_stage, plan_table
     from eeve.training.progress import quiet_lightning
+    from eeve.training.recipe import prepare_recipe
     from eeve.training.stages import apply_schedule, run_stage, summary_table
 
     single_lightning_log()
@@ -58,10 +59,11 @@ def main(dcfg: DictConfig) -> None:
             if chosen == "all":  # compose this stage exactly as `stage=<name>` with the same command line
                 others = [o for o in task if not o.startswith("stage=")]
                 cfg = to_train_config(compose(config_name="config", overrides=[*others, f"stage='{name}'"]))
-            cfg.stage = apply_schedule(cfg.stage, str(name), cfg.schedule, stage_overrides)
+            cfg.stage = apply_schedule(cfg.stage, str(name), cfg.schedule, stage_overrides, cfg.recipe.stage)
             if cfg.mode == "plan":  # arithmetic only: no weights, no data, nothing trained
                 results.append(plan_stage(cfg))
                 continue
+            cfg.stage = prepare_recipe(cfg, str(name))  # the base tokenizer (no_expansion), the budget's tokens
             results.append(run_stage(cfg, cfg.stage.number))
             write_stage_card(cfg, cfg.stage.number)  # README.md: a model card from the run's files (eeve.card)
     except (EEVEError, OSError) as e:

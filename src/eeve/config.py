@@ -125,6 +125,9 @@ class ModelConfig:
     run_name: str = "demo"
     """The default ``run_name`` (outputs/<run_name>/) and tokenizer folder for this model, so that runs of different
     models never share an output folder (``model=solar`` -> outputs/solar/)."""
+    tokenizer: Optional[str] = None
+    """The base model's own tokenizer (a SentencePiece .model, a tokenizer.json or an HF folder); null = the
+    ``name_or_path`` folder. Read only by ``recipe=no_expansion``, which trains with the base tokenizer."""
 
 
 ADAPTERS = ("none", "lora", "qlora")
@@ -402,6 +405,44 @@ class InitOptions:
 
 
 @dataclass
+class RecipeConfig:
+    """Hydra group ``recipe`` (conf/recipe/*.yaml): what a whole run does, selectable in one word, so that recipes
+    are compared on the same data, validation and budget (``python -m eeve.compare``)."""
+
+    name: str = "eeve"
+    """Recorded in every stage's metrics.json: eeve (the project's defaults) | eeve_paper | full | no_expansion."""
+    expand: bool = True
+    """false: no new tokens: the run trains with the base model's own tokenizer (``model.tokenizer``), written to
+    ``<run_dir>/tokenizer`` as an expansion with no new tokens (eeve.tokenizer.identity)."""
+    stage: dict[str, Any] = field(default_factory=dict)
+    """Overrides applied to every stage of the recipe (before ``schedule`` and the command line's ``stage.*``), e.g.
+    one rate per stage: ``{lr_new: null, lr_old: null, lr_transformer: null}``."""
+    mixture: dict[str, float] = field(default_factory=dict)
+    """Source name -> ratio, replacing ``data.sources.<name>.ratio`` (e.g. the KoSOLAR card's 83.46/10.69/5.86)."""
+
+
+@dataclass
+class BudgetConfig:
+    """The run's training budget, spread over the recipe's stages (eeve.training.budget); at most one of tokens,
+    bytes and flops. Unset (all null): each stage's own ``max_steps`` / ``max_tokens``."""
+
+    tokens: Optional[float] = None
+    """Training tokens of the whole run (tokens of the run's own tokenizer)."""
+    bytes: Optional[float] = None
+    """UTF-8 bytes of training text of the whole run (expected bytes per training token of the mixture)."""
+    flops: Optional[float] = None
+    """Training FLOPs of the whole run (forward + the backward each stage needs; eeve.training.flops)."""
+    shares: dict[str, float] = field(default_factory=dict)
+    """Stage name -> relative share of the budget (normalised over the run's stages; missing names: 1)."""
+
+    def kind(self) -> Optional[str]:
+        given = [k for k in ("tokens", "bytes", "flops") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ConfigError(f"budget sets {' and '.join(given)}: give one of budget.tokens, budget.bytes, budget.flops")
+        return given[0] if given else None
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     stage: StageConfig = field(default_factory=StageConfig)
@@ -414,6 +455,8 @@ class TrainConfig:
     """train: run the stage(s); plan: print the memory per GPU of each stage (no weights loaded, nothing trained)."""
     plan: PlanConfig = field(default_factory=PlanConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     run_name: str = "demo"
     """Output folder outputs/<run_name>/ (conf/config.yaml: the model's ``run_name``)."""
     seed: int = 1234
@@ -459,6 +502,13 @@ class TrainConfig:
             raise ConfigError(
                 f"trainer.strategy={self.trainer.strategy} is unknown: use trainer=default, trainer=ddp or trainer=fsdp"
             )
+        self.budget.kind()
+        for name in self.recipe.mixture:
+            if name not in self.data.sources:
+                raise ConfigError(
+                    f"recipe.mixture names source {name!r}, which data.sources does not have: choose from "
+                    f"{list(self.data.sources)}"
+                )
         if self.stage.adapter != "none":
             from eeve.training.adapters import check_adapter_config
 
@@ -564,7 +614,10 @@ def to_train_config(cfg: Any) -> TrainConfig:
             for entry in (cfg.get("data", {}).get(group) or {}).values():
                 if OmegaConf.is_missing(entry, "paths"):
                     entry.paths = []
-    return to_object(TrainConfig, cfg)
+    out = to_object(TrainConfig, cfg)
+    for name, ratio in out.recipe.mixture.items():  # the recipe's mixture replaces the data config's ratios
+        out.data.sources[name].ratio = float(ratio)
+    return out
 
 
 def to_tokenize_config(cfg: Any) -> TokenizeConfig:

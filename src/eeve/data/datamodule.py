@@ -293,6 +293,15 @@ class EEVEDataModule(L.LightningDataModule):
                     total += int(tb[np.asarray(packed.tokens[rows], dtype=np.int64)].sum())
         return total
 
+    def bytes_per_token(self, max_sequences: int = 4096) -> float:
+        """Expected UTF-8 bytes of text per training token under the mixture's ratios (each source's mean over its
+        first ``max_sequences`` packed sequences; special tokens count 0 bytes)."""
+        if self.stream is None:
+            self.setup()
+        tb = self.tokenizer.token_bytes()
+        per = [float(tb[np.asarray(p.tokens[: min(p.n, max_sequences)])].mean()) for p in self.train_sources.values()]
+        return float(np.dot(self.stream.ratios, per))
+
     # -- distributed / resume bookkeeping
     def _dist(self) -> tuple[int, int, int]:
         """(rank, world_size, accumulate_grad_batches)."""

@@ -44,11 +44,9 @@ class SplitHeadCrossEntropy(torch.autograd.Function):
                     lo, ln = lo.mul_(softcap), ln.mul_(softcap)
             lse = torch.logaddexp(torch.logsumexp(lo, -1), torch.logsumexp(ln, -1))
             is_new = tc >= base
-            tgt = torch.where(
-                is_new,
-                ln.gather(-1, (tc - base).clamp(0, ln.shape[-1] - 1)[:, None]).squeeze(-1),
-                lo.gather(-1, tc.clamp(0, base - 1)[:, None]).squeeze(-1),
-            )
+            tgt = lo.gather(-1, tc.clamp(0, base - 1)[:, None]).squeeze(-1)
+            if ln.shape[-1]:  # no new rows (recipe=no_expansion): every target is an old row
+                tgt = torch.where(is_new, ln.gather(-1, (tc - base).clamp(0, ln.shape[-1] - 1)[:, None]).squeeze(-1), tgt)
             losses[a : a + chunk_tokens] = torch.where(vc, lse - tgt, 0.0)
             if not any(need):
                 continue

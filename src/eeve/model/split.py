@@ -72,10 +72,13 @@ class SplitEmbedding(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         base = self.base_vocab_size
-        is_new = input_ids >= base
-        old = self.old(input_ids.clamp(max=base - 1))
-        new = self.new((input_ids - base).clamp(min=0))
-        out = torch.where(is_new.unsqueeze(-1), new, old)
+        if self.new.num_embeddings == 0:  # no new rows (recipe=no_expansion): a plain lookup
+            out = self.old(input_ids)
+        else:
+            is_new = input_ids >= base
+            old = self.old(input_ids.clamp(max=base - 1))
+            new = self.new((input_ids - base).clamp(min=0))
+            out = torch.where(is_new.unsqueeze(-1), new, old)
         if self.scale != 1.0:
             out = out * torch.tensor(self.scale, dtype=torch.float32, device=out.device).to(out.dtype)
         return out
@@ -208,7 +211,7 @@ def split_vocab(model, base_vocab_size: int):
     if head.weight is emb.weight:
         raise SplitError("input and output embeddings are tied; untie them first (eeve.model.expand.untie_embeddings)")
     V = emb.weight.shape[0]
-    if not 0 < base_vocab_size < V or head.weight.shape[0] != V:
+    if not 0 < base_vocab_size <= V or head.weight.shape[0] != V:
         raise SplitError(f"cannot split {V} rows (lm_head {head.weight.shape[0]}) at base_vocab_size={base_vocab_size}")
     pad = emb.padding_idx
     W = emb.weight.detach()

@@ -35,15 +35,21 @@ def stage_dir(cfg: TrainConfig, number: int) -> Path:
     return Path(cfg.paths.run_dir) / f"stage{number}"
 
 
-def apply_schedule(stage: StageConfig, name: str, schedule: dict, overrides: list[str]) -> StageConfig:
-    """The stage as composed from conf/stage/<name>.yaml, then the config's ``schedule`` entry for it (by name,
-    else by number), then the command line's ``stage.*`` overrides again (they win)."""
+def apply_schedule(
+    stage: StageConfig, name: str, schedule: dict, overrides: list[str], recipe_stage: dict | None = None
+) -> StageConfig:
+    """The stage as composed from conf/stage/<name>.yaml, then the recipe's overrides for every stage
+    (``recipe.stage``), then the config's ``schedule`` entry for it (by name, else by number), then the command
+    line's ``stage.*`` overrides again (they win)."""
     entry = schedule.get(name) or schedule.get(str(stage.number)) or {}
-    if not entry:
+    if not entry and not recipe_stage:
         return stage
     try:
         node = OmegaConf.merge(
-            OmegaConf.structured(stage), entry, OmegaConf.from_dotlist([o.removeprefix("stage.") for o in overrides])
+            OmegaConf.structured(stage),
+            recipe_stage or {},
+            entry,
+            OmegaConf.from_dotlist([o.removeprefix("stage.") for o in overrides]),
         )
     except Exception as e:
         raise ConfigError(
@@ -293,6 +299,7 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     start_fp, end_fp = module.start_fingerprints, group_fingerprints(module.model)
     metrics = {
         "stage": number,
+        "recipe": cfg.recipe.name,
         "trainable": stage.trainable,
         "stage_config": dataclasses.asdict(stage),
         "steps": trainer.global_step,

@@ -1,0 +1,99 @@
+"""Recipes as configuration (conf/recipe/) and run budgets (eeve.training.budget), on the real config and the tiny
+model: what each recipe composes to, how a budget becomes tokens per stage, and a no-expansion run end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.test_train import compose_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL = ["old_input", "new_input", "old_output", "new_output", "transformer"]
+
+
+def staged(cfg, name):
+    from eeve.training.stages import apply_schedule
+
+    return apply_schedule(cfg.stage, name, cfg.schedule, [], cfg.recipe.stage)
+
+
+def test_recipes_compose_to_their_shape(expanded_tokenizer, tmp_path):
+    default = compose_cfg(tmp_path, expanded_tokenizer, tmp_path)
+    assert default.recipe.name == "eeve" and default.stages == [str(n) for n in range(1, 8)]
+    assert default.init == "mass_first_piece"
+    six = staged(compose_cfg(tmp_path, expanded_tokenizer, tmp_path, "stage=6"), "6")
+    assert six.rate_groups()["transformer"][0] < six.rate_groups()["new"][0]  # per-group rates
+
+    paper = compose_cfg(tmp_path, expanded_tokenizer, tmp_path, "recipe=eeve_paper", "stage=6")
+    stage = staged(paper, "6")
+    assert paper.init == "mean_subwords" and not stage.max_regression
+    assert {lr for lr, _ in stage.rate_groups().values()} == {stage.lr}  # one rate per stage
+    assert {wd for _, wd in stage.rate_groups().values()} == {stage.weight_decay}  # decay on every tensor
+    ratios = {n: s.ratio for n, s in paper.data.sources.items()}
+    assert ratios == {"ko_web": 0.8346, "multilingual": 0.1069, "en_ko_pairs": 0.0586}
+
+    for name in ("full", "no_expansion"):
+        cfg = compose_cfg(tmp_path, expanded_tokenizer, tmp_path, f"recipe={name}", "stage=6")
+        assert cfg.stages == ["6"] and sorted(cfg.stage.trainable) == sorted(ALL)
+        assert cfg.recipe.expand == (name == "full")
+
+
+def test_budget_spreads_flops_tokens_and_bytes_over_stages(expanded_tokenizer, tmp_path):
+    from eeve.errors import ConfigError
+    from eeve.model.expand import read_expansion
+    from eeve.training.budget import apply_budget
+    from eeve.training.flops import stage_flops_per_token
+
+    exp = read_expansion(expanded_tokenizer)
+    tokens = {}
+    for n in ("1", "2", "6"):
+        cfg = compose_cfg(tmp_path, expanded_tokenizer, tmp_path, f"stage={n}", "budget.flops=7e12")
+        stage = apply_budget(cfg.stage, n, cfg, exp)
+        per = stage_flops_per_token(dict(cfg.model.config), stage.trainable, 32000, exp["vocab_size"], 64)
+        assert stage.max_tokens * per["per_token"] == pytest.approx(1e12, rel=1e-3)  # 1/7 of the FLOPs each
+        tokens[n] = stage.max_tokens
+    assert tokens["2"] > tokens["1"] > tokens["6"]  # no backward through the backbone buys stage 2 the most tokens
+
+    cfg = compose_cfg(tmp_path, expanded_tokenizer, tmp_path, "stage=3", "budget.tokens=70000", "+budget.shares.3=6")
+    assert apply_budget(cfg.stage, "3", cfg, exp).max_tokens == 35000  # 6 / (6 + 6 x 1) of the tokens
+    cfg = compose_cfg(tmp_path, expanded_tokenizer, tmp_path, "stage=3", "budget.bytes=7e6")
+    assert apply_budget(cfg.stage, "3", cfg, exp, lambda: 2.5).max_tokens == 400000
+    with pytest.raises(ConfigError, match="give one of budget.tokens"):
+        compose_cfg(tmp_path, expanded_tokenizer, tmp_path, "budget.bytes=1", "budget.flops=1")
+
+
+def test_bytes_per_token_follows_the_tokenizer(expanded_tokenizer, tmp_path):
+    """The expanded tokenizer reads more text per token than the base: a bytes budget buys it fewer tokens."""
+    from eeve.data.datamodule import EEVEDataModule
+    from eeve.tokenizer.identity import write_identity_tokenizer
+
+    cfg = compose_cfg(tmp_path, expanded_tokenizer, tmp_path)
+    base = write_identity_tokenizer(cfg.model.tokenizer, tmp_path / "identity")
+    per = {
+        name: EEVEDataModule(cfg.data, tok, tmp_path / "cache", base_dir=ROOT).bytes_per_token()
+        for name, tok in (("expanded", expanded_tokenizer), ("base", base))
+    }
+    assert per["expanded"] > 1.2 * per["base"] > 1.2
+
+
+@pytest.mark.slow
+def test_no_expansion_trains_every_parameter_with_the_base_tokenizer(expanded_tokenizer, tmp_path):
+    from eeve.training.recipe import prepare_recipe
+    from eeve.training.stages import run_stage
+
+    run = tmp_path / "run"
+    cfg = compose_cfg(
+        run, expanded_tokenizer, tmp_path / "cache", "recipe=no_expansion", "stage=6", f"tokenizer.path={run}/tok"
+    )
+    cfg.stage = prepare_recipe(cfg, "6")
+    exp = json.loads((run / "tok" / "expansion.json").read_text())
+    assert exp["vocab_size"] == exp["base_vocab_size"] == 32000 and exp["new_tokens"] == []
+    m = run_stage(cfg, 6)
+    assert m["recipe"] == "no_expansion"
+    assert set(m["groups_changed"]) == {"old_input", "old_output", "transformer"}
+    assert m["trainable_parameters"]["new_input"] == m["trainable_parameters"]["new_output"] == 0
+    assert json.loads((run / "stage6" / "config.json").read_text())["vocab_size"] == 32000
+    assert m["eval"]["bpb"]["ko"]["bpb"] > 0  # evaluated on the same bytes as the base (stage 0)
