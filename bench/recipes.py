@@ -109,8 +109,15 @@ def main() -> None:
     py = sys.executable
     if not (tok_dir / "expansion.json").is_file():
         sh(
-            [py, "tokenize.py", f"run_name={run}", f"base_tokenizer={model_dir}", f"corpus.paths=[{train}]",
-             f"heldout.ko={held}", "progress=false"],
+            [
+                py,
+                "tokenize.py",
+                f"run_name={run}",
+                f"base_tokenizer={model_dir}",
+                f"corpus.paths=[{train}]",
+                f"heldout.ko={held}",
+                "progress=false",
+            ],
             logs / f"{run}-tokenize.log",
         )
     flops = flop_budget(model_dir, tok_dir, a.steps, a.batch, a.seq)
@@ -137,8 +144,15 @@ def main() -> None:
         tok = [] if recipe == "no_expansion" else [f"tokenizer.path={tok_dir}"]
         sh([py, "train.py", "stage=all", f"recipe={recipe}", f"run_name={name}", *tok, *common], logs / f"{name}.log")
         runs.append(str(ROOT / "outputs" / name))
-    sh([py, "-m", "eeve.compare", *runs, "--out", str(ROOT / "outputs" / f"{run}-compare")], logs / f"{run}-compare.log")
-    print((ROOT / "outputs" / f"{run}-compare" / "compare.md").read_text() if (ROOT / "outputs" / f"{run}-compare" / "compare.md").is_file() else "")
+    sh(
+        [py, "-m", "eeve.compare", *runs, "--out", str(ROOT / "outputs" / f"{run}-compare")],
+        logs / f"{run}-compare.log",
+    )
+    print(
+        (ROOT / "outputs" / f"{run}-compare" / "compare.md").read_text()
+        if (ROOT / "outputs" / f"{run}-compare" / "compare.md").is_file()
+        else ""
+    )
 
 
 if __name__ == "__main__":

@@ -438,7 +438,9 @@ class BudgetConfig:
     def kind(self) -> Optional[str]:
         given = [k for k in ("tokens", "bytes", "flops") if getattr(self, k) is not None]
         if len(given) > 1:
-            raise ConfigError(f"budget sets {' and '.join(given)}: give one of budget.tokens, budget.bytes, budget.flops")
+            raise ConfigError(
+                f"budget sets {' and '.join(given)}: give one of budget.tokens, budget.bytes, budget.flops"
+            )
         return given[0] if given else None
 
 

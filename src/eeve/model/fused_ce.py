@@ -46,7 +46,9 @@ class SplitHeadCrossEntropy(torch.autograd.Function):
             is_new = tc >= base
             tgt = lo.gather(-1, tc.clamp(0, base - 1)[:, None]).squeeze(-1)
             if ln.shape[-1]:  # no new rows (recipe=no_expansion): every target is an old row
-                tgt = torch.where(is_new, ln.gather(-1, (tc - base).clamp(0, ln.shape[-1] - 1)[:, None]).squeeze(-1), tgt)
+                tgt = torch.where(
+                    is_new, ln.gather(-1, (tc - base).clamp(0, ln.shape[-1] - 1)[:, None]).squeeze(-1), tgt
+                )
             losses[a : a + chunk_tokens] = torch.where(vc, lse - tgt, 0.0)
             if not any(need):
                 continue

@@ -31,14 +31,14 @@ def model_config_dict(model_cfg) -> dict:
     if model_cfg.name_or_path:
         p = Path(model_cfg.name_or_path) / "config.json"
         if not p.is_file():
-            raise ConfigError(f"model.name_or_path {model_cfg.name_or_path!r} has no config.json: fix model.name_or_path")
+            raise ConfigError(
+                f"model.name_or_path {model_cfg.name_or_path!r} has no config.json: fix model.name_or_path"
+            )
         return json.loads(p.read_text())
     return dict(model_cfg.config)
 
 
-def apply_budget(
-    stage: StageConfig, name: str, cfg, expansion: dict, bytes_per_token=None
-) -> StageConfig:
+def apply_budget(stage: StageConfig, name: str, cfg, expansion: dict, bytes_per_token=None) -> StageConfig:
     """``stage`` with ``max_tokens`` set from the run's budget (unchanged when no budget is set).
     ``bytes_per_token``: a callable giving the mixture's expected bytes per token (only called for budget.bytes)."""
     kind = cfg.budget.kind()
