@@ -90,6 +90,28 @@ def test_hub_split_and_name_select_data(shards):
     assert got == ["다른 설정"] * 5
 
 
+def test_every_reader_takes_the_whole_source(shards, tmp_path):
+    """The init sample, the held-out texts of the evaluation and the tokenizer corpus read a source through one
+    schema (DocumentSource): format, split and name reach the reader (the init sample once dropped them and read a
+    hub id as a file path)."""
+    import datasets
+
+    from eeve.config import CorpusConfig, SourceConfig, ValConfig
+    from eeve.eval.texts import heldout_texts
+    from eeve.model.init_data import sample_documents
+    from eeve.text import sources
+
+    rows = tmp_path / "ko.rows"  # JSON Lines under a suffix no format claims: format=json must reach the reader
+    datasets.Dataset.from_dict({"content": ["첫째 문서", "둘째 문서"]}).to_json(str(rows), force_ascii=False)
+    hub = dict(paths=[str(shards["dir"] / "repo")], text_field="content", format="hub", name="ko", split="other")
+    local = dict(paths=[str(rows)], text_field="content", format="json")
+    assert sample_documents({"h": SourceConfig(**hub, ratio=1.0)}, 3, None) == ["다른 설정"] * 3
+    assert sample_documents({"j": SourceConfig(**local, ratio=1.0)}, 2, None) == ["첫째 문서", "둘째 문서"]
+    assert heldout_texts({"ko": ValConfig(**local)}, 100) == {"ko": ["첫째 문서", "둘째 문서"]}
+    assert [s.format for s in open_sources(CorpusConfig(**hub))] == ["hub"]
+    assert all(issubclass(c, sources.DocumentSource) for c in (CorpusConfig, SourceConfig, ValConfig))
+
+
 def test_packed_tokens_identical_to_txt(shards, expanded_tokenizer, tmp_path):
     """Parquet shards pack into byte-identical token ids and new-token counts as the .txt; the cache is keyed by
     the shards, so it is a different cache built independently."""
@@ -114,7 +136,8 @@ def test_token_counts_identical_to_txt(shards, expanded_tokenizer):
 
     tok = Tokenizer.from_file(str(expanded_tokenizer / "tokenizer.json"))
     ref = count_tokens(tok, iter_documents([shards["txt"]]))
-    got = count_tokens(tok, iter_documents([str(shards["dir"] / "ko-*.parquet")], "content"))
+    parquet = iter_documents([str(shards["dir"] / "ko-*.parquet")], options=SourceOptions(text_field="content"))
+    got = count_tokens(tok, parquet)
     assert ref.documents == got.documents and np.array_equal(ref.tokens, got.tokens)
 
 

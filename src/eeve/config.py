@@ -16,6 +16,7 @@ from typing import Any, Optional, TypeVar
 from omegaconf import OmegaConf
 
 from eeve.errors import ConfigError
+from eeve.text.sources import DocumentSource
 
 T = TypeVar("T")
 
@@ -33,19 +34,12 @@ RATE_GROUPS = {
 
 
 # ------------------------------------------------------------------------------------------------- tokenize.py
-@dataclass
-class CorpusConfig:
+@dataclass(kw_only=True)
+class CorpusConfig(DocumentSource):
+    """The target-language corpus the tokenizer is built from (paths, text_field, format, split, name: see
+    :class:`eeve.text.sources.DocumentSource`)."""
+
     paths: list[str] = field(default_factory=lambda: [".cache/demo/ko/train.txt"])
-    """Target-language corpus files or globs (.txt: one document per line; .jsonl: one object per line; .gz ok;
-    .parquet, .arrow, .json or a save_to_disk folder: one row per document), or hub dataset ids with format=hub."""
-    text_field: str = "text"
-    """Key (or column) holding the text in .jsonl, Parquet, Arrow, JSON and hub sources."""
-    format: str = "auto"
-    """auto (by suffix) | text | jsonl | parquet | arrow | json | hub (paths are datasets.load_dataset ids)."""
-    split: str = "train"
-    """format=hub: the split to read."""
-    name: Optional[str] = None
-    """format=hub: the dataset's configuration name (load_dataset's ``name``)."""
 
 
 @dataclass
@@ -235,42 +229,23 @@ class PathsConfig:
     cache_dir: str = ".cache"
 
 
-@dataclass
-class SourceConfig:
-    """One training source of the mixture."""
+@dataclass(kw_only=True)
+class SourceConfig(DocumentSource):
+    """One training source of the mixture: where its documents come from (paths, text_field, format, split, name:
+    see :class:`eeve.text.sources.DocumentSource`; relative paths resolve against the data module's ``base_dir``)
+    and its weight."""
 
-    paths: list[str]
-    """Files or globs (``.txt``: one document per line; ``.jsonl``: one JSON object per line; optionally ``.gz``;
-    ``.parquet``, ``.arrow``, ``.json`` or a ``save_to_disk`` folder: one row per document), or hub dataset ids
-    with ``format: hub``. Relative ones resolve against the data module's ``base_dir``."""
     ratio: float
     """Mixture weight (normalised over all sources): the expected fraction of training sequences from here."""
-    text_field: str = "text"
-    """Key (or column) of the document text in ``.jsonl``, Parquet, Arrow, JSON and hub sources."""
-    format: str = "auto"
-    """auto (by suffix) | text | jsonl | parquet | arrow | json | hub (see :mod:`eeve.text.sources`)."""
-    split: str = "train"
-    """``format: hub``: the split to read."""
-    name: Optional[str] = None
-    """``format: hub``: the dataset's configuration name."""
-    lang: str | None = None
+    lang: Optional[str] = None
     """Language tag, informational (e.g. ``ko``, ``en``, ``en-ko``)."""
 
 
-@dataclass
-class ValConfig:
-    """Held-out text for one validation language."""
+@dataclass(kw_only=True)
+class ValConfig(DocumentSource):
+    """Held-out text for one validation language (paths, text_field, format, split, name as for
+    :class:`SourceConfig`; with ``format: hub`` the split is often ``validation`` or ``test``)."""
 
-    paths: list[str]
-    """Files or globs, as for :class:`SourceConfig`."""
-    text_field: str = "text"
-    """Key (or column) of the document text, as for :class:`SourceConfig`."""
-    format: str = "auto"
-    """As for :class:`SourceConfig`."""
-    split: str = "train"
-    """``format: hub``: the split to read (often ``validation`` or ``test``)."""
-    name: Optional[str] = None
-    """``format: hub``: the dataset's configuration name."""
     max_sequences: int = 64
     """Use at most this many packed sequences (over all ranks)."""
     lang: Optional[str] = None

@@ -194,8 +194,8 @@ class EEVEDataModule(L.LightningDataModule):
 
     def _entries(self) -> list[tuple[str, str, list[str], SourceOptions]]:
         """(kind, name, paths, how to read them) for every source and validation set."""
-        out = [("train", n, s.paths, SourceOptions.of(s)) for n, s in self.cfg.sources.items()]
-        out += [("val", n, v.paths, SourceOptions.of(v)) for n, v in self.cfg.validation.items()]
+        out = [("train", n, s.paths, s.options()) for n, s in self.cfg.sources.items()]
+        out += [("val", n, v.paths, v.options()) for n, v in self.cfg.validation.items()]
         return out
 
     def _check_relative(self, paths: list[str], name: str) -> None:

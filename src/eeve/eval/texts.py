@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from eeve.errors import CorpusError
-from eeve.text.corpus import SourceOptions, iter_documents
+from eeve.text.corpus import iter_documents
 
 
 def take_bytes(documents, nbytes: int) -> list[str]:
@@ -30,7 +30,7 @@ def heldout_texts(validation: dict, nbytes: int, base_dir: str | Path | None = N
     """Language -> documents, for every entry of ``data.validation`` (name = language, e.g. ``ko``, ``en``)."""
     out = {}
     for lang, entry in validation.items():
-        docs = take_bytes(iter_documents(entry.paths, base_dir=base_dir, options=SourceOptions.of(entry)), int(nbytes))
+        docs = take_bytes(iter_documents(entry, base_dir=base_dir), int(nbytes))
         if not docs:
             raise CorpusError(
                 f"data.validation.{lang}: no document fits in eval.bytes={nbytes} (the first one is "

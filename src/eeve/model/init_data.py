@@ -7,7 +7,7 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eeve.config import InitOptions
+from eeve.config import InitOptions, SourceConfig
 
 
 @dataclass
@@ -23,16 +23,16 @@ class InitData:
     options: InitOptions = field(default_factory=InitOptions)
 
 
-def sample_documents(sources: dict, documents: int, base_dir: Path | None) -> list[str]:
-    """``documents`` documents in all: the first ``round(ratio share x documents)`` of each source, interleaved so
-    that every prefix of the list keeps the mixture."""
+def sample_documents(sources: dict[str, SourceConfig], documents: int, base_dir: Path | None) -> list[str]:
+    """``documents`` documents in all: the first ``round(ratio share x documents)`` of each source (read whole:
+    paths, text_field, format, split, name), interleaved so that every prefix of the list keeps the mixture."""
     from eeve.text.corpus import iter_documents
 
     total = sum(s.ratio for s in sources.values()) or 1.0
     per = []
     for s in sources.values():
         n = max(1, round(documents * s.ratio / total)) if s.ratio > 0 else 0
-        per.append(list(itertools.islice(iter_documents(s.paths, s.text_field, base_dir=base_dir), n)))
+        per.append(list(itertools.islice(iter_documents(s, base_dir=base_dir), n)))
     # interleave: document k of a source sits at k / len(source), so every prefix keeps the mixture
     keyed = [(k / len(p), i, doc) for i, p in enumerate(per) for k, doc in enumerate(p)]
     out = [doc for _, _, doc in sorted(keyed, key=lambda x: (x[0], x[1]))]

@@ -13,9 +13,9 @@ from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
-from eeve.text.sources import CorpusStats, Source, SourceOptions, open_sources
+from eeve.text.sources import CorpusStats, DocumentSource, Source, SourceOptions, open_sources
 
-__all__ = ["CorpusStats", "SourceOptions", "iter_batches", "iter_documents", "resolve_paths"]
+__all__ = ["CorpusStats", "DocumentSource", "SourceOptions", "iter_batches", "iter_documents", "resolve_paths"]
 
 
 def resolve_paths(
@@ -29,16 +29,16 @@ def resolve_paths(
 
 
 def iter_documents(
-    paths: Iterable[str | os.PathLike | Source],
-    text_field: str = "text",
+    paths: DocumentSource | Iterable[str | os.PathLike | Source],
     stats: CorpusStats | None = None,
     progress: bool = False,
     base_dir: str | os.PathLike | None = None,
     options: SourceOptions | None = None,
 ) -> Iterator[str]:
-    """Yield NFC documents from every source in order. Raises CorpusError on a bad JSON line, a missing field or
-    column, or an unreachable hub dataset. ``options`` (format, split, name) default to a ``text_field``-only one."""
-    options = options or SourceOptions(text_field=text_field)
+    """Yield NFC documents from every source in order: those of a :class:`DocumentSource` (a config's corpus,
+    training source or validation set: paths, text_field, format, split, name), or of a paths list read with
+    ``options`` (default: by suffix, field ``text``). Raises CorpusError on a bad JSON line, a missing field or
+    column, or an unreachable hub dataset."""
     sources = open_sources(paths, base_dir, options)
     stats = stats if stats is not None else CorpusStats()
     total = sum(s.size() for s in sources)

@@ -23,7 +23,7 @@ import os
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Optional
 
 from eeve.errors import CorpusError
 
@@ -42,19 +42,22 @@ class CorpusStats:
     files: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass
 class SourceOptions:
-    """How to read the entries of one ``paths`` list (the same keys in ``corpus``, ``data.sources.*`` and
-    ``data.validation.*``)."""
+    """How to read the entries of one ``paths`` list."""
 
     text_field: str = "text"
+    """Key (or column) holding the text in .jsonl, Parquet, Arrow, JSON and hub sources."""
     format: str = "auto"
+    """auto (by suffix) | text | jsonl | parquet | arrow | json | hub (``paths`` are ``datasets.load_dataset`` ids)."""
     split: str = "train"
-    name: str | None = None
+    """``format: hub``: the split to read."""
+    name: Optional[str] = None
+    """``format: hub``: the dataset's configuration name (load_dataset's ``name``)."""
 
     @classmethod
     def of(cls, cfg: Any) -> "SourceOptions":
-        """The options of a config node (CorpusConfig, SourceConfig, ValConfig or a dict); missing keys default."""
+        """The reading options of a config node (a :class:`DocumentSource` or a dict); missing keys default."""
         get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
         return cls(
             text_field=get("text_field", "text") or "text",
@@ -62,6 +65,23 @@ class SourceOptions:
             split=get("split", "train") or "train",
             name=get("name", None),
         )
+
+
+@dataclass(kw_only=True)
+class DocumentSource(SourceOptions):
+    """Where documents come from: ``paths`` and how to read them. The one schema of a source: the tokenizer corpus
+    (``corpus``), the training sources (``data.sources.*``) and the validation sets (``data.validation.*``) extend
+    it (eeve.config), and every reader takes it whole (:func:`eeve.text.corpus.iter_documents`), so no reader can
+    drop a field."""
+
+    paths: list[str]
+    """Files or globs (.txt: one document per line; .jsonl: one JSON object per line; optionally .gz; .parquet,
+    .arrow, .json or a ``save_to_disk`` folder: one row per document), or hub dataset ids with ``format: hub``.
+    Relative ones resolve against the reader's ``base_dir``."""
+
+    def options(self) -> SourceOptions:
+        """The reading options alone (what every :class:`Source` of these paths holds)."""
+        return SourceOptions.of(self)
 
 
 Advance = Callable[[int], None]
@@ -334,13 +354,18 @@ def _suffix_list() -> str:
 
 
 def open_sources(
-    patterns: Iterable[str | os.PathLike | Source] | str | os.PathLike,
+    patterns: DocumentSource | Iterable[str | os.PathLike | Source] | str | os.PathLike,
     base_dir: str | os.PathLike | None = None,
     options: SourceOptions | None = None,
 ) -> list[Source]:
-    """The sources of a ``paths`` list: files and globs (relative ones against ``base_dir``) expanded into a sorted,
-    de-duplicated list, each read by the class its suffix (or ``options.format``) names; with ``format=hub`` each
-    entry is a dataset id. Entries that already are :class:`Source` objects pass through."""
+    """The sources of a :class:`DocumentSource` (its paths, read with its options) or of a ``paths`` list with
+    ``options``: files and globs (relative ones against ``base_dir``) expanded into a sorted, de-duplicated list,
+    each read by the class its suffix (or ``options.format``) names; with ``format=hub`` each entry is a dataset
+    id. Entries that already are :class:`Source` objects pass through."""
+    if isinstance(patterns, DocumentSource):
+        if options is not None:
+            raise TypeError("open_sources: give a DocumentSource or paths with options, not both")
+        patterns, options = patterns.paths, patterns.options()
     options = options or SourceOptions()
     if isinstance(patterns, (str, os.PathLike, Source)):
         patterns = [patterns]

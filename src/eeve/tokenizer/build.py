@@ -32,7 +32,7 @@ from tokenizers import Tokenizer, trainers
 
 from eeve.config import TokenizeConfig
 from eeve.errors import CorpusError, TokenizerBuildError
-from eeve.text.corpus import CorpusStats, SourceOptions, iter_documents
+from eeve.text.corpus import CorpusStats, iter_documents
 from eeve.text.scripts import TargetScripts, target_scripts
 from eeve.text.sources import open_sources
 from eeve.tokenizer.base import BaseTokenizer, bpe_pieces
@@ -253,7 +253,7 @@ def _examples(tokens: Iterable[str], n: int = 8) -> list[str]:
 
 def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir: str | None = None, say=print) -> dict:
     """Run steps 1-7. Returns a dict with the Expansion, counts, iteration log and corpus stats."""
-    paths = open_sources(cfg.corpus.paths, base_dir, SourceOptions.of(cfg.corpus))
+    paths = open_sources(cfg.corpus, base_dir)
     stats = CorpusStats()
     script, kind = target_scripts(cfg.target.scripts, cfg.target.ranges), base.kind
     seen_target = [False]

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 from eeve.config import TokenizeConfig, to_tokenize_config
 from eeve.errors import TokenizerBuildError
 from eeve.io import atomic_dir
-from eeve.text.corpus import CorpusStats, SourceOptions, iter_documents
+from eeve.text.corpus import CorpusStats, iter_documents
 from eeve.text.scripts import target_scripts
 from eeve.text.sources import open_sources
 from eeve.tokenizer.base import load_base, write_hf_folder
@@ -83,7 +83,7 @@ def run_from_config(dcfg) -> Path:
         else os.path.join(cwd, cfg.base_tokenizer)
     )
     base = load_base(base_path)
-    open_sources(cfg.corpus.paths, cwd, SourceOptions.of(cfg.corpus))  # bad paths fail before any work
+    open_sources(cfg.corpus, cwd)  # bad paths fail before any work
     out = Path(cfg.output_dir if cfg.output_dir else os.path.join(run_dir, "tokenizer"))
     if not out.is_absolute():
         out = Path(cwd) / out
@@ -182,7 +182,7 @@ def _run_count(cfg: TokenizeConfig, cwd: str, run_dir: str) -> Path:
         if not (Path(tdir) / "expansion.json").exists()
         else Tokenizer.from_file(str(Path(tdir) / "tokenizer.json"))
     )
-    sources = open_sources(cfg.corpus.paths, cwd, SourceOptions.of(cfg.corpus))
+    sources = open_sources(cfg.corpus, cwd)
     if c.num_shards > 1 and cfg.corpus.format == "hub":
         raise TokenizerBuildError(
             "mode=count shards the corpus by file, and a hub dataset id is one source: save it "
