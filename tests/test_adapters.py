@@ -115,7 +115,7 @@ def test_same_seed_same_adapter_and_bf16_base_gets_fp32_adapter():
 
 
 def test_bad_adapter_settings_are_one_line_errors():
-    base = {"data": {"sources": {"x": {"paths": ["a.txt"], "ratio": 1.0}}}, "stages": ["6"]}
+    base = {"data": {"sources": {"x": {"paths": ["a.txt"], "ratio": 1.0}}, "validation": {"en": {"paths": ["b.txt"]}}}}
 
     def cfg(**stage):
         return to_train_config({**base, "stage": {"number": 6, "trainable": STAGE6, **stage}})

@@ -178,8 +178,8 @@ class StageConfig:
     weight_decay_pretrained: Optional[float] = None
     """Weight decay of the pre-trained weights (old rows, transformer); null = ``weight_decay``. Decay pulls them
     toward zero, not toward what the base learned."""
-    max_regression: Optional[dict[str, float]] = field(default_factory=dict)
-    """Guard against forgetting, e.g. ``{en: 0.01}``: at every validation, a language's BPB may exceed the BASE
+    max_regression: Optional[dict[str, float]] = field(default_factory=lambda: {"en": 0.01})
+    """Guard against forgetting (every stage: English at 1 %): at every validation, a language's BPB may exceed the BASE
     model's BPB on the same bytes by at most this fraction (or, when the stage already starts above that, its
     starting BPB). On a breach the stage stops and exports its last validated weights within the limit
     (eeve.training.guard). ``stage.max_regression=null`` turns it off; ``+stage.max_regression.ko=0.05`` adds one."""
@@ -210,7 +210,7 @@ class TrainerConfig:
     gradient_clip: float = 1.0
     """Max global gradient norm over the trainable parameters; 0 disables clipping."""
     log_every_n_steps: int = 5
-    val_every_n_steps: int = 30
+    val_every_n_steps: int = 15
     checkpoint_every_n_steps: int = 20
     keep_checkpoints: int = 2
     deterministic: bool = True
@@ -342,7 +342,7 @@ class EvalConfig:
     """Padded tokens per forward pass while scoring (bounds the [tokens x vocab] logits)."""
     device: str = "auto"
     """Where exports are evaluated: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."""
-    tasks: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=lambda: ["eeve_nextsent_ko", "eeve_nextsent_en"])
     """lm-evaluation-harness tasks (pip install -e .[eval]): eeve_nextsent_ko/en (local demo tasks), kobest_*,
     haerae, kmmlu, arc_easy, hellaswag, mmlu, ..."""
     after_stages: list[int] = field(default_factory=lambda: [0, 3, 7])
@@ -447,7 +447,7 @@ class TrainConfig:
     """auto = continue this stage from its newest good checkpoint; never; or a checkpoint path."""
     overwrite: bool = False
     """Re-train a stage whose export already exists (otherwise it is skipped)."""
-    stages: list[str] = field(default_factory=list)
+    stages: list[str] = field(default_factory=lambda: [str(n) for n in range(1, 8)])
     """What ``stage=all`` runs, in order: names of conf/stage/*.yaml files (a variant such as ``6_lowlr`` may stand
     in for its stage). Each stage starts from the export of the stage before it in this list."""
     schedule: dict[str, Any] = field(default_factory=dict)
@@ -471,7 +471,7 @@ class TrainConfig:
             if lang not in self.data.validation:
                 raise ConfigError(
                     f"stage.max_regression names {lang!r}, which is not a validation language: choose "
-                    f"from {list(self.data.validation)}"
+                    f"from {list(self.data.validation)} (or turn the guard off with stage.max_regression=null)"
                 )
             if not (isinstance(limit, (int, float)) and 0 <= limit < 10):
                 raise ConfigError(f"stage.max_regression.{lang}={limit!r}: give a fraction such as 0.01 (1 %)")
@@ -510,7 +510,7 @@ class EvaluateConfig:
         }
     )
     """Held-out text per language (as data.validation)."""
-    eval: EvalConfig = field(default_factory=lambda: EvalConfig(after_stages=[0]))
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(after_stages=[0], tasks=[]))
     """Settings as in training; ``eval.tasks`` run on every model given."""
     dtype: str = "float32"
     trust_remote_code: bool = False

@@ -1,0 +1,91 @@
+"""Defaults live in one place: the schema (src/eeve/config.py). The YAML under conf/ agrees with it.
+
+The rule, checked here:
+  - The files that stand for "the defaults" — conf/config.yaml, conf/tokenize.yaml and conf/trainer/default.yaml —
+    may restate a schema default (to carry a comment), but every value they set must EQUAL the schema's default.
+    Interpolations (``${...}``: run folders, the model's run name) are exempt: a dataclass cannot hold them.
+  - Every other group file (conf/stage/*, conf/data/*, conf/model/*, conf/trainer/ddp|fsdp, conf/experiment/*) is a
+    choice: it may set its own values, but every key it sets must exist in the schema with the right type (it is
+    merged onto the schema here; Hydra does the same at run time).
+  - A value shared by every option of a group (e.g. the English guard ``stage.max_regression: {en: 0.01}`` of
+    stages 1-7) is a default: it goes into the schema, not into each file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from eeve.config import DataConfig, ModelConfig, StageConfig, TokenizeConfig, TrainConfig, TrainerConfig
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+DEFAULT_FILES = {"config.yaml": TrainConfig, "tokenize.yaml": TokenizeConfig, "trainer/default.yaml": TrainerConfig}
+GROUPS = {"stage": StageConfig, "data": DataConfig, "model": ModelConfig, "trainer": TrainerConfig}
+
+
+def composed(*overrides: str) -> TrainConfig:
+    """conf/config.yaml composed by Hydra with ``overrides`` (group choices quoted as train.py does), checked."""
+    from hydra import compose, initialize_config_dir
+
+    from eeve.config import register_configs, to_train_config
+
+    register_configs()
+    overrides = tuple(f"stage='{o[6:]}'" if o.startswith("stage=") else o for o in overrides)
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["paths.root=.", "paths.run_dir=.", "paths.cache_dir=.", *overrides])
+    return to_train_config(cfg)
+
+
+def own_values(path: Path) -> dict:
+    """The keys a YAML file sets itself (its defaults list and Hydra's own settings left out), uninterpolated."""
+    node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return {k: v for k, v in node.items() if k not in ("defaults", "hydra")}
+
+
+def schema_defaults(schema) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(schema), resolve=False)
+
+
+def differences(own: dict, defaults: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose value in ``own`` (a YAML file's values) is not the schema's default."""
+    out = []
+    for key, value in own.items():
+        here, default = f"{prefix}{key}", defaults.get(key, "<no such key>")
+        if isinstance(value, dict) and value and isinstance(default, dict):
+            out += differences(value, default, here + ".")
+        elif not (isinstance(value, str) and "${" in value) and value != default:
+            out.append(f"{here}: yaml {value!r} vs schema {default!r}")
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULT_FILES))
+def test_default_files_equal_the_schema_defaults(name):
+    assert differences(own_values(CONF / name), schema_defaults(DEFAULT_FILES[name])) == []
+
+
+def test_the_check_sees_a_drifted_default(tmp_path):
+    drifted = tmp_path / "default.yaml"
+    text = (CONF / "trainer" / "default.yaml").read_text()
+    drifted.write_text(text.replace("val_every_n_steps: 15", "val_every_n_steps: 30"))
+    assert differences(own_values(drifted), schema_defaults(TrainerConfig)) == [
+        f"val_every_n_steps: yaml 30 vs schema {TrainerConfig().val_every_n_steps}"
+    ]
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(CONF).as_posix() for p in CONF.glob("*/*.yaml")))
+def test_every_group_file_merges_onto_the_schema(path):
+    """Every key a group file sets exists in the schema with a value of its type (an experiment is global)."""
+    group = path.split("/")[0]
+    schema = TrainConfig if group == "experiment" else GROUPS[group]
+    own = own_values(CONF / path)
+    merged = OmegaConf.merge(OmegaConf.structured(schema), own)
+    assert set(own) <= set(merged)
+
+
+def test_composed_defaults_are_the_schemas():
+    cfg = composed()
+    assert cfg.trainer == TrainerConfig()  # trainer=default changes nothing
+    assert cfg.stage.max_regression == StageConfig().max_regression == {"en": 0.01}
+    assert cfg.stages == TrainConfig().stages and cfg.eval.tasks == TrainConfig().eval.tasks
