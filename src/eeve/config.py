@@ -269,7 +269,8 @@ class DataConfig:
     validation: dict[str, ValConfig] = field(default_factory=dict)
     """Validation sets: language -> held-out text; one dataloader each, in this order."""
     seed: int = 0
-    """Sampling seed (the data module's ``seed`` argument overrides it when given)."""
+    """Sampling seed. A training run's stage N draws with ``seed + data.seed + N`` (eeve.training.stages); the data
+    module alone uses it as given (its ``seed`` argument overrides it)."""
 
     def validate(self, need_paths: bool = True) -> None:
         if int(self.seq_len) < 2:

@@ -124,6 +124,17 @@ def build_stage_model(cfg: TrainConfig, number: int, tokenizer_dir: Path, expans
     return model
 
 
+def stage_datamodule(cfg: TrainConfig, number: int, tok_dir: Path):
+    """Stage ``number``'s data. Each stage draws its own sample stream, deterministic for reruns and resumes, from
+    the seed ``seed + data.seed + number``: ``data.seed`` picks another stream with the rest of the run unchanged
+    (at ``data.seed=0`` the streams are the ones runs drew before it was honoured)."""
+    from eeve.data.datamodule import EEVEDataModule
+
+    root = Path(cfg.paths.root)
+    seed = cfg.seed + cfg.data.seed + number
+    return EEVEDataModule(cfg.data, tok_dir, resolve(cfg.paths.cache_dir, root), base_dir=root, seed=seed)
+
+
 def make_trainer(
     cfg: TrainConfig,
     number: int,
@@ -182,7 +193,6 @@ def make_trainer(
 
 def run_stage(cfg: TrainConfig, number: int) -> dict:
     """Train stage `number` to its export folder and return its metrics (read back if it already finished)."""
-    from eeve.data.datamodule import EEVEDataModule
     from eeve.eval.schedule import flops_before
     from eeve.eval.training_run import StageEvaluation
     from eeve.training.flops import FlopsLogger, flops_metrics
@@ -202,8 +212,7 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     stage_source(cfg, number)  # fail before any data work if the starting weights are missing
     stage = cfg.stage
 
-    # Each stage draws its own sample stream (seed + stage), deterministic for reruns and resumes.
-    dm = EEVEDataModule(cfg.data, tok_dir, resolve(cfg.paths.cache_dir, root), base_dir=root, seed=cfg.seed + number)
+    dm = stage_datamodule(cfg, number, tok_dir)
     ckpt_dir = Path(cfg.paths.run_dir) / "checkpoints" / f"stage{number}"
     # World size is only known from a trainer; build a throwaway one cheaply to read it.
     probe = L.Trainer(
