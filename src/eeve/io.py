@@ -1,4 +1,8 @@
-"""Writing folders atomically: a reader sees the old folder or the complete new one, never a half-written one."""
+"""Writing files and folders atomically: a reader sees the old one or the complete new one, never a half-written one.
+
+:func:`atomic_write` replaces a file (text, bytes, or whatever a writer callback puts at a temporary path),
+:func:`atomic_dir` a folder; :func:`commit` is the rename step alone, for writers that must agree on the temporary
+name themselves (every rank of a distributed checkpoint writes into the same folder)."""
 
 from __future__ import annotations
 
@@ -8,9 +12,65 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Union
 
 from eeve.errors import ConfigError
+
+Content = Union[str, bytes, Callable[[Path], object]]
+"""What :func:`atomic_write` writes: text (UTF-8), bytes, or a callback that writes the file at the path given."""
+
+
+def temp_path(target: str | os.PathLike) -> Path:
+    """A fresh hidden name beside ``target`` that keeps its suffix (savefig and numpy pick the format by it)."""
+    target = Path(target)
+    return target.with_name(f".{target.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{target.suffix}")
+
+
+def atomic_write(target: str | os.PathLike, content: Content) -> Path:
+    """Replace the file ``target`` by ``content`` in one rename: written to :func:`temp_path`, flushed to disk,
+    renamed over ``target``. On an exception ``target`` is untouched and the temporary file removed. Parent
+    folders are created. Returns ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(target)
+    try:
+        if isinstance(content, str):
+            tmp.write_text(content, encoding="utf-8")
+        elif isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            content(tmp)
+        commit(tmp, target)
+    except BaseException:
+        remove(tmp)
+        raise
+    return target
+
+
+def commit(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Move the complete file or folder ``tmp`` onto ``target``: its bytes flushed to disk, whatever was at
+    ``target`` removed, one rename, the parent folder flushed (the rename survives a power cut)."""
+    tmp, target = Path(tmp), Path(target)
+    for f in [tmp] if tmp.is_file() else [f for f in tmp.rglob("*") if f.is_file()]:
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if target.is_dir():
+        remove(target)
+    os.replace(tmp, target)
+    fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove(p: str | os.PathLike) -> None:
+    """Remove a file or a folder tree if it exists."""
+    p = Path(p)
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
 
 
 @contextlib.contextmanager

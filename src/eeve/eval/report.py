@@ -8,8 +8,9 @@ stage boundaries, labelled with the stage number. Rewritten after every stage.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from eeve.io import atomic_write
 
 LANG_NAMES = {"ko": "Korean", "en": "English"}
 
@@ -84,8 +85,8 @@ def write_report(path: str | Path, base: dict, stages: list[dict], title: str = 
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    finally:
+        plt.close(fig)
     return path

@@ -17,13 +17,13 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from eeve.config import EvalConfig
 from eeve.errors import EvalError
+from eeve.io import atomic_write
 
 METRICS = "metrics.json"
 
@@ -101,9 +101,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
     """Replace ``path`` by ``data`` in one rename (a reader sees the old file or the new one)."""
     from eeve.model.export import _json_default
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n")
 
 
 def _free(model) -> None:

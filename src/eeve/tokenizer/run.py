@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 
 from eeve.config import TokenizeConfig, to_tokenize_config
 from eeve.errors import TokenizerBuildError
-from eeve.io import atomic_dir
+from eeve.io import atomic_dir, atomic_write
 from eeve.text.corpus import CorpusStats, iter_documents
 from eeve.text.scripts import target_scripts
 from eeve.text.sources import open_sources
@@ -194,10 +194,7 @@ def _run_count(cfg: TokenizeConfig, cwd: str, run_dir: str) -> Path:
         out = Path(cwd) / out
     docs = iter_documents(files, progress=cfg.progress)
     counts = count_tokens(tok, docs, batch_bytes=cfg.batch_bytes, count_chars=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    counts.save(tmp)
-    os.replace(tmp, out)
+    atomic_write(out, counts.save)
     print(
         f"shard {c.shard_index}/{c.num_shards}: {len(files)} files, {counts.documents:,} documents, "
         f"{int(counts.tokens.sum()):,} tokens -> {out}"

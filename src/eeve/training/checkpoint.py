@@ -9,11 +9,12 @@ truncated or corrupt one is reported and skipped in favour of the previous good 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import lightning as L
 import torch
+
+from eeve.io import commit, remove
 
 PREFIX = "step-"
 
@@ -42,17 +43,14 @@ class AtomicCheckpoint(L.Callback):
         tmp = self.dirpath / f".tmp-{PREFIX}{step:08d}.ckpt"
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
-            _remove(tmp)
+            remove(tmp)
         trainer.strategy.barrier("eeve_ckpt_pre")
         trainer.save_checkpoint(tmp, weights_only=False)  # full state: weights, optimizer, scheduler, data position
         trainer.strategy.barrier("eeve_ckpt_written")
         if trainer.is_global_zero:
-            _fsync_tree(tmp)
-            _remove(final)
-            os.replace(tmp, final)
-            _fsync_dir(self.dirpath)
+            commit(tmp, final)
             for old in list_checkpoints(self.dirpath)[self.keep :]:
-                _remove(old)
+                remove(old)
         trainer.strategy.barrier("eeve_ckpt_done")
         self._last_saved = step
         return final
@@ -93,25 +91,3 @@ def find_resume_checkpoint(dirpath: str | Path, log=print) -> Path | None:
             return path
         log(f"warning: checkpoint {path} is unreadable ({why}); skipping it for an older one")
     return None
-
-
-def _remove(p: Path) -> None:
-    if p.is_dir():
-        shutil.rmtree(p, ignore_errors=True)
-    elif p.exists():
-        p.unlink()
-
-
-def _fsync_tree(p: Path) -> None:
-    files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()]
-    for f in files:
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -21,6 +21,8 @@ import lightning as L
 import numpy as np
 import torch
 
+from eeve.io import atomic_write
+
 LN2 = math.log(2.0)
 
 
@@ -121,10 +123,7 @@ def base_validation_bpb(cfg, dm, tokenizer_dir: Path, cache_file: Path | None = 
     del model
     if cache_file is not None:
         cached[key] = out
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cached, indent=1))
-        tmp.replace(cache_file)
+        atomic_write(cache_file, json.dumps(cached, indent=1))
     return out
 
 
