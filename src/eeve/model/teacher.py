@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from eeve.errors import ExpansionError
+from eeve.lr_schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +304,7 @@ def distill_new_rows(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for group in opt.param_groups:
-                group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, steps))))
+                group["lr"] = lr * warmup_cosine(step, steps, min_ratio=0.1)
             opt.step()
             hist.append((ce.item(), kl.item()))
             if step % 10 == 0 or step == steps - 1:

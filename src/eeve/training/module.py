@@ -18,6 +18,7 @@ import torch
 
 from eeve.config import RATE_GROUPS, StageConfig, TrainConfig
 from eeve.errors import NonFiniteLossError
+from eeve.lr_schedule import warmup_cosine
 from eeve.training.adapters import attach_adapter
 from eeve.training.groups import group_parameters, set_trainable
 
@@ -177,14 +178,10 @@ class EEVEModule(L.LightningModule):
         s = self.stage
         opt = torch.optim.AdamW(rate_param_groups(self.model, s), lr=s.lr, betas=tuple(s.betas), eps=s.eps)
         total = max(1, self.trainer.max_steps)
-
-        def lr_lambda(step: int) -> float:  # linear warm-up, then cosine down to lr * min_lr_ratio
-            if step < s.warmup_steps:
-                return (step + 1) / s.warmup_steps
-            progress = min(1.0, (step - s.warmup_steps) / max(1, total - s.warmup_steps))
-            return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        factor = functools.partial(
+            warmup_cosine, total_steps=total, warmup_steps=s.warmup_steps, min_ratio=s.min_lr_ratio
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint):
