@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 from test_train import cache_dir, compose_cfg, export_state, grouped  # noqa: F401 (cache_dir: a fixture)
+
+from eeve.training.guard import RegressionGuard, job_rank_zero, make_guard
 
 FIRST2 = ["stages=['2']", "stage.max_steps=4", "trainer.val_every_n_steps=2"]  # stage 2 starts from the expanded base
 
@@ -116,3 +121,85 @@ def test_rate_groups_give_each_group_its_rate_and_decay():
     for n, p in model.named_parameters():
         moved = not torch.equal(p, before[n])
         assert moved == (by_id[id(p)] != "old_input" and by_id[id(p)] != "old_output"), n
+
+
+# ------------------------------------------------------------------------ the base BPB under two ranks
+class _Idle(L.LightningModule):
+    """The smallest module a Trainer validates: one parameter, two empty batches."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(2, 1)), batch_size=1)
+
+
+def _base_computed_by(folder: Path) -> dict:
+    """Stands in for base_validation_bpb (which loads the whole base model): records the rank that called it."""
+    (folder / f"computed-on-rank{os.environ['RANK']}").write_text("")
+    return {"en": {"bpb": 1.5}}
+
+
+class _SeenBase(L.Callback):
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def on_validation_end(self, trainer, pl_module):
+        guard = next(c for c in trainer.callbacks if isinstance(c, RegressionGuard))
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps([guard.base, guard.allowed]))
+
+
+def _launched_rank(rank: int, folder: Path, port: int) -> None:
+    """One of two processes started as torchrun starts them: every rank runs the stage's code from the top."""
+    import functools
+
+    os.environ.update(
+        {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank)}
+        | {"LOCAL_RANK": str(rank), "NODE_RANK": "0"}
+    )
+    guard = make_guard({"en": 0.01}, functools.partial(_base_computed_by, folder))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        callbacks=[guard, _SeenBase(folder)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.validate(_Idle(), verbose=False)
+
+
+@pytest.mark.slow
+def test_only_rank0_computes_the_base_and_every_rank_gets_it(tmp_path):
+    """Two gloo ranks launched from outside (as torchrun does): the base model's BPB is computed (the base loaded,
+    its cache written) on rank 0 alone, before the ranks connect, and every rank's guard holds rank 0's limits
+    (each rank once loaded its own base and wrote the same cache file)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_launched_rank, args=(tmp_path, port), nprocs=2)
+    assert sorted(p.name for p in tmp_path.glob("computed-*")) == ["computed-on-rank0"]
+    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert seen[0] == seen[1] == [{"en": 1.5}, {"en": pytest.approx(1.515)}]
+
+
+def test_job_rank_zero_reads_the_launchers_environment(monkeypatch):
+    for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert job_rank_zero()  # the process that launches the others
+    cases = [({"LOCAL_RANK": "1"}, False), ({"NODE_RANK": "1"}, False), ({"RANK": "3"}, False), ({"RANK": "0"}, True)]
+    for env, zero in cases:
+        with monkeypatch.context() as m:
+            for k, v in env.items():
+                m.setenv(k, v)
+            assert job_rank_zero() == zero, env

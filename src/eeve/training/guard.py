@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
+from typing import Callable
 
 import lightning as L
 import numpy as np
@@ -78,7 +80,8 @@ def score_rows(model, rows: list[np.ndarray], token_bytes: np.ndarray, batch: in
 
 def base_validation_bpb(cfg, dm, tokenizer_dir: Path, cache_file: Path | None = None) -> dict[str, dict]:
     """The base model's BPB on the bytes of each validation set (see :func:`base_rows`), cached in
-    ``cache_file`` under a key of the base model, the tokenizer, the validation caches and their sizes."""
+    ``cache_file`` under a key of the base model, the tokenizer, the validation caches and their sizes. Loads the
+    whole base model: under DDP/FSDP only global rank 0 calls it (:func:`make_guard`)."""
     from eeve.data.packing import TokenizerInfo
     from eeve.model.expand import check_base_vocab
     from eeve.model.load import load_base_model
@@ -127,19 +130,56 @@ def base_validation_bpb(cfg, dm, tokenizer_dir: Path, cache_file: Path | None = 
     return out
 
 
+def job_rank_zero() -> bool:
+    """Whether this process is global rank 0, known before the trainer connects the ranks: from the launcher's
+    environment (torchrun's RANK; Lightning's LOCAL_RANK and NODE_RANK; SLURM_PROCID). The process that launches
+    the others (train.py under trainer=ddp or fsdp) has none of them and is rank 0."""
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"]) == 0
+    if int(env.get("LOCAL_RANK", 0)) != 0 or int(env.get("NODE_RANK", env.get("GROUP_RANK", 0))) != 0:
+        return False
+    return int(env.get("SLURM_PROCID", env.get("JSM_NAMESPACE_RANK", 0))) == 0
+
+
+def make_guard(limits: dict[str, float], base_bpb: Callable[[], dict[str, dict]]) -> "RegressionGuard":
+    """A stage's guard. ``base_bpb`` (:func:`base_validation_bpb`: loads the whole base model, writes its cache)
+    runs on global rank 0 only, now, before the trainer starts or connects the other ranks (no collective waits on
+    it); they receive its result when the trainer sets up."""
+    return RegressionGuard(limits, base_bpb() if job_rank_zero() else None)
+
+
 # ---------------------------------------------------------------------------------------------- the guard
 class RegressionGuard(L.Callback):
-    """See the module docstring. ``start`` is the stage's validation before training ({lang: {"bpb": ...}})."""
+    """See the module docstring. ``base``: the base model's validation ({lang: {"bpb": ...}}) on global rank 0,
+    None on the other ranks, which receive rank 0's when the trainer sets up (:func:`make_guard`). ``start`` is the
+    stage's validation before training."""
 
-    def __init__(self, limits: dict[str, float], base: dict[str, dict]):
+    def __init__(self, limits: dict[str, float], base: dict[str, dict] | None):
         self.limits = dict(limits)
-        self.base = {k: float(base[k]["bpb"]) for k in self.limits}
-        self.allowed = {k: self.base[k] * (1 + lim) for k, lim in self.limits.items()}
+        self._given, self._received = base, False
+        self.base: dict[str, float] = {}
+        self.allowed: dict[str, float] = {}
+        if base is not None:
+            self._set_base(base)
         self.kept_step: int | None = None
         self.kept_val: dict = {}
         self._kept: list[torch.Tensor] | None = None
         self.breach: dict | None = None
         self.history: list[dict] = []
+
+    def _set_base(self, base: dict[str, dict]) -> None:
+        self.base = {k: float(base[k]["bpb"]) for k in self.limits}
+        self.allowed = {k: self.base[k] * (1 + lim) for k, lim in self.limits.items()}
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Every rank takes rank 0's base BPB (the ranks are connected here, before any validation or restore)."""
+        if not self._received:
+            value = trainer.strategy.broadcast(self._given, src=0)
+            if value is None:
+                raise RuntimeError("the guard's base BPB is missing on global rank 0: build the guard with make_guard")
+            self._set_base(value)
+            self._received = True
 
     def set_start(self, module, start: dict[str, dict]) -> None:
         """The stage's validation before training: a start already above the limit becomes the limit, and the

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import shutil
 import time
@@ -234,12 +235,10 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     evaluation = StageEvaluation(cfg, number, tok_dir, world)  # the base (stage 0), once per run; see eeve.eval
     guard = None
     if stage.max_regression:  # English (or any language) may not fall behind the base by more than the limit
-        from eeve.training.guard import RegressionGuard, base_validation_bpb
+        from eeve.training.guard import base_validation_bpb, make_guard
 
-        guard = RegressionGuard(
-            stage.max_regression,
-            base_validation_bpb(cfg, dm, tok_dir, resolve(cfg.paths.cache_dir, root) / "base_bpb.json"),
-        )
+        base_cache = resolve(cfg.paths.cache_dir, root) / "base_bpb.json"
+        guard = make_guard(stage.max_regression, functools.partial(base_validation_bpb, cfg, dm, tok_dir, base_cache))
     trainer = make_trainer(
         cfg,
         number,
