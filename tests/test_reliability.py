@@ -368,3 +368,30 @@ def test_the_unsafe_load_check_can_fail():
         "x.py:6",
         "x.py:7",
     ]
+
+
+@pytest.mark.slow
+def test_guard_breach_right_after_a_resume_records_the_exported_weights(env, tmp_path):
+    """A stage killed after a checkpoint, resumed, and stopped by the guard at its first validation after the
+    resume: the export is the resumed weights, and val_end is their validation (it was once left empty: the
+    resumed weights had no validation of their own)."""
+    rd = tmp_path / "guarded"
+    args = [a for a in env["args"] if not a.startswith("trainer.val_every_n_steps=")]
+    stage = ["stage=2", "stages=['2']", "stage.max_steps=24", "stage.lr=1.0", "stage.max_regression.en=0.0"]
+    stage += ["trainer.checkpoint_every_n_steps=2", f"hydra.run.dir={rd}", *args]
+    killed = subprocess.Popen(
+        cmd(*stage, "trainer.val_every_n_steps=100"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    ckpts = rd / "checkpoints" / "stage2"
+    deadline = time.time() + 180
+    while time.time() < deadline and killed.poll() is None and not list(ckpts.glob("step-*.ckpt")):
+        time.sleep(0.02)
+    assert killed.poll() is None, "the run finished before it could be killed: make the stage longer"
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    r = run(*stage, "trainer.val_every_n_steps=2")  # a rate far too high, a 0 % limit: breached at once
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((rd / "stage2" / "metrics.json").read_text())
+    resumed_at = int(Path(m["resumed_from"]).stem.split("-")[1])
+    assert m["guard"]["breached"] and m["guard"]["exported_step"] == resumed_at < m["guard"]["breach"]["step"]
+    assert set(m["val_end"]) == {"ko", "en"} and m["val_end"]["en"]["bpb"] < m["guard"]["breach"]["bpb"]

@@ -298,6 +298,8 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     if guard and guard.breach:
         guard.restore(module)
         module.last_val = guard.kept_val
+        if not guard.kept_val:  # resumed, breached before a validation within the limit: validate what is exported
+            trainer.validate(module, datamodule=dm, verbose=False)
         if trainer.is_global_zero:
             b = guard.breach
             print(
