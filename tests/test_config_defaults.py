@@ -13,6 +13,7 @@ The rule, checked here:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,55 @@ def test_composed_defaults_are_the_schemas():
     assert cfg.trainer == TrainerConfig()  # trainer=default changes nothing
     assert cfg.stage.max_regression == StageConfig().max_regression == {"en": 0.01}
     assert cfg.stages == TrainConfig().stages and cfg.eval.tasks == TrainConfig().eval.tasks
+
+
+# --------------------------------------------------------------------------- references in conf/ comments
+SRC = Path(__file__).resolve().parents[1] / "src"
+REFERENCE = re.compile(r"(?:src/)?eeve(?:[./][A-Za-z_][A-Za-z0-9_]*)+/?")
+
+
+def references(text: str) -> list[str]:
+    """``eeve.a.b``, ``eeve/a/b.py`` and ``src/eeve/...`` mentioned in the comments of a YAML file."""
+    comments = [line.split("#", 1)[1] for line in text.splitlines() if "#" in line]
+    return [m.group(0).rstrip("./") for c in comments for m in REFERENCE.finditer(c)]
+
+
+def resolves(ref: str) -> bool:
+    """A path under src/ that exists, or a dotted module (then names defined in it, one level into a class)."""
+    import ast
+
+    if "/" in ref:
+        return (SRC / ref.removeprefix("src/")).exists()
+    parts = ref.split(".")
+    for cut in range(len(parts), 0, -1):
+        base = SRC.joinpath(*parts[:cut])
+        module = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+        if module.is_file():
+            break
+    else:
+        return False
+    body = ast.parse(module.read_text(encoding="utf-8")).body
+    for name in parts[cut:]:
+        defs = {n.name: n for n in body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+        names = {t.id for n in body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+        names |= {n.target.id for n in body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+        if name not in defs and name not in names:
+            return False
+        body = getattr(defs.get(name), "body", [])
+    return True
+
+
+def test_references_in_conf_comments_resolve():
+    refs = {f"{p.relative_to(CONF)}: {r}": r for p in sorted(CONF.rglob("*.yaml")) for r in references(p.read_text())}
+    assert len(refs) > 10  # the comments do name modules: the pattern finds them
+    assert [where for where, r in refs.items() if not resolves(r)] == []
+
+
+def test_a_stale_reference_is_found():
+    stale = "# see eeve/data.py, eeve.expansion.expand_model and src/eeve/distributed.py; eeve.config.StageConfig.lr\n"
+    assert [r for r in references(stale) if not resolves(r)] == [
+        "eeve/data.py",
+        "eeve.expansion.expand_model",
+        "src/eeve/distributed.py",
+    ]
+    assert resolves("eeve.config.StageConfig.max_regression") and resolves("src/eeve/training/distributed.py")
