@@ -343,7 +343,7 @@ class EvalConfig:
     """Padded tokens per forward pass while scoring (bounds the [tokens x vocab] logits)."""
     device: str = "auto"
     """Where exports are evaluated: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."""
-    tasks: list[str] = field(default_factory=lambda: ["eeve_nextsent_ko", "eeve_nextsent_en"])
+    tasks: list[str] = field(default_factory=list)
     """lm-evaluation-harness tasks (pip install -e .[eval]): eeve_nextsent_ko/en (local demo tasks), kobest_*,
     haerae, kmmlu, arc_easy, hellaswag, mmlu, ..."""
     after_stages: list[int] = field(default_factory=lambda: [0, 3, 7])
@@ -511,7 +511,7 @@ class EvaluateConfig:
         }
     )
     """Held-out text per language (as data.validation)."""
-    eval: EvalConfig = field(default_factory=lambda: EvalConfig(after_stages=[0], tasks=[]))
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(after_stages=[0]))
     """Settings as in training; ``eval.tasks`` run on every model given."""
     dtype: str = "float32"
     trust_remote_code: bool = False
