@@ -42,6 +42,7 @@ def make_export(tok_dir: Path, out: Path, special_id: int | None = None) -> Path
 
     meta = read_expansion(tok_dir)
     cfg = tiny_cfg(meta["base_vocab_size"])
+    cfg.pop("tokenizer", None)  # `${paths.root}/...` for recipe=no_expansion: not resolvable (nor needed) here
     if special_id is not None:  # byte-level: <|endoftext|> is BOS and EOS (the tiny config's 1 and 2 are Mistral's)
         cfg["config"].update(bos_token_id=special_id, eos_token_id=special_id)
     model = load_base_model(cfg, seed=0)
