@@ -60,9 +60,11 @@ def run_converter(export_dir: Path, tmp: Path, outtype: str, llama_cpp: Path) ->
 
 def mismatch_message(check: TokenCheck) -> str:
     line, hf, cpp = check.mismatches[0]
+    k = next((i for i, (a, b) in enumerate(zip(hf, cpp)) if a != b), min(len(hf), len(cpp)))
     return (
         f"llama.cpp tokenizes {len(check.mismatches)} of {check.lines} check lines differently from the HF tokenizer "
-        f"(first: {line[:40]!r}: HF {hf[:8]}.., llama.cpp {cpp[:8]}..); no GGUF written (see docs/gguf.md)"
+        f"(first: {line[:40]!r}, from token {k}: HF {hf[k : k + 4]}, llama.cpp {cpp[k : k + 4]}); no GGUF written "
+        "(see docs/gguf.md)"
     )
 
 
