@@ -7,13 +7,28 @@ PY := .venv/bin/python
 # GPU users: create .venv with your CUDA build of torch first; `make setup` then keeps it.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test data base tokenizer train
+# llama.cpp's Python binding for `python -m eeve.export gguf` and tests/test_gguf.py (docs/gguf.md): compiled from the
+# pinned sdist (about 25 minutes on 2 cores), CPU only and portable, without server, tools or examples. The wheel is
+# kept in .cache/llama_cpp/wheels, so a fresh venv installs it in seconds.
+LLAMA_CPP_PYTHON := 0.3.36
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+WHEELS := .cache/llama_cpp/wheels
+
+.PHONY: setup demo test data base tokenizer train gguf
 setup: .venv/.installed
 .venv/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[test,eval]"
+	touch $@
+
+gguf: .venv/.gguf
+.venv/.gguf: .venv/.installed
+	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_PYTHON)-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+		$(PY) -m pip wheel -q --no-deps -w $(WHEELS) "llama-cpp-python==$(LLAMA_CPP_PYTHON)"
+	$(PY) -m pip install -q --find-links $(WHEELS) -e ".[gguf]"
 	touch $@
 
 data: setup

@@ -1,0 +1,68 @@
+"""The pinned llama.cpp source: the ``llama-cpp-python`` sdist from PyPI, which vendors the whole llama.cpp tree
+(``vendor/llama.cpp``: ``convert_hf_to_gguf.py``, ``conversion/``, ``gguf-py/``). The same sdist, installed with
+pip, builds the ``llama_cpp`` binding that checks the converted file, so converter and runtime are one version.
+
+``llama_cpp_dir()`` downloads it once (``pip download``) into ``<cache>/llama_cpp/``, checks its SHA-256 and unpacks
+it there; later calls reuse the tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from eeve.demo.data import default_root
+from eeve.errors import ExportError
+
+LLAMA_CPP_PYTHON = "0.3.36"
+SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+SDIST = f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
+
+
+def cache_dir() -> Path:
+    return default_root() / "llama_cpp"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download_sdist(root: Path) -> Path:
+    """The pinned sdist in ``root`` (downloaded with pip if absent; its hash checked)."""
+    sdist = root / SDIST
+    if not sdist.is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d", str(root)]
+        r = subprocess.run([*cmd, f"llama-cpp-python=={LLAMA_CPP_PYTHON}"], capture_output=True, text=True)
+        if r.returncode != 0 or not sdist.is_file():
+            last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ExportError(
+                f"could not download llama-cpp-python=={LLAMA_CPP_PYTHON} from PyPI ({last}); put {SDIST} into "
+                f"{root} or pass --llama-cpp DIR (a llama.cpp checkout)"
+            )
+    if _sha256(sdist) != SDIST_SHA256:
+        raise ExportError(f"{sdist} does not have the pinned SHA-256 {SDIST_SHA256}: delete it and run again")
+    return sdist
+
+
+def llama_cpp_dir(root: str | os.PathLike | None = None) -> Path:
+    """The pinned llama.cpp tree (``.../vendor/llama.cpp``), downloaded and unpacked on first use."""
+    root = Path(root) if root is not None else cache_dir()
+    tree = root / f"llama_cpp_python-{LLAMA_CPP_PYTHON}" / "vendor" / "llama.cpp"
+    if (tree / "convert_hf_to_gguf.py").is_file():
+        return tree
+    sdist = download_sdist(root)
+    with tempfile.TemporaryDirectory(prefix=".unpack-", dir=root) as tmp:
+        with tarfile.open(sdist) as tar:
+            tar.extractall(tmp, filter="data")
+        (Path(tmp) / tree.parents[1].name).rename(tree.parents[1])  # complete or absent, never half-unpacked
+    return tree
