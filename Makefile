@@ -9,11 +9,11 @@ TORCH ?= torch==2.13.0
 
 # llama.cpp's Python binding for `python -m eeve.export gguf` and tests/test_gguf.py (docs/gguf.md): compiled from the
 # pinned sdist (about 25 minutes on 2 cores), CPU only and portable, without server, tools or examples. The wheel is
-# kept in .cache/llama_cpp/wheels, so a fresh venv installs it in seconds.
+# kept in ~/.cache/eeve/wheels (WHEELS=...), so a fresh clone or venv installs it in seconds.
 LLAMA_CPP_PYTHON := 0.3.36
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
 	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
-WHEELS := .cache/llama_cpp/wheels
+WHEELS ?= $(HOME)/.cache/eeve/wheels   # outside the checkout: a fresh clone on the same machine reuses the build
 
 .PHONY: setup demo test data base tokenizer train gguf
 setup: .venv/.installed
