@@ -104,10 +104,13 @@ def test_rate_groups_give_each_group_its_rate_and_decay():
 
     model = split_vocab(tiny_model(), BASE)
     set_trainable(model, ["old_input", "new_input", "old_output", "new_output", "transformer"])
-    stage = StageConfig(lr=1e-3, lr_new=5e-2, lr_old=0.0, weight_decay=0.1, weight_decay_pretrained=0.0)
+    stage = StageConfig(
+        lr=1e-3, lr_new=5e-2, lr_new_output=5e-3, lr_old=0.0, weight_decay=0.1, weight_decay_pretrained=0.0
+    )
     groups = rate_param_groups(model, stage)
     assert {g["name"]: (g["lr"], g["weight_decay"]) for g in groups} == {
         "new": (5e-2, 0.1),
+        "new_output": (5e-3, 0.1),
         "old": (0.0, 0.0),
         "transformer": (1e-3, 0.0),
     }

@@ -26,7 +26,7 @@ RATE_GROUPS = {
     "old_input": "old",
     "old_output": "old",
     "new_input": "new",
-    "new_output": "new",
+    "new_output": "new_output",
     "transformer": "transformer",
     "adapter": "transformer",  # LoRA adapters stand in for the transformer (eeve.training.groups.ADAPTER_GROUP)
 }
@@ -171,6 +171,10 @@ class StageConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     lr_new: Optional[float] = None
     """Peak rate of the new rows (new_input, new_output); null = ``lr``. Each rate group is one AdamW param group."""
+    lr_new_output: Optional[float] = None
+    """Peak rate of the new OUTPUT rows; null = ``lr_new``. A head row's step moves its logit by about
+    lr x ||hidden||_1, so output rows need a much smaller rate than input rows: at the input rows' 2e-3 the new
+    output rows of a real 135M model overshoot and Korean gets worse (docs/recipes.md, measured)."""
     lr_old: Optional[float] = None
     """Peak rate of the pre-trained vocabulary rows (old_input, old_output); null = ``lr``."""
     lr_transformer: Optional[float] = None
@@ -188,8 +192,10 @@ class StageConfig:
         """Rate group -> (peak lr, weight decay), for the groups named in ``RATE_GROUPS``."""
         wd_pre = self.weight_decay if self.weight_decay_pretrained is None else self.weight_decay_pretrained
         pick = lambda v: self.lr if v is None else v  # noqa: E731
+        new_out = self.lr_new_output if self.lr_new_output is not None else pick(self.lr_new)
         return {
             "new": (pick(self.lr_new), self.weight_decay),
+            "new_output": (new_out, self.weight_decay),
             "old": (pick(self.lr_old), wd_pre),
             "transformer": (pick(self.lr_transformer), wd_pre),
         }
