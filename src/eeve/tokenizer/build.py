@@ -255,9 +255,33 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
     """Run steps 1-7. Returns a dict with the Expansion, counts, iteration log and corpus stats."""
     paths = open_sources(cfg.corpus, base_dir)
     stats = CorpusStats()
-    script, kind = target_scripts(cfg.target.scripts, cfg.target.ranges), base.kind
-    seen_target = [False]
+    script = target_scripts(cfg.target.scripts, cfg.target.ranges)
+    inter_vocab, inter_merges = _train_on_corpus(base, cfg, paths, stats, script, base_dir, say)
+    exp, cands, skipped = _first_expansion(base, script, inter_vocab, inter_merges, say)
+    log: dict = {}
+    ensure_reachable(exp, log)
+    exp, counts, char_counts, iterations = _settle(exp, paths, cfg, base_dir, log, say)
+    exp, counts, trimmed = _trim_to_multiple(exp, counts, paths, cfg, base_dir, log, say)
+    return {
+        "expansion": exp,
+        "counts": counts,
+        "char_counts": char_counts,
+        "iterations": iterations,
+        "stats": stats,
+        "log": log,
+        "trimmed": trimmed,
+        "candidates": len(cands),
+        "intermediate_vocab": len(inter_vocab),
+        "skipped": skipped,
+    }
 
+
+def _train_on_corpus(
+    base: BaseTokenizer, cfg: TokenizeConfig, paths, stats: CorpusStats, script: TargetScripts, base_dir, say
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Step 1: the intermediate BPE over the corpus (or its first `intermediate_max_mb`); fails on a corpus with no
+    documents or no target character."""
+    seen_target = [False]
     limit = cfg.intermediate_max_mb * 1e6 if cfg.intermediate_max_mb else float("inf")
 
     def train_docs():
@@ -286,11 +310,18 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
         f"{f', {stats.invalid_utf8_lines} invalid UTF-8 lines skipped' if stats.invalid_utf8_lines else ''}"
     )
     say(f"intermediate BPE: {len(inter_vocab):,} tokens, {len(inter_merges):,} merges ({time.time() - t0:.1f}s)")
+    return inter_vocab, inter_merges
 
+
+def _first_expansion(
+    base: BaseTokenizer, script: TargetScripts, inter_vocab: dict[str, int], inter_merges: list[tuple[str, str]], say
+) -> tuple[Expansion, list[str], list[str]]:
+    """Steps 2-3: (the expansion by the candidates and their ancestors, the candidates, the non-target ancestors
+    left out). Not yet checked for reachability."""
     inter_rank = {a + b: r for r, (a, b) in enumerate(inter_merges)}
     inter_merge = {a + b: (a, b) for a, b in reversed(inter_merges)}  # first (lowest-rank) merge wins
     cands = sorted(
-        (t for t in inter_vocab if kind.is_candidate(t, script) and t not in base.vocab),
+        (t for t in inter_vocab if base.kind.is_candidate(t, script) and t not in base.vocab),
         key=lambda t: (inter_rank.get(t, -1), t),
     )
     needed, skipped = _closure(cands, inter_merge, base, script)
@@ -299,39 +330,50 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
         f"candidates: {len(cands):,} {script.label} tokens absent from the base "
         f"({len(needed) - len(set(cands) & needed):,} ancestors added{left_out})"
     )
-    base_size = base_vocab_size(base)
     order = sorted(needed, key=lambda t: (inter_rank.get(t, -1), t))  # single chars (rank -1) first
     have = needed | set(base.vocab)
     merges = [inter_merge[t] for t in order if t in inter_merge and set(inter_merge[t]) <= have]
-    exp = Expansion(base, base_size, script, order, merges)
-    log: dict = {}
-    ensure_reachable(exp, log)
+    return Expansion(base, base_vocab_size(base), script, order, merges), cands, skipped
 
+
+def _new_token_freq(exp: Expansion, counts: Counts) -> dict[str, int]:
+    return {t: int(counts.tokens[exp.base_size + i]) for i, t in enumerate(exp.new_tokens)}
+
+
+def _missing_chars(exp: Expansion, char_counts: Counts, m: int) -> list[str]:
+    """Step 6: tokens of the target characters seen >= m times that the vocabulary lacks, most frequent first."""
+    kind, script = exp.base.kind, exp.script
+    present = set(exp.vocab())
+    return [
+        kind.char_token(c)
+        for c in sorted(
+            (chr(c) for c in np.flatnonzero(char_counts.chars >= m).tolist() if script.is_target_char(chr(c))),
+            key=lambda c: (-char_counts.char_count(c), c),
+        )
+        if kind.char_token(c) not in present
+    ]
+
+
+def _settle(
+    exp: Expansion, paths, cfg: TokenizeConfig, base_dir, log: dict, say
+) -> tuple[Expansion, Counts, Counts, list[dict]]:
+    """Steps 4-7: count, drop rare tokens, add frequent characters, until nothing changes (or max_iterations).
+    Returns (expansion, its counts, the first pass's character counts, the iteration log)."""
+    kind, m = exp.base.kind, cfg.min_frequency
     iterations = []
     unaddable: set[str] = set()  # characters whose byte-level merges would need a non-target support token
-    counts = None
     char_counts = None
-    m = cfg.min_frequency
     for it in range(1, cfg.max_iterations + 1):
         t1 = time.time()
         counts = _count(exp, paths, cfg, base_dir, count_chars=char_counts is None)
         if char_counts is None:
             char_counts = counts
-        freq = {t: int(counts.tokens[base_size + i]) for i, t in enumerate(exp.new_tokens)}
+        freq = _new_token_freq(exp, counts)
         char_ok = lambda t: kind.is_single_char(t) and char_counts.char_count(kind.token_text(t)) >= m  # noqa: E731
         keep = {t for t, f in freq.items() if f >= m or char_ok(t)}
         keep |= required_ancestors(exp, keep)
         dropped = [t for t in exp.new_tokens if t not in keep]
-        present = set(exp.vocab())
-        added = [
-            kind.char_token(c)
-            for c in sorted(
-                (chr(c) for c in np.flatnonzero(char_counts.chars >= m).tolist() if script.is_target_char(chr(c))),
-                key=lambda c: (-char_counts.char_count(c), c),
-            )
-            if kind.char_token(c) not in present
-        ]
-        added = [t for t in added if t not in unaddable]
+        added = [t for t in _missing_chars(exp, char_counts, m) if t not in unaddable]
         rec = {
             "iteration": it,
             "new_tokens": len(exp.new_tokens),
@@ -353,38 +395,34 @@ def build_expanded_tokenizer(base: BaseTokenizer, cfg: TokenizeConfig, base_dir:
     else:
         counts = _count(exp, paths, cfg, base_dir)
         say(f"max_iterations={cfg.max_iterations} reached before the vocabulary settled")
+    return exp, counts, char_counts, iterations
 
-    # vocab size a multiple of vocab_multiple_of: drop the rarest removable new tokens
+
+def _trim_to_multiple(
+    exp: Expansion, counts: Counts, paths, cfg: TokenizeConfig, base_dir, log: dict, say
+) -> tuple[Expansion, Counts, list[str]]:
+    """Step 7's end: a vocabulary size that is a multiple of `vocab_multiple_of`, by dropping the rarest removable
+    new tokens (recounted after). Returns (expansion, counts, the trimmed tokens)."""
     mult = cfg.vocab_multiple_of
     trimmed: list[str] = []
-    if mult and mult > 1:
-        excess = (base_size + len(exp.new_tokens)) % mult
-        if excess and excess > len(exp.new_tokens):
-            say(f"warning: only {len(exp.new_tokens)} new tokens, cannot reach a multiple of {mult}")
-            excess = 0
-        freq = {t: int(counts.tokens[base_size + i]) for i, t in enumerate(exp.new_tokens)}
-        while excess:
-            keep = set(exp.new_tokens)
-            needed_by_others = required_ancestors(exp, keep)
-            removable = sorted((t for t in keep if t not in needed_by_others), key=lambda t: (freq[t], t))
-            k = min(excess, len(removable))
-            gone = set(removable[:k])
-            trimmed += removable[:k]
-            exp = restrict(exp, keep - gone, [])
-            excess -= k
-        if trimmed:
-            ensure_reachable(exp, log)
-            counts = _count(exp, paths, cfg, base_dir)
-            say(f"vocab_multiple_of={mult}: dropped the {len(trimmed)} rarest removable new tokens, recounted")
-    return {
-        "expansion": exp,
-        "counts": counts,
-        "char_counts": char_counts,
-        "iterations": iterations,
-        "stats": stats,
-        "log": log,
-        "trimmed": trimmed,
-        "candidates": len(cands),
-        "intermediate_vocab": len(inter_vocab),
-        "skipped": skipped,
-    }
+    if not mult or mult <= 1:
+        return exp, counts, trimmed
+    excess = (exp.base_size + len(exp.new_tokens)) % mult
+    if excess and excess > len(exp.new_tokens):
+        say(f"warning: only {len(exp.new_tokens)} new tokens, cannot reach a multiple of {mult}")
+        excess = 0
+    freq = _new_token_freq(exp, counts)
+    while excess:
+        keep = set(exp.new_tokens)
+        needed_by_others = required_ancestors(exp, keep)
+        removable = sorted((t for t in keep if t not in needed_by_others), key=lambda t: (freq[t], t))
+        k = min(excess, len(removable))
+        gone = set(removable[:k])
+        trimmed += removable[:k]
+        exp = restrict(exp, keep - gone, [])
+        excess -= k
+    if trimmed:
+        ensure_reachable(exp, log)
+        counts = _count(exp, paths, cfg, base_dir)
+        say(f"vocab_multiple_of={mult}: dropped the {len(trimmed)} rarest removable new tokens, recounted")
+    return exp, counts, trimmed
