@@ -190,89 +190,44 @@ def estimate(
     """Bytes per device for one stage (see the module docstring). ``config``: the base model's transformers
     config; ``compute_dtype``: dtype of the weights and activations in forward (FSDP ``param_dtype``, or the
     autocast dtype when ``autocast``); ``stage``: for its adapter (LoRA trains adapters, not the transformer)."""
-    from eeve.model.split import SplitLMHead
     from eeve.training.groups import group_parameters
 
     model = _meta_model(config, vocab_size, base_vocab, trainable, storage_dtype, stage)
-    counts = {g: sum(p.numel() for p in ps) for g, ps in group_parameters(model).items()}
-    h = model.config.hidden_size
-    n_layers = len(model.model.layers)
-    v_old, v_new = base_vocab, vocab_size - base_vocab
-    fsdp, ddp = strategy == "fsdp", strategy == "ddp"
-    shard = world if fsdp else 1
-    cs = _size(compute_dtype)
-    ss = _size(storage_dtype)
-
-    def nbytes(ps) -> int:  # adapters are kept in fp32 whatever the model's dtype
-        return sum(p.numel() * p.element_size() for p in ps)
-
-    train = [p for p in model.parameters() if p.requires_grad]
-    train_bytes = nbytes(train)
-    params = nbytes(model.parameters()) / shard
-    grads = train_bytes / shard
-    optimizer = 2 * train_bytes / shard
-    # FSDP units: each decoder layer, old and new embedding rows, the head (old and new rows together)
-    layer0 = model.model.layers[0]
-    units = {
-        "layer": nbytes(layer0.parameters()) * cs / ss,
-        "embed_old": v_old * h * cs,
-        "embed_new": v_new * h * cs,
-        "head": vocab_size * h * cs,
-    }
-    trained_in_unit = {
-        "layer": nbytes(p for p in layer0.parameters() if p.requires_grad),
-        "embed_old": v_old * h * ss * ("old_input" in trainable),
-        "embed_new": v_new * h * ss * ("new_input" in trainable),
-        "head": h * ss * (v_old * ("old_output" in trainable) + v_new * ("new_output" in trainable)),
-    }
-    gather = 2 * max(units.values()) if fsdp else 0.0
-    # a unit's unsharded gradient (frozen rows have none) and its fp32 copy for the reduce-scatter
-    reduce_buf = max(trained_in_unit.values()) * (cs + 4) / ss if fsdp else 0.0
-    buckets = train_bytes if ddp else 0.0
-
-    # activations of one micro-batch
-    tokens = seq_len - 1  # the model reads seq_len - 1 inputs and predicts the next token of each
-    n_tok = micro_batch * tokens
-    backbone_grad = any(g in trainable for g in (*INPUT_GROUPS, "transformer"))
+    fsdp = strategy == "fsdp"
+    shape = _Shape(
+        h=model.config.hidden_size,
+        n_layers=len(model.model.layers),
+        v_old=base_vocab,
+        v_new=vocab_size - base_vocab,
+        n_tok=micro_batch * (seq_len - 1),  # the model reads seq_len - 1 inputs and predicts the next of each
+        cs=_size(compute_dtype),
+        ss=_size(storage_dtype),
+        shard=world if fsdp else 1,
+        trainable=list(trainable),
+    )
+    state = _state_bytes(model, shape, fsdp, strategy == "ddp")
     part = _activation_parts(
         config,
         vocab_size,
         base_vocab,
         trainable,
         micro_batch,
-        tokens,
+        seq_len - 1,
         compute_dtype if (fsdp or not autocast) else storage_dtype,
         compute_dtype if autocast and not fsdp else None,
         stage,
     )
-    layer_in = n_tok * h * cs
-    if not backbone_grad:
-        backbone = 2 * layer_in  # no autograd: the hidden states in flight and the final output for the head
-    elif checkpointing:  # each layer's input; a layer's saved tensors exist only while it is recomputed in backward
-        backbone = part["rest"] + n_layers * layer_in
-    else:
-        backbone = part["rest"] + n_layers * part["layer"]
-    need_old, need_new = "old_output" in trainable, "new_output" in trainable
-    head_w = cs if (fsdp or autocast) else ss  # dtype of the head weights in its forward
-    head_saved = (n_tok * h * cs if backbone_grad else 0) + 4 * h * (need_old * v_old + need_new * v_new) + 4 * n_tok
-    chunk = min(n_tok, max(1, SplitLMHead.chunk_elements // vocab_size))
-    chunk_tmp = 4 * chunk * (vocab_size + max(v_old, v_new))  # fp32 logits of both blocks + logsumexp's temporary
-    head_bwd_tmp = (4 * h * (need_old * v_old + need_new * v_new) if head_w != 4 else 0) + (
-        n_tok * h * cs if backbone_grad else 0
-    )
-    head_grads = (need_old * v_old + need_new * v_new) * h * ss / shard
-    largest = max((p.numel() * p.element_size() for p in train), default=0)
-    step_tmp = train_bytes / shard if gpu else 2 * largest  # foreach AdamW temporaries vs per-tensor ones
-    carried = grads if accumulate > 1 else 0.0  # accumulated gradients live through the next forward
+    head_w = shape.cs if (fsdp or autocast) else shape.ss  # dtype of the head weights in its forward
+    phases = _phases(shape, state, part, head_w, checkpointing=checkpointing, accumulate=accumulate, gpu=gpu)
+    counts = {g: sum(p.numel() for p in ps) for g, ps in group_parameters(model).items()}
+    return _summary(shape, state, part, phases, counts, carried=state["grads"] if accumulate > 1 else 0.0)
 
-    phases = {
-        "forward": carried + backbone + head_saved + chunk_tmp,
-        "head backward": carried + backbone + head_saved + head_bwd_tmp + head_grads + reduce_buf,
-        "end of backward": grads + reduce_buf,
-        "optimizer step": grads + step_tmp,
-    }
-    if backbone_grad and checkpointing:  # the last layer recomputed, with every layer input still held
-        phases["layer backward"] = carried + backbone + part["layer"] + head_grads + reduce_buf
+
+def _summary(
+    s: _Shape, state: dict, part: dict[str, int], phases: dict[str, float], counts: dict, carried: float
+) -> dict[str, Any]:
+    """`estimate`'s answer: the columns, the peak and where it is reached."""
+    head_grads, reduce_buf = _head_grad_bytes(s), state["reduce_buf"]
     activations = (
         max(
             phases["forward"],
@@ -281,20 +236,116 @@ def estimate(
         )
         - carried
     )
-    work = max(phases.values())
-    peak = params + gather + optimizer + buckets + work
     return {
-        "params": params + gather,
-        "grads": grads + buckets + reduce_buf,
-        "optimizer": optimizer,
+        "params": state["params"] + state["gather"],
+        "grads": state["grads"] + state["buckets"] + reduce_buf,
+        "optimizer": state["optimizer"],
         "activations": activations,
-        "peak": peak,
+        "peak": state["params"] + state["gather"] + state["optimizer"] + state["buckets"] + max(phases.values()),
         "phase": max(phases, key=phases.get),
         "counts": counts,
         "layer_saved": part["layer"],
         "rest_saved": part["rest"],
-        "units": units,
+        "units": state["units"],
     }
+
+
+@dataclass
+class _Shape:
+    """What the arithmetic of `estimate` reads: sizes, dtype widths, the FSDP shard count, the trained groups."""
+
+    h: int  # hidden size
+    n_layers: int
+    v_old: int
+    v_new: int
+    n_tok: int  # tokens in one micro-batch
+    cs: int  # bytes per element in compute
+    ss: int  # bytes per element in storage
+    shard: int  # the FSDP world, else 1
+    trainable: list[str]
+
+    @property
+    def backbone_grad(self) -> bool:
+        return any(g in self.trainable for g in (*INPUT_GROUPS, "transformer"))
+
+    @property
+    def trained_head_rows(self) -> int:
+        return ("old_output" in self.trainable) * self.v_old + ("new_output" in self.trainable) * self.v_new
+
+
+def _nbytes(ps) -> int:  # adapters are kept in fp32 whatever the model's dtype
+    return sum(p.numel() * p.element_size() for p in ps)
+
+
+def _state_bytes(model, s: _Shape, fsdp: bool, ddp: bool) -> dict[str, Any]:
+    """Parameters, gradients, optimizer state, FSDP units and buffers, DDP buckets (bytes per device)."""
+    train = [p for p in model.parameters() if p.requires_grad]
+    train_bytes = _nbytes(train)
+    # FSDP units: each decoder layer, old and new embedding rows, the head (old and new rows together)
+    layer0 = model.model.layers[0]
+    units = {
+        "layer": _nbytes(layer0.parameters()) * s.cs / s.ss,
+        "embed_old": s.v_old * s.h * s.cs,
+        "embed_new": s.v_new * s.h * s.cs,
+        "head": (s.v_old + s.v_new) * s.h * s.cs,
+    }
+    trained_in_unit = {
+        "layer": _nbytes(p for p in layer0.parameters() if p.requires_grad),
+        "embed_old": s.v_old * s.h * s.ss * ("old_input" in s.trainable),
+        "embed_new": s.v_new * s.h * s.ss * ("new_input" in s.trainable),
+        "head": s.h * s.ss * s.trained_head_rows,
+    }
+    return {
+        "train_bytes": train_bytes,
+        "largest": max((p.numel() * p.element_size() for p in train), default=0),
+        "params": _nbytes(model.parameters()) / s.shard,
+        "grads": train_bytes / s.shard,
+        "optimizer": 2 * train_bytes / s.shard,
+        "units": units,
+        "gather": 2 * max(units.values()) if fsdp else 0.0,
+        # a unit's unsharded gradient (frozen rows have none) and its fp32 copy for the reduce-scatter
+        "reduce_buf": max(trained_in_unit.values()) * (s.cs + 4) / s.ss if fsdp else 0.0,
+        "buckets": train_bytes if ddp else 0.0,
+    }
+
+
+def _head_grad_bytes(s: _Shape) -> float:
+    return s.trained_head_rows * s.h * s.ss / s.shard
+
+
+def _phases(
+    s: _Shape, state: dict, part: dict[str, int], head_w: int, *, checkpointing: bool, accumulate: int, gpu: bool
+) -> dict[str, float]:
+    """Bytes alive beyond parameters and optimizer state at each point of a step (forward end, head backward,
+    end of backward, optimizer step, and the recomputed last layer under checkpointing)."""
+    from eeve.model.split import SplitLMHead
+
+    vocab_size = s.v_old + s.v_new
+    layer_in = s.n_tok * s.h * s.cs
+    if not s.backbone_grad:
+        backbone = 2 * layer_in  # no autograd: the hidden states in flight and the final output for the head
+    elif checkpointing:  # each layer's input; a layer's saved tensors exist only while it is recomputed in backward
+        backbone = part["rest"] + s.n_layers * layer_in
+    else:
+        backbone = part["rest"] + s.n_layers * part["layer"]
+    hidden_saved = s.n_tok * s.h * s.cs if s.backbone_grad else 0
+    head_saved = hidden_saved + 4 * s.h * s.trained_head_rows + 4 * s.n_tok
+    chunk = min(s.n_tok, max(1, SplitLMHead.chunk_elements // vocab_size))
+    chunk_tmp = 4 * chunk * (vocab_size + max(s.v_old, s.v_new))  # fp32 logits of both blocks + logsumexp's temporary
+    head_bwd_tmp = (4 * s.h * s.trained_head_rows if head_w != 4 else 0) + hidden_saved
+    head_grads, reduce_buf, grads = _head_grad_bytes(s), state["reduce_buf"], state["grads"]
+    # foreach AdamW temporaries vs per-tensor ones
+    step_tmp = state["train_bytes"] / s.shard if gpu else 2 * state["largest"]
+    carried = grads if accumulate > 1 else 0.0  # accumulated gradients live through the next forward
+    phases = {
+        "forward": carried + backbone + head_saved + chunk_tmp,
+        "head backward": carried + backbone + head_saved + head_bwd_tmp + head_grads + reduce_buf,
+        "end of backward": grads + reduce_buf,
+        "optimizer step": grads + step_tmp,
+    }
+    if s.backbone_grad and checkpointing:  # the last layer recomputed, with every layer input still held
+        phases["layer backward"] = carried + backbone + part["layer"] + head_grads + reduce_buf
+    return phases
 
 
 # ------------------------------------------------------------------------------------------------ from the config
