@@ -63,6 +63,32 @@ def run_from_config(dcfg) -> Path:
     cwd, run_dir = _runtime_dirs()
     _use_demo(cfg)
     cfg.progress = cfg.progress and sys.stderr.isatty()  # bars only for humans: logs and errors stay clean
+    _check_settings(cfg)
+    if cfg.mode == "count":
+        return _run_count(cfg, cwd, run_dir)
+    target_scripts(cfg.target.scripts, cfg.target.ranges)  # a misspelt script fails before any work
+    base = load_base(_under(cwd, cfg.base_tokenizer))
+    open_sources(cfg.corpus, cwd)  # bad paths fail before any work
+    out = Path(cfg.output_dir if cfg.output_dir else os.path.join(run_dir, "tokenizer"))
+    if not out.is_absolute():
+        out = Path(cwd) / out
+    print(f"base: {base.source} ({base.kind.name}, {base_vocab_size(base):,} tokens, {len(base.merges):,} merges)")
+    with atomic_dir(out, setting="output_dir") as tmp:
+        t0 = time.time()
+        res = build_expanded_tokenizer(base, cfg, base_dir=cwd)
+        exp: Expansion = res["expansion"]
+        texts = {lang: read_lines(path, cwd) for lang, path in cfg.heldout.items()}
+        comp = compression_report(base.tokenizer(), exp.tokenizer(), base.kind, texts, exp.script)
+        write_hf_folder(exp.tokenizer_json(), base.config, tmp)
+        sp_model = write_sentencepiece_model(base, exp.tokenizer_json(), tmp, texts)
+        write_hf_folder(base.tokenizer_json, base.config, tmp / "base_tokenizer")
+        report = _report(cfg, base, res, comp, sp_model, seconds=round(time.time() - t0, 1))
+        (tmp / "expansion.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    _print_summary(out, report, comp, cfg.vocab_multiple_of)
+    return out
+
+
+def _check_settings(cfg: TokenizeConfig) -> None:
     if cfg.mode not in ("build", "count"):
         raise TokenizerBuildError(f"mode={cfg.mode!r} is unknown: use mode=build or mode=count")
     if (
@@ -74,78 +100,67 @@ def run_from_config(dcfg) -> Path:
         raise TokenizerBuildError(
             "need intermediate_vocab_size >= 256, min_frequency >= 1, max_iterations >= 1, vocab_multiple_of >= 0"
         )
-    if cfg.mode == "count":
-        return _run_count(cfg, cwd, run_dir)
-    target_scripts(cfg.target.scripts, cfg.target.ranges)  # a misspelt script fails before any work
-    base_path = (
-        cfg.base_tokenizer
-        if os.path.isabs(os.path.expanduser(cfg.base_tokenizer))
-        else os.path.join(cwd, cfg.base_tokenizer)
-    )
-    base = load_base(base_path)
-    open_sources(cfg.corpus, cwd)  # bad paths fail before any work
-    out = Path(cfg.output_dir if cfg.output_dir else os.path.join(run_dir, "tokenizer"))
-    if not out.is_absolute():
-        out = Path(cwd) / out
-    print(f"base: {base.source} ({base.kind.name}, {base_vocab_size(base):,} tokens, {len(base.merges):,} merges)")
-    with atomic_dir(out, setting="output_dir") as tmp:
-        t0 = time.time()
-        res = build_expanded_tokenizer(base, cfg, base_dir=cwd)
-        exp: Expansion = res["expansion"]
-        counts: Counts = res["counts"]
-        target = exp.tokenizer()
-        texts = {lang: read_lines(path, cwd) for lang, path in cfg.heldout.items()}
-        comp = compression_report(base.tokenizer(), target, base.kind, texts, exp.script)
-        write_hf_folder(exp.tokenizer_json(), base.config, tmp)
-        sp_model = write_sentencepiece_model(base, exp.tokenizer_json(), tmp, texts)
-        write_hf_folder(base.tokenizer_json, base.config, tmp / "base_tokenizer")
-        stats: CorpusStats = res["stats"]
-        report = {
-            "base_vocab_size": exp.base_size,
-            "vocab_size": exp.base_size + len(exp.new_tokens),
-            "base_kind": base.kind.name,
-            "base_tokenizer": base.source,
-            "target": {"scripts": list(cfg.target.scripts), "ranges": list(cfg.target.ranges)},
-            "num_new_tokens": len(exp.new_tokens),
-            # frequency = times the token occurs in the expanded tokenization of the corpus; single characters also
-            # carry char_frequency (occurrences of the character, inside longer tokens included: the card's rule)
-            "new_tokens": [
-                {
-                    "id": exp.base_size + i,
-                    "token": t,
-                    "frequency": int(counts.tokens[exp.base_size + i]),
-                    **(
-                        {"char_frequency": res["char_counts"].char_count(base.kind.token_text(t))}
-                        if base.kind.is_single_char(t)
-                        else {}
-                    ),
-                }
-                for i, t in enumerate(exp.new_tokens)
-            ],
-            "new_merges": len(exp.new_merges),
-            "iterations": res["iterations"],
-            "trimmed_for_multiple": res["trimmed"],
-            "repairs": res["log"].get("repaired", 0),
-            "unreachable_dropped": res["log"].get("unreachable_dropped", []),
-            "intermediate_vocab_size": res["intermediate_vocab"],
-            "candidates": res["candidates"],
-            "corpus": {
-                "files": stats.files,
-                "documents": counts.documents,
-                "characters": counts.characters,
-                ("intermediate_sample_bytes" if cfg.intermediate_max_mb else "text_bytes"): stats.text_bytes,
-                "invalid_utf8_lines": stats.invalid_utf8_lines,
-            },
-            "compression": comp,
-            "normalizer": "NFC (the base has none: non-NFC input encodes as the base encodes its NFC form)",
-            "sentencepiece_model": sp_model,  # tokenizer.model: written, or why not
-            "config": asdict(cfg),
-            "seconds": round(time.time() - t0, 1),
-        }
-        (tmp / "expansion.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
-    vs, mult = report["vocab_size"], cfg.vocab_multiple_of
+
+
+def _under(cwd: str, path: str) -> str:
+    """`path` as given when absolute (or ~), else relative to the directory the user ran from."""
+    return path if os.path.isabs(os.path.expanduser(path)) else os.path.join(cwd, path)
+
+
+def _report(cfg: TokenizeConfig, base, res: dict, comp: dict, sp_model: dict, seconds: float) -> dict:
+    """The content of expansion.json."""
+    exp: Expansion = res["expansion"]
+    counts: Counts = res["counts"]
+    stats: CorpusStats = res["stats"]
+    return {
+        "base_vocab_size": exp.base_size,
+        "vocab_size": exp.base_size + len(exp.new_tokens),
+        "base_kind": base.kind.name,
+        "base_tokenizer": base.source,
+        "target": {"scripts": list(cfg.target.scripts), "ranges": list(cfg.target.ranges)},
+        "num_new_tokens": len(exp.new_tokens),
+        # frequency = times the token occurs in the expanded tokenization of the corpus; single characters also
+        # carry char_frequency (occurrences of the character, inside longer tokens included: the card's rule)
+        "new_tokens": [
+            {
+                "id": exp.base_size + i,
+                "token": t,
+                "frequency": int(counts.tokens[exp.base_size + i]),
+                **(
+                    {"char_frequency": res["char_counts"].char_count(base.kind.token_text(t))}
+                    if base.kind.is_single_char(t)
+                    else {}
+                ),
+            }
+            for i, t in enumerate(exp.new_tokens)
+        ],
+        "new_merges": len(exp.new_merges),
+        "iterations": res["iterations"],
+        "trimmed_for_multiple": res["trimmed"],
+        "repairs": res["log"].get("repaired", 0),
+        "unreachable_dropped": res["log"].get("unreachable_dropped", []),
+        "intermediate_vocab_size": res["intermediate_vocab"],
+        "candidates": res["candidates"],
+        "corpus": {
+            "files": stats.files,
+            "documents": counts.documents,
+            "characters": counts.characters,
+            ("intermediate_sample_bytes" if cfg.intermediate_max_mb else "text_bytes"): stats.text_bytes,
+            "invalid_utf8_lines": stats.invalid_utf8_lines,
+        },
+        "compression": comp,
+        "normalizer": "NFC (the base has none: non-NFC input encodes as the base encodes its NFC form)",
+        "sentencepiece_model": sp_model,  # tokenizer.model: written, or why not
+        "config": asdict(cfg),
+        "seconds": seconds,
+    }
+
+
+def _print_summary(out: Path, report: dict, comp: dict, mult: int) -> None:
+    """The closing lines: the vocabulary size, each held-out language's compression, where it was written."""
+    vs = report["vocab_size"]
     print(
-        f"new tokens: {len(exp.new_tokens):,} -> vocab {vs:,}"
+        f"new tokens: {report['num_new_tokens']:,} -> vocab {vs:,}"
         + (f" (= {vs // mult} x {mult})" if mult > 1 and vs % mult == 0 else "")
     )
     for lang, row in comp.items():
@@ -166,7 +181,6 @@ def run_from_config(dcfg) -> Path:
         else f"tokenizer.model: not written ({sp['reason']})"
     )
     print(f"wrote {out} ({report['seconds']}s)")
-    return out
 
 
 def _run_count(cfg: TokenizeConfig, cwd: str, run_dir: str) -> Path:
