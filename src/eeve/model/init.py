@@ -219,7 +219,7 @@ class Distill(MassFirstPiece):
 
     def rows(self, ctx):
         from eeve.model.split import head_transform
-        from eeve.model.teacher import distill_new_rows, fit_new_output_rows
+        from eeve.model.teacher import DistillRows, DistillSettings, distill_new_rows, fit_new_output_rows
 
         new_in, new_out, sample = self.shifted_rows(ctx)
         o = ctx.data.options
@@ -239,16 +239,10 @@ class Distill(MassFirstPiece):
             new_in, new_out, st = distill_new_rows(
                 ctx.model,
                 sample,
-                ctx.old_in,
-                ctx.old_out,
-                new_in,
-                new_out,
-                ctx.base_vocab_size,
-                o.distill_steps,
-                o.distill_batch,
-                o.distill_seq_len,
-                o.distill_lr,
-                seed=int(ctx.generator.initial_seed()),
+                DistillRows(ctx.old_in, ctx.old_out, new_in, new_out, ctx.base_vocab_size),
+                DistillSettings(
+                    o.distill_steps, o.distill_batch, o.distill_seq_len, o.distill_lr, int(ctx.generator.initial_seed())
+                ),
             )
             ctx.stats.update(st)
         return new_in, new_out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -230,98 +231,131 @@ def fit_new_output_rows(
     }
 
 
+@dataclass
+class DistillRows:
+    """The embedding tables distillation reads (old rows, frozen) and starts from (new rows)."""
+
+    old_in: torch.Tensor
+    old_out: torch.Tensor
+    new_in: torch.Tensor
+    new_out: torch.Tensor
+    base_vocab: int
+
+
+@dataclass
+class DistillSettings:
+    """``init_options.distill_*``: steps, chunks per step, tokens per chunk, peak learning rate, and the seed."""
+
+    steps: int
+    batch: int
+    seq_len: int
+    lr: float
+    seed: int = 0
+
+
 def distill_new_rows(
-    model,
-    sample: TeacherSample,
-    old_in,
-    old_out,
-    new_in,
-    new_out,
-    base_vocab: int,
-    steps: int,
-    batch: int,
-    seq_len: int,
-    lr: float,
-    seed: int = 0,
+    model, sample: TeacherSample, rows: DistillRows, opts: DistillSettings
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Train the new INPUT rows inside the base model's frozen backbone (the expanded model, without building it;
     the output rows stay as given): at aligned positions, the expanded model's next-token distribution over the
     BASE vocabulary must match the base model's after the same bytes as pieces (KL, teacher = base), and the next
-    expanded token must be likely (cross-entropy over the whole expanded vocabulary)."""
-    from eeve.model.split import embedding_scale, head_transform, transform_logits
+    expanded token must be likely (cross-entropy over the whole expanded vocabulary). Returns (new input rows, new
+    output rows, stats)."""
+    from eeve.model.split import embedding_scale
 
-    dev = old_in.device
     emb_scale = embedding_scale(model.get_input_embeddings())
-    scale, cap = head_transform(model.config)
-    w_in, w_out = torch.nn.Parameter(new_in.clone()), new_out.detach()
-    opt = torch.optim.AdamW([w_in], lr=lr, weight_decay=0.0)
-    frozen = [p for p in model.parameters() if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
+    w_in = torch.nn.Parameter(rows.new_in.clone())
+    rows = DistillRows(rows.old_in, rows.old_out, w_in, rows.new_out.detach(), rows.base_vocab)
+    opt = torch.optim.AdamW([w_in], lr=opts.lr, weight_decay=0.0)
     # per chunk: where its aligned positions start in the teacher arrays
     starts = np.concatenate([[0], np.cumsum([len(c.exp_pos) for c in sample.chunks])])
-    g = torch.Generator().manual_seed(seed)
-    was = model.training
-    model.eval()  # no dropout: the teacher ran in eval mode too
+    g = torch.Generator().manual_seed(opts.seed)
     hist = []
-    try:
-        for step in range(steps):
-            picks = torch.randint(0, len(sample.chunks), (batch,), generator=g).tolist()
-            ids, kl_rows, kl_teacher = [], [], []
-            for b, ci in enumerate(picks):
-                c = sample.chunks[ci]
-                ids.append((c.exp_ids + [0] * seq_len)[:seq_len])
-                for k, pos in enumerate(c.exp_pos):
-                    if pos < seq_len:
-                        kl_rows.append(b * seq_len + pos)
-                        kl_teacher.append(int(starts[ci]) + k)
-            x = torch.tensor(ids, device=dev)
-            lengths = torch.tensor([min(len(sample.chunks[ci].exp_ids), seq_len) for ci in picks], device=dev)
-            table_in = torch.cat([old_in, w_in], 0)
-            emb = table_in[x] * emb_scale
-            h = model.model(inputs_embeds=emb, use_cache=False).last_hidden_state.float().reshape(-1, old_in.shape[1])
-            lo = transform_logits(h @ old_out.T, scale, cap)
-            ln = transform_logits(h @ w_out.T, scale, cap)
-            # cross-entropy of the next expanded token (inside each chunk's real length)
-            tgt = x[:, 1:].reshape(-1)
-            valid = (torch.arange(seq_len - 1, device=dev)[None, :] < (lengths[:, None] - 1)).reshape(-1)
-            rows = torch.arange(batch * seq_len, device=dev).view(batch, seq_len)[:, :-1].reshape(-1)[valid]
-            t = tgt[valid]
-            lse = torch.logaddexp(torch.logsumexp(lo[rows], -1), torch.logsumexp(ln[rows], -1))
-            zt = torch.where(
-                t >= base_vocab,
-                ln[rows].gather(-1, (t - base_vocab).clamp(min=0)[:, None]).squeeze(-1),
-                lo[rows].gather(-1, t.clamp(max=base_vocab - 1)[:, None]).squeeze(-1),
-            )
-            ce = (lse - zt).mean()
-            # KL(teacher || student) over the base vocabulary at aligned positions
-            kr = torch.tensor(kl_rows, device=dev)
-            kt = torch.tensor(kl_teacher, device=dev)
-            log_p = transform_logits(sample.hidden[kt].to(dev) @ old_out.T, scale, cap).log_softmax(-1)
-            log_q = lo[kr].log_softmax(-1)
-            kl = (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+    with _frozen_eval(model):
+        for step in range(opts.steps):
+            picks = torch.randint(0, len(sample.chunks), (opts.batch,), generator=g).tolist()
+            x, lengths, kr, kt = _distill_batch(sample, picks, starts, opts.seq_len, rows.old_in.device)
+            emb = torch.cat([rows.old_in, w_in], 0)[x] * emb_scale
+            ce, kl = _distill_losses(model, sample, rows, emb, x, lengths, kr, kt)
             loss = ce + kl
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for group in opt.param_groups:
-                group["lr"] = lr * warmup_cosine(step, steps, min_ratio=0.1)
+                group["lr"] = opts.lr * warmup_cosine(step, opts.steps, min_ratio=0.1)
             opt.step()
             hist.append((ce.item(), kl.item()))
-            if step % 10 == 0 or step == steps - 1:
-                log.info("distill step %d/%d: cross-entropy %.4f, KL to the base %.4f", step + 1, steps, *hist[-1])
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
-        model.train(was)
+            if step % 10 == 0 or step == opts.steps - 1:
+                log.info("distill step %d/%d: cross-entropy %.4f, KL to the base %.4f", step + 1, opts.steps, *hist[-1])
     first, last = hist[0] if hist else (0, 0), np.mean(hist[-10:], 0) if hist else (0, 0)
     return (
         w_in.detach(),
-        w_out,
+        rows.new_out,
         {
-            "distill_steps": steps,
+            "distill_steps": opts.steps,
             "distill_ce_first": round(float(first[0]), 4),
             "distill_ce_last": round(float(last[0]), 4),
             "distill_kl_first": round(float(first[1]), 4),
             "distill_kl_last": round(float(last[1]), 4),
         },
     )
+
+
+@contextmanager
+def _frozen_eval(model):
+    """The model frozen (its trainable parameters handed back trainable after) and in eval mode (no dropout: the
+    teacher ran in eval mode too)."""
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        model.train(was)
+
+
+def _distill_batch(sample: TeacherSample, picks: list[int], starts: np.ndarray, seq_len: int, dev):
+    """The picked chunks as a [batch, seq_len] id tensor (zero-padded), their lengths, and the flat rows of their
+    aligned positions with the matching teacher indices."""
+    ids, kl_rows, kl_teacher = [], [], []
+    for b, ci in enumerate(picks):
+        c = sample.chunks[ci]
+        ids.append((c.exp_ids + [0] * seq_len)[:seq_len])
+        for k, pos in enumerate(c.exp_pos):
+            if pos < seq_len:
+                kl_rows.append(b * seq_len + pos)
+                kl_teacher.append(int(starts[ci]) + k)
+    x = torch.tensor(ids, device=dev)
+    lengths = torch.tensor([min(len(sample.chunks[ci].exp_ids), seq_len) for ci in picks], device=dev)
+    return x, lengths, torch.tensor(kl_rows, device=dev), torch.tensor(kl_teacher, device=dev)
+
+
+def _distill_losses(model, sample: TeacherSample, rows: DistillRows, emb, x, lengths, kr, kt):
+    """(cross-entropy of the next expanded token inside each chunk's real length, KL(teacher || student) over the
+    base vocabulary at the aligned positions)."""
+    from eeve.model.split import head_transform, transform_logits
+
+    scale, cap = head_transform(model.config)
+    batch, seq_len = x.shape
+    dev, base_vocab = x.device, rows.base_vocab
+    h = model.model(inputs_embeds=emb, use_cache=False).last_hidden_state.float().reshape(-1, rows.old_in.shape[1])
+    lo = transform_logits(h @ rows.old_out.T, scale, cap)
+    ln = transform_logits(h @ rows.new_out.T, scale, cap)
+    tgt = x[:, 1:].reshape(-1)
+    valid = (torch.arange(seq_len - 1, device=dev)[None, :] < (lengths[:, None] - 1)).reshape(-1)
+    flat = torch.arange(batch * seq_len, device=dev).view(batch, seq_len)[:, :-1].reshape(-1)[valid]
+    t = tgt[valid]
+    lse = torch.logaddexp(torch.logsumexp(lo[flat], -1), torch.logsumexp(ln[flat], -1))
+    zt = torch.where(
+        t >= base_vocab,
+        ln[flat].gather(-1, (t - base_vocab).clamp(min=0)[:, None]).squeeze(-1),
+        lo[flat].gather(-1, t.clamp(max=base_vocab - 1)[:, None]).squeeze(-1),
+    )
+    ce = (lse - zt).mean()
+    log_p = transform_logits(sample.hidden[kt].to(dev) @ rows.old_out.T, scale, cap).log_softmax(-1)
+    log_q = lo[kr].log_softmax(-1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+    return ce, kl
