@@ -127,63 +127,92 @@ def expand_model(
     """
     method = get_init(init)
     tok = _to_tokenizers_tokenizer(base_tokenizer)
-    inp = model.get_input_embeddings()
-    rows = inp.weight.shape[0]
+    _check_sizes(model, tok, base_vocab_size)
+    items = _normalise_new_tokens(new_tokens, base_vocab_size)
+    V = _total_rows(items, base_vocab_size, vocab_size)
+    untied = _untie_for_expansion(model, untie)
+    out = model.get_output_embeddings()
+    if out is None or getattr(out, "bias", None) is not None:
+        raise ExpansionError("expand_model needs a bias-free output head (lm_head)")
+    summary = ExpansionSummary(
+        init=init, base_vocab_size=base_vocab_size, vocab_size=V, n_new=len(items), untied=untied
+    )
+    new_in, new_out = _new_rows(model, method, items, tok, base_vocab_size, V, seed, data, summary)
+    summary.n_padding = V - base_vocab_size - len(items)
+    _append_rows(model, new_in, new_out, V)
+    model.eeve_expansion = summary
+    log.info(summary.line())
+    return (model, summary) if return_summary else model
+
+
+def _check_sizes(model, tok, base_vocab_size: int) -> None:
+    rows = model.get_input_embeddings().weight.shape[0]
     tok_size = tok.get_vocab_size(with_added_tokens=True)
     if rows != base_vocab_size or tok_size != base_vocab_size:
         raise ExpansionError(
             f"vocab mismatch: model has {rows} embedding rows, base tokenizer has {tok_size} tokens, expansion "
             f"base_vocab_size={base_vocab_size}; build the expanded tokenizer from THIS model's own tokenizer"
         )
-    items = _normalise_new_tokens(new_tokens, base_vocab_size)
-    n_new = len(items)
+
+
+def _total_rows(items: list[tuple[int, str]], base_vocab_size: int, vocab_size: int | None) -> int:
+    """Rows of the expanded embedding: ``vocab_size`` if given (at least the largest new id + 1)."""
     min_size = (items[-1][0] + 1) if items else base_vocab_size
-    V = vocab_size if vocab_size is not None else max(min_size, base_vocab_size + n_new)
+    V = vocab_size if vocab_size is not None else max(min_size, base_vocab_size + len(items))
     if V < min_size:
         raise ExpansionError(f"vocab_size={V} is smaller than the largest new id + 1 ({min_size})")
+    return V
 
-    untied = False
+
+def _untie_for_expansion(model, untie: bool) -> bool:
+    """Untie (or refuse a tied model when ``untie`` is off); True when the model was tied."""
     if embeddings_tied(model):
         if not untie:
             raise ExpansionError(
                 "model has tied input/output embeddings and untie_embeddings=false; the EEVE stage "
                 "table trains them separately: set model.untie_embeddings=true"
             )
-        untied = untie_embeddings(model)
-    elif untie:
+        return untie_embeddings(model)
+    if untie:
         untie_embeddings(model)  # make sure config says untied
-    out = model.get_output_embeddings()
-    if out is None or getattr(out, "bias", None) is not None:
-        raise ExpansionError("expand_model needs a bias-free output head (lm_head)")
+    return False
 
-    old_in = inp.weight.detach().float()
-    old_out = out.weight.detach().float()
-    summary = ExpansionSummary(init=init, base_vocab_size=base_vocab_size, vocab_size=V, n_new=n_new, untied=untied)
+
+def _new_rows(model, method, items, tok, base_vocab_size: int, V: int, seed, data, summary: ExpansionSummary):
+    """(input rows, output rows) of ids base_vocab_size..V-1 in float32: the init method's rows for the new tokens,
+    the mean rows for padding; the method's statistics go into ``summary``."""
+    old_in = model.get_input_embeddings().weight.detach().float()
+    old_out = model.get_output_embeddings().weight.detach().float()
     new_in = old_in.mean(0).expand(V - base_vocab_size, -1).clone()  # padding rows
     new_out = old_out.mean(0).expand(V - base_vocab_size, -1).clone()
-    if n_new:
-        ctx = InitContext(
-            old_in,
-            old_out,
-            items,
-            tok,
-            base_vocab_size,
-            torch.Generator().manual_seed(int(seed)),
-            float(getattr(_text_config(model), "initializer_range", 0.02)),
-            model=model,
-            data=data,
-        )
-        rows_in, rows_out = method.rows(ctx)
-        rel = torch.tensor([i - base_vocab_size for i, _ in items], dtype=torch.long)
-        new_in[rel], new_out[rel] = rows_in, rows_out
-        for k, v in ctx.stats.items():
-            if hasattr(summary, k):
-                setattr(summary, k, v)
-            else:
-                summary.method_stats[k] = v
-    summary.n_padding = V - base_vocab_size - n_new
+    if not items:
+        return new_in, new_out
+    ctx = InitContext(
+        old_in,
+        old_out,
+        items,
+        tok,
+        base_vocab_size,
+        torch.Generator().manual_seed(int(seed)),
+        float(getattr(_text_config(model), "initializer_range", 0.02)),
+        model=model,
+        data=data,
+    )
+    rows_in, rows_out = method.rows(ctx)
+    rel = torch.tensor([i - base_vocab_size for i, _ in items], dtype=torch.long)
+    new_in[rel], new_out[rel] = rows_in, rows_out
+    for k, v in ctx.stats.items():
+        if hasattr(summary, k):
+            setattr(summary, k, v)
+        else:
+            summary.method_stats[k] = v
+    return new_in, new_out
 
+
+def _append_rows(model, new_in: torch.Tensor, new_out: torch.Tensor, V: int) -> None:
+    """Append the rows to the input embedding and the head (in their dtype and device) and set the vocab size."""
     # the resized modules keep their class: an embedding that scales its lookup (Gemma 3) must go on scaling
+    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
     dt, dev = inp.weight.dtype, inp.weight.device
     W_in = torch.cat([inp.weight.detach(), new_in.to(dev, dt)], 0)
     W_out = torch.cat([out.weight.detach(), new_out.to(out.weight.device, out.weight.dtype)], 0)
@@ -193,9 +222,6 @@ def expand_model(
         c.vocab_size = V
     if hasattr(model, "vocab_size"):
         model.vocab_size = V
-    model.eeve_expansion = summary
-    log.info(summary.line())
-    return (model, summary) if return_summary else model
 
 
 # --------------------------------------------------------------------------------------- expanded tokenizer folders
