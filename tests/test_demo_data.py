@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from eeve.demo import build, help_html, split, wheels
 from eeve.demo import data as dd
+from eeve.demo.fetch import sha256_file
+from eeve.demo.languages import LANGUAGES
+from eeve.errors import DemoDataError
 
-KOREAN = dd.LANGUAGES["ko"].target()
+KOREAN = LANGUAGES["ko"].target()
 TEXT_FILES = ("ko/train.txt", "ko/heldout.txt", "en/train.txt", "en/heldout.txt")
 PAIR_FILES = ("pairs/train.jsonl", "pairs/heldout.jsonl")
 
@@ -38,7 +42,7 @@ def test_layout_and_manifest_counts(demo_data: Path, manifest: dict):
         if "lines" in entry:
             assert entry["lines"] == len(path.read_bytes().splitlines())
         if "sha256" in entry:  # caches built before per-file digests were recorded lack it
-            assert entry["sha256"] == dd._sha256(path)
+            assert entry["sha256"] == sha256_file(path)
     pkgs = {s["package"]: s for s in manifest["sources"]}
     assert pkgs["mistral-common"]["version"] == "1.13.1"
     assert pkgs["konlpy"]["version"] == "0.6.0"
@@ -88,8 +92,8 @@ def test_base_tokenizer(demo_data: Path, manifest: dict):
     sp = spm.SentencePieceProcessor(model_file=str(path))
     assert sp.get_piece_size() == 32000
     assert sp.id_to_piece(0) == "<unk>" and sp.bos_id() == 1 and sp.eos_id() == 2
-    assert dd.verify_tokenizer(path) == {"pieces": 32000, "model_type": "BPE", "byte_fallback": True}
-    assert dd._sha256(path) == manifest["base_tokenizer"]["sha256"] == dd.TOKENIZER_SHA256
+    assert wheels.verify_tokenizer(path) == {"pieces": 32000, "model_type": "BPE", "byte_fallback": True}
+    assert sha256_file(path) == manifest["base_tokenizer"]["sha256"] == wheels.TOKENIZER_SHA256
     # byte fallback: Hangul decodes back exactly
     assert sp.decode(sp.encode("대한민국 헌법")) == "대한민국 헌법"
 
@@ -110,11 +114,11 @@ def test_no_help_page_on_both_sides(demo_data: Path, manifest: dict):
         pytest.skip("apt fallback: no help pages")
     held = manifest["help_pages"]["heldout_pages"]
     assert 0 < len(held) < 0.15 * manifest["help_pages"]["pages"]
-    assert all(dd.is_heldout_page(r) for r in held)
+    assert all(split.is_heldout_page(r) for r in held)
     # Re-read the Korean help pages from the cached .deb: each page's paragraphs lie on exactly one side.
     ko_src = next(s for s in manifest["sources"] if s["package"] == "libreoffice-help-ko")
-    pages = dd.read_help_tree(demo_data.parent / "downloads" / "debs" / ko_src["file"], "libreoffice-help-ko")
-    assert sorted(r for r in pages if dd.is_heldout_page(r)) == held
+    pages = help_html.read_help_tree(demo_data.parent / "downloads" / "debs" / ko_src["file"], "libreoffice-help-ko")
+    assert sorted(r for r in pages if split.is_heldout_page(r)) == held
     train = set(_lines(demo_data / "ko/train.txt"))
     heldout = set(_lines(demo_data / "ko/heldout.txt"))
     contributing = 0
@@ -129,37 +133,8 @@ def test_no_help_page_on_both_sides(demo_data: Path, manifest: dict):
     assert contributing > 0.5 * len(held)
 
 
-def test_extract_help_paragraphs():
-    html = """<html><body><header><p id="nav">LibreOffice Help</p></header>
-    <div id="DisplayArea">
-      <h1 id="hd_1">찾기  도구 모음</h1>
-      <p id="par_1" class="paragraph">Use <span class="switchinline"><span hidden="true" id="MAC1">
-        <span class="keycode">Command</span></span><span hidden="true" id="default1"><span class="keycode">Ctrl
-        </span></span></span><span class="keycode"> + F</span> to&nbsp;find.</p>
-      <p id="par_2"><img src="x.svg" alt="Icon"></p>
-      <ul><li id="li_1">first<br>item</li></ul>
-      <table><tr><td><p id="par_3">cell</p></td></tr></table>
-      <p id="par_1">duplicate id ignored</p>
-      <p>no id</p>
-      <script>var x = 1;</script>
-    </div>
-    <footer><p id="bm_module">Title is: x</p></footer></body></html>"""
-    out = dd.extract_help_paragraphs(html)
-    assert out == {"hd_1": "찾기 도구 모음", "par_1": "Use Ctrl + F to find.", "li_1": "first item", "par_3": "cell"}
-    # NFC: decomposed Hangul jamo are composed
-    decomposed = unicodedata.normalize("NFD", "한국어")
-    assert dd.extract_help_paragraphs(f'<div id="DisplayArea"><p id="a">{decomposed}</p></div>') == {"a": "한국어"}
-
-
-def test_heldout_rule_deterministic():
-    paths = [f"text/shared/page{i}.html" for i in range(2000)]
-    held = [p for p in paths if dd.is_heldout_page(p)]
-    assert held == [p for p in paths if dd.is_heldout_page(p)]
-    assert 0.02 < len(held) / len(paths) < 0.08
-
-
 def test_ensure_returns_existing_without_rebuild(demo_data: Path, monkeypatch):
-    monkeypatch.setattr(dd, "_build_into", lambda *a, **k: pytest.fail("rebuilt"))
+    monkeypatch.setattr(dd, "build_language", lambda *a, **k: pytest.fail("rebuilt"))
     assert dd.ensure_demo_data(demo_data.parent) == demo_data
 
 
@@ -177,8 +152,8 @@ def test_failed_build_leaves_no_folder(tmp_path: Path, demo_data: Path, monkeypa
         raise RuntimeError("simulated failure mid-build")
 
     # the tokenizer is already written into the temporary folder when this raises
-    monkeypatch.setattr(dd, "read_help_tree", boom)
-    monkeypatch.setattr(dd, "english_fallback_documents", boom)
+    monkeypatch.setattr(build, "read_help_tree", boom)
+    monkeypatch.setattr(build, "english_fallback_documents", boom)
     with pytest.raises(RuntimeError, match="simulated"):
         dd.ensure_demo_data(root)
     assert not (root / "demo").exists()
@@ -186,10 +161,10 @@ def test_failed_build_leaves_no_folder(tmp_path: Path, demo_data: Path, monkeypa
 
     # a forced rebuild that fails keeps the previous complete folder
     monkeypatch.undo()
-    monkeypatch.setattr(dd, "fetch_deb", lambda *a, **k: None)  # fast PyPI-only build
+    monkeypatch.setattr(build, "fetch_deb", lambda *a, **k: None)  # fast PyPI-only build
     demo = dd.ensure_demo_data(root)
     before = (demo / "manifest.json").read_text()
-    monkeypatch.setattr(dd, "konlpy_documents", boom)
+    monkeypatch.setattr(build, "konlpy_documents", boom)
     with pytest.raises(RuntimeError, match="simulated"):
         dd.build_demo_data(root, force=True)
     assert (demo / "manifest.json").read_text() == before
@@ -198,7 +173,7 @@ def test_failed_build_leaves_no_folder(tmp_path: Path, demo_data: Path, monkeypa
 
 def test_pypi_only_fallback(tmp_path: Path, demo_data: Path, monkeypatch, capsys):
     root = _tmp_root_sharing_downloads(tmp_path, demo_data)
-    monkeypatch.setattr(dd, "fetch_deb", lambda *a, **k: None)
+    monkeypatch.setattr(build, "fetch_deb", lambda *a, **k: None)
     demo = dd.ensure_demo_data(root)
     m = json.loads((demo / "manifest.json").read_text(encoding="utf-8"))
     assert m["fallback"] and "konlpy" in m["fallback"]
@@ -213,33 +188,20 @@ def test_pypi_only_fallback(tmp_path: Path, demo_data: Path, monkeypatch, capsys
     assert not set(_lines(demo / "ko/train.txt")) & set(_lines(demo / "ko/heldout.txt"))
 
 
-def test_cached_downloads_not_refetched(tmp_path: Path, demo_data: Path, monkeypatch):
-    downloads = demo_data.parent / "downloads"
-    monkeypatch.setattr(dd.subprocess, "run", lambda *a, **k: pytest.fail(f"subprocess called: {a}"))
-    assert dd.fetch_wheel(dd.MISTRAL_WHEEL, downloads).is_file()
-    assert dd.fetch_wheel(dd.KONLPY_WHEEL, downloads).is_file()
-    # a corrupt cached wheel is detected (sha256) and fetched again
-    bad = tmp_path / "dl" / "wheels"
-    bad.mkdir(parents=True)
-    (bad / dd.KONLPY_WHEEL.filename).write_bytes(b"corrupt")
-    with pytest.raises(pytest.fail.Exception, match="subprocess called"):
-        dd.fetch_wheel(dd.KONLPY_WHEEL, tmp_path / "dl")
-
-
 # ------------------------------------------------------------------------------------------- other languages
 @pytest.mark.parametrize("lang", ["ja", "hi", "ru"])
 def test_language_folder(demo_language, manifest, lang):
     folder = demo_language(lang)
     m = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    assert m["lang"] == lang and m["target"]["scripts"] == list(dd.LANGUAGES[lang].scripts)
+    assert m["lang"] == lang and m["target"]["scripts"] == list(LANGUAGES[lang].scripts)
     for rel, entry in m["files"].items():
         path = folder / rel
-        assert entry["bytes"] == path.stat().st_size and entry["sha256"] == dd._sha256(path)
+        assert entry["bytes"] == path.stat().st_size and entry["sha256"] == sha256_file(path)
         assert entry["lines"] == len(path.read_bytes().splitlines()) > 0, rel
     assert {s["package"] for s in m["sources"]} == {f"libreoffice-help-{lang}", "libreoffice-help-en-us"}
     if _with_apt(manifest):  # the same pages are held out for every language (and for English)
         assert m["help_pages"]["heldout_pages"] == manifest["help_pages"]["heldout_pages"]
-    target = dd.LANGUAGES[lang].target()
+    target = LANGUAGES[lang].target()
     train, held = _lines(folder / "train.txt"), _lines(folder / "heldout.txt")
     assert all(target.has_target(x) and unicodedata.is_normalized("NFC", x) for x in train + held)
     assert not set(train) & set(held) and len(set(train)) == len(train)
@@ -258,15 +220,15 @@ def test_unknown_language_is_one_line(capsys):
 
 def test_language_without_apt_is_one_line(tmp_path: Path, demo_data: Path, monkeypatch):
     root = _tmp_root_sharing_downloads(tmp_path, demo_data)
-    monkeypatch.setattr(dd, "fetch_deb", lambda *a, **k: None)
-    with pytest.raises(dd.DemoDataError, match="languages other than Korean need Debian's help packages"):
+    monkeypatch.setattr(build, "fetch_deb", lambda *a, **k: None)
+    with pytest.raises(DemoDataError, match="languages other than Korean need Debian's help packages"):
         dd.ensure_demo_data(root, lang="el")
     assert not (root / "demo" / "el").exists()
 
 
 def test_korean_rebuild_keeps_other_languages(tmp_path: Path, demo_data: Path, monkeypatch):
     root = _tmp_root_sharing_downloads(tmp_path, demo_data)
-    monkeypatch.setattr(dd, "fetch_deb", lambda *a, **k: None)  # fast PyPI-only build
+    monkeypatch.setattr(build, "fetch_deb", lambda *a, **k: None)  # fast PyPI-only build
     demo = dd.ensure_demo_data(root)
     (demo / "ja").mkdir()
     (demo / "ja" / "manifest.json").write_text("{}")

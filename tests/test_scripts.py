@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from eeve.demo.data import LANGUAGES, VI_RANGES
+from eeve.demo.languages import LANGUAGES, VI_RANGES
 from eeve.errors import ConfigError
 from eeve.text.scripts import MAX_CP, hangul, target_scripts
 
