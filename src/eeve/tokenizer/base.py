@@ -52,6 +52,58 @@ class BaseTokenizer:
 
 def sentencepiece_to_tokenizer_json(model_path: str | os.PathLike) -> tuple[dict, dict]:
     """Convert a SentencePiece BPE model to (tokenizer.json dict, tokenizer_config dict)."""
+    proto = _read_sentencepiece_bpe(model_path)
+    ts, ns = proto.trainer_spec, proto.normalizer_spec
+    unk = proto.pieces[ts.unk_id].piece
+    bos = proto.pieces[ts.bos_id].piece if ts.bos_id >= 0 else None
+    eos = proto.pieces[ts.eos_id].piece if ts.eos_id >= 0 else None
+    normalizer = [{"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]
+    if ns.add_dummy_prefix:
+        normalizer.insert(0, {"type": "Prepend", "prepend": "▁"})
+    decoder = [
+        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+        {"type": "ByteFallback"},
+        {"type": "Fuse"},
+    ]
+    if ns.add_dummy_prefix:
+        decoder.append({"type": "Strip", "content": " ", "start": 1, "stop": 0})
+    tj = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": _special_pieces(proto),
+        "normalizer": {"type": "Sequence", "normalizers": normalizer},
+        "pre_tokenizer": None,
+        "post_processor": _bos_template(bos, ts.bos_id) if bos is not None else None,
+        "decoder": {"type": "Sequence", "decoders": decoder},
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": unk,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": True,
+            "byte_fallback": True,
+            "ignore_merges": False,
+            "vocab": {p.piece: i for i, p in enumerate(proto.pieces)},
+            "merges": _sentencepiece_merges(proto),
+        },
+    }
+    cfg = {
+        "bos_token": bos,
+        "eos_token": eos,
+        "unk_token": unk,
+        "add_bos_token": bos is not None,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 1_000_000_000_000_000_019_884_624_838_656,
+    }
+    return tj, cfg
+
+
+def _read_sentencepiece_bpe(model_path: str | os.PathLike):
+    """The model's protobuf; a one-line TokenizerBuildError unless it is a byte-fallback BPE with the identity
+    normalizer."""
     from sentencepiece import sentencepiece_model_pb2 as pb
 
     proto = pb.ModelProto()
@@ -75,8 +127,11 @@ def sentencepiece_to_tokenizer_json(model_path: str | os.PathLike) -> tuple[dict
         raise TokenizerBuildError(
             f"base_tokenizer {str(model_path)!r} uses SentencePiece normalizer {ns.name!r}: only the identity normalizer (Mistral/SOLAR, Llama-2) is supported"  # noqa: E501
         )
-    vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
-    # merges: every split of every normal piece into two normal pieces, by the piece's score (higher first)
+    return proto
+
+
+def _sentencepiece_merges(proto) -> list[list[str]]:
+    """Every split of every normal piece into two normal pieces, by the piece's score (higher first)."""
     normal = {p.piece for p in proto.pieces if p.type == 1}
     ranked = []
     for i, p in enumerate(proto.pieces):
@@ -87,9 +142,12 @@ def sentencepiece_to_tokenizer_json(model_path: str | os.PathLike) -> tuple[dict
             if a in normal and b in normal:
                 ranked.append((-p.score, i, k, a, b))
     ranked.sort()
-    merges = [[a, b] for *_, a, b in ranked]
-    unk = proto.pieces[ts.unk_id].piece
-    added = [
+    return [[a, b] for *_, a, b in ranked]
+
+
+def _special_pieces(proto) -> list[dict]:
+    """The unknown and control pieces as added tokens."""
+    return [
         {
             "id": i,
             "content": p.piece,
@@ -102,63 +160,21 @@ def sentencepiece_to_tokenizer_json(model_path: str | os.PathLike) -> tuple[dict
         for i, p in enumerate(proto.pieces)
         if p.type in (2, 3)  # unknown, control
     ]
-    bos = proto.pieces[ts.bos_id].piece if ts.bos_id >= 0 else None
-    eos = proto.pieces[ts.eos_id].piece if ts.eos_id >= 0 else None
-    normalizer = [{"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]
-    if ns.add_dummy_prefix:
-        normalizer.insert(0, {"type": "Prepend", "prepend": "▁"})
-    decoder = [
-        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
-        {"type": "ByteFallback"},
-        {"type": "Fuse"},
-    ]
-    if ns.add_dummy_prefix:
-        decoder.append({"type": "Strip", "content": " ", "start": 1, "stop": 0})
-    post = None
-    if bos is not None:
-        post = {
-            "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [
-                {"SpecialToken": {"id": bos, "type_id": 0}},
-                {"Sequence": {"id": "A", "type_id": 0}},
-                {"SpecialToken": {"id": bos, "type_id": 1}},
-                {"Sequence": {"id": "B", "type_id": 1}},
-            ],
-            "special_tokens": {bos: {"id": bos, "ids": [ts.bos_id], "tokens": [bos]}},
-        }
-    tj = {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": added,
-        "normalizer": {"type": "Sequence", "normalizers": normalizer},
-        "pre_tokenizer": None,
-        "post_processor": post,
-        "decoder": {"type": "Sequence", "decoders": decoder},
-        "model": {
-            "type": "BPE",
-            "dropout": None,
-            "unk_token": unk,
-            "continuing_subword_prefix": None,
-            "end_of_word_suffix": None,
-            "fuse_unk": True,
-            "byte_fallback": True,
-            "ignore_merges": False,
-            "vocab": vocab,
-            "merges": merges,
-        },
+
+
+def _bos_template(bos: str, bos_id: int) -> dict:
+    """The post-processor that puts BOS before each sequence."""
+    return {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [
+            {"SpecialToken": {"id": bos, "type_id": 0}},
+            {"Sequence": {"id": "A", "type_id": 0}},
+            {"SpecialToken": {"id": bos, "type_id": 1}},
+            {"Sequence": {"id": "B", "type_id": 1}},
+        ],
+        "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}},
     }
-    cfg = {
-        "bos_token": bos,
-        "eos_token": eos,
-        "unk_token": unk,
-        "add_bos_token": bos is not None,
-        "add_eos_token": False,
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": 1_000_000_000_000_000_019_884_624_838_656,
-    }
-    return tj, cfg
 
 
 def _read_config(folder: Path) -> dict:
