@@ -79,13 +79,35 @@ def export_hf(
     format; a common prefix like ``model.`` is stripped). The model passed in is not modified. Each of
     ``extras`` is called as ``extra(folder, standard_state_dict)`` to add files (adapter, delta) to the export
     before it is renamed into place."""
-    from tokenizers import Tokenizer
-    from transformers import PretrainedConfig
-
     tokenizer_dir, out_dir = Path(tokenizer_dir), Path(out_dir)
     for f in TOKENIZER_FILES:
         if not (tokenizer_dir / f).exists():
             raise ExportError(f"{tokenizer_dir / f} missing: tokenizer_dir must be an expanded tokenizer folder")
+    config, state_dict = _config_and_state(model_or_config, state_dict)
+    sd = merge_split_state_dict(state_dict)
+    model = _meta_model(config)
+    sd = _align_keys(sd, set(model.state_dict().keys()))
+    vocab = _check_vocab(sd, config, tokenizer_dir)
+    model.load_state_dict(sd, strict=True, assign=True)
+    dtypes = {v.dtype for v in sd.values() if v.is_floating_point()}
+    if len(dtypes) == 1:
+        model.config.dtype = dtypes.pop()
+
+    with atomic_dir(out_dir) as tmp:  # the previous export stays in place until the new one is complete
+        written = dict(sd)  # save_pretrained empties the dict it is given (it pops each tensor once written)
+        model.save_pretrained(str(tmp), state_dict=sd, safe_serialization=True, max_shard_size=max_shard_size)
+        _copy_tokenizer(tokenizer_dir, tmp)
+        for extra in extras:
+            extra(tmp, written)
+        text = json.dumps(metrics or {}, indent=2, sort_keys=True, default=_json_default)
+        (tmp / "metrics.json").write_text(text + "\n", encoding="utf-8")
+    log.info("exported HF model (vocab %d) to %s", vocab, out_dir)
+    return out_dir
+
+
+def _config_and_state(model_or_config, state_dict):
+    """(a private copy of the config, with the KV cache on; the state dict to export)."""
+    from transformers import PretrainedConfig
 
     if isinstance(model_or_config, PretrainedConfig):
         config = model_or_config
@@ -98,10 +120,13 @@ def export_hf(
     config = config.__class__.from_dict(config.to_dict())  # private copy
     if hasattr(config, "use_cache"):  # training turns the KV cache off; an export generates with it
         config.use_cache = True
-    sd = merge_split_state_dict(state_dict)
+    return config, state_dict
 
-    model = _meta_model(config)
-    sd = _align_keys(sd, set(model.state_dict().keys()))
+
+def _check_vocab(sd: Mapping[str, torch.Tensor], config, tokenizer_dir: Path) -> int:
+    """The vocabulary rows of the state dict: as the config says, and at least the tokenizer's tokens."""
+    from tokenizers import Tokenizer
+
     vocab = (
         sd[next(k for k in sd if k.endswith("embed_tokens.weight") or k.endswith("wte.weight"))].shape[0]
         if any(k.endswith(("embed_tokens.weight", "wte.weight")) for k in sd)
@@ -114,22 +139,12 @@ def export_hf(
         raise ExportError(f"model has {vocab} vocabulary rows but the tokenizer in {tokenizer_dir} has {n_tok} tokens")
     if vocab > n_tok:
         log.warning("model has %d rows, tokenizer %d tokens: %d padding rows", vocab, n_tok, vocab - n_tok)
-    model.load_state_dict(sd, strict=True, assign=True)
-    dtypes = {v.dtype for v in sd.values() if v.is_floating_point()}
-    if len(dtypes) == 1:
-        model.config.dtype = dtypes.pop()
+    return vocab
 
-    with atomic_dir(out_dir) as tmp:  # the previous export stays in place until the new one is complete
-        written = dict(sd)  # save_pretrained empties the dict it is given (it pops each tensor once written)
-        model.save_pretrained(str(tmp), state_dict=sd, safe_serialization=True, max_shard_size=max_shard_size)
-        for f in TOKENIZER_FILES + OPTIONAL_TOKENIZER_FILES:
-            if (tokenizer_dir / f).exists():
-                shutil.copy2(tokenizer_dir / f, tmp / f)
-        if (tokenizer_dir / "base_tokenizer").is_dir():
-            shutil.copytree(tokenizer_dir / "base_tokenizer", tmp / "base_tokenizer")
-        for extra in extras:
-            extra(tmp, written)
-        text = json.dumps(metrics or {}, indent=2, sort_keys=True, default=_json_default)
-        (tmp / "metrics.json").write_text(text + "\n", encoding="utf-8")
-    log.info("exported HF model (vocab %d) to %s", vocab, out_dir)
-    return out_dir
+
+def _copy_tokenizer(tokenizer_dir: Path, folder: Path) -> None:
+    for f in TOKENIZER_FILES + OPTIONAL_TOKENIZER_FILES:
+        if (tokenizer_dir / f).exists():
+            shutil.copy2(tokenizer_dir / f, folder / f)
+    if (tokenizer_dir / "base_tokenizer").is_dir():
+        shutil.copytree(tokenizer_dir / "base_tokenizer", folder / "base_tokenizer")
