@@ -23,9 +23,10 @@ def staged(cfg, name):
 def test_recipes_compose_to_their_shape(expanded_tokenizer, tmp_path):
     default = compose_cfg(tmp_path, expanded_tokenizer, tmp_path)
     assert default.recipe.name == "eeve" and default.stages == [str(n) for n in range(1, 8)]
-    assert default.init == "mass_first_piece"
+    assert default.init == "mean_subwords" and default.stage.max_regression == {"en": 0.01}  # EEVE + the guard
     six = staged(compose_cfg(tmp_path, expanded_tokenizer, tmp_path, "stage=6"), "6")
-    assert six.rate_groups()["transformer"][0] < six.rate_groups()["new"][0]  # per-group rates
+    assert {lr for lr, _ in six.rate_groups().values()} == {six.lr}  # one rate per stage, as published
+    assert default.data.sources["multilingual"].ratio == 0.20  # English replay (the card: 0.1069)
 
     paper = compose_cfg(tmp_path, expanded_tokenizer, tmp_path, "recipe=eeve_paper", "stage=6")
     stage = staged(paper, "6")

@@ -444,7 +444,7 @@ class TrainConfig:
     run_name: str = "demo"
     """Output folder outputs/<run_name>/ (conf/config.yaml: the model's ``run_name``)."""
     seed: int = 1234
-    init: str = "mass_first_piece"
+    init: str = "mean_subwords"
     """New-row initialisation at expansion: mean_subwords (EEVE) | mass_first_piece | distill | mean | mean_cov |
     random (eeve.model.init)."""
     init_options: InitOptions = field(default_factory=InitOptions)
