@@ -17,6 +17,8 @@ FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
 CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1", re.S)
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
+REPO_PATH = re.compile(r"(?<![\w/.-])((?:src|tests|bench|conf)/[\w./-]*[\w/])(?![<*{\w])")  # not `conf/stage/<N>.yaml`
+LISTED_MODULE = re.compile(r"^- `([\w/]+\.py)`", re.M)
 
 
 def modules(src: Path = ROOT / "src" / "eeve") -> list[str]:
@@ -69,9 +71,22 @@ def broken_links(page: Path) -> list[str]:
     return bad
 
 
+def missing_paths(page: Path) -> list[str]:
+    """Paths under src/, tests/, bench/ or conf/ that ``page`` names (in prose or code) and that do not exist."""
+    names = dict.fromkeys(REPO_PATH.findall(page.read_text(encoding="utf-8")))
+    return [n for n in names if not (ROOT / n).exists()]
+
+
 def test_layout_names_every_module():
     missing = unnamed(modules(), LAYOUT)
     assert not missing, f"docs/layout.md does not name these modules of src/eeve (add one line each): {missing}"
+
+
+def test_layout_lists_no_module_that_is_gone():
+    section = LAYOUT.read_text(encoding="utf-8").split("\n## src/eeve\n")[-1].split("\n## ")[0]
+    listed = LISTED_MODULE.findall(section)
+    gone = [m for m in listed if not (ROOT / "src" / "eeve" / m).exists()]
+    assert listed and not gone, f"docs/layout.md lists modules that src/eeve no longer has: {gone}"
 
 
 def test_layout_names_every_bench_script():
@@ -84,6 +99,12 @@ def test_layout_names_every_bench_script():
 def test_relative_links_resolve(page):
     bad = broken_links(page)
     assert not bad, f"{page.relative_to(ROOT)} links to what does not exist: {bad}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_named_paths_exist(page):
+    missing = missing_paths(page)
+    assert not missing, f"{page.relative_to(ROOT)} names files that do not exist (moved or renamed?): {missing}"
 
 
 def test_checks_catch_a_missing_module_and_broken_links(tmp_path):
@@ -105,3 +126,6 @@ def test_checks_catch_a_missing_module_and_broken_links(tmp_path):
         "```\n[fenced](gone.md)\n```\n[gone](gone.md) [bad anchor](other.md#nowhere) ![img](pic.png)\n"
     )
     assert [b.split()[0] for b in broken_links(page)] == ["gone.md", "other.md#nowhere", "pic.png"]
+
+    page.write_text("See `src/eeve/training/gone.py`, src/eeve/io.py and `conf/stage/<N>.yaml` or conf/stage/*.yaml.\n")
+    assert missing_paths(page) == ["src/eeve/training/gone.py"]
