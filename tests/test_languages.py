@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from test_rerun import compose
 
 from eeve.cli import new_entry
 from eeve.config import to_train_config
-from eeve.errors import ConfigError, EvalError
+from eeve.errors import ConfigError, EEVEError, EvalError
 
 ROOT = Path(__file__).resolve().parents[1]
 JA = ".cache/demo/ja/heldout.txt"
@@ -50,8 +51,8 @@ def test_a_validation_set_and_a_source_are_added_on_the_command_line():
 def test_the_command_line_form_reaches_train_py(tmp_path):
     r = run("train.py", "--cfg", "job", f"+data.validation.ja.paths=[{JA}]", "+data.validation.ja.lang=ja")
     assert r.returncode == 0, r.stderr
-    job = r.stdout
-    assert "ja:\n      paths:\n      - .cache/demo/ja/heldout.txt" in job and "max_sequences: 64" in job, job
+    ja = yaml.safe_load(r.stdout)["data"]["validation"]["ja"]
+    assert (ja["paths"], ja["lang"], ja["max_sequences"]) == ([JA], "ja", 64), r.stdout
 
 
 def test_validation_sets_are_named_by_lang():
@@ -124,8 +125,11 @@ def test_data_without_new_tokens_under_the_runs_tokenizer_stops_in_one_line(expa
         assert "\n" not in msg and where in msg and f"tokenizer {expanded_tokenizer} (built for Hangul)" in msg, msg
         assert "python tokenize.py run_name=demo" in msg, msg
     check_languages(train_cfg("data=demo_ja", "recipe=no_expansion", tok=expanded_tokenizer))  # no new tokens by design
-    with pytest.raises(ConfigError, match="build it with python tokenize.py run_name=ja"):
-        check_languages(train_cfg("run_name=ja", tok=tmp_path / "none"))
+    check_languages(train_cfg("run_name=ja", tok=tmp_path / "none"))  # no tokenizer: the stage says so
+    from eeve.model.expand import read_expansion
+
+    with pytest.raises(EEVEError, match=r"run `python tokenize.py run_name=ja` first"):
+        read_expansion(tmp_path / "outputs" / "tokenize" / "ja" / "tokenizer")
 
     # train.py checks it before anything is loaded or evaluated
     r = run("train.py", "data=demo_ja", f"tokenizer.path={expanded_tokenizer}", f"hydra.run.dir={tmp_path / 'run'}")

@@ -29,16 +29,11 @@ def resolve(path: str, root: str) -> Path:
     return p if p.is_absolute() else Path(root) / p
 
 
-def read_tokenizer(cfg: TrainConfig) -> tuple[Path, dict]:
-    """(folder, expansion.json) of the run's tokenizer; a one-line error naming the command that builds it."""
+def read_tokenizer(cfg: TrainConfig) -> tuple[Path, dict | None]:
+    """(folder, expansion.json or None when the folder holds none: the stage reports that, after the model)."""
     folder = resolve(cfg.tokenizer.path, cfg.paths.root)
-    if not (folder / "expansion.json").is_file():
-        raise ConfigError(
-            f"no expanded tokenizer at {cfg.tokenizer.path} (expansion.json missing): build it with python "
-            f"tokenize.py run_name={cfg.run_name} (it writes outputs/tokenize/{cfg.run_name}/tokenizer, which "
-            f"python train.py run_name={cfg.run_name} reads), or set tokenizer.path=FOLDER"
-        )
-    return folder, json.loads((folder / "expansion.json").read_text(encoding="utf-8"))
+    p = folder / "expansion.json"
+    return folder, json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
 
 
 def non_target_langs(expansion: dict) -> set[str]:
@@ -68,9 +63,9 @@ def check_languages(cfg: TrainConfig) -> None:
     if not cfg.recipe.expand:
         return
     folder, expansion = read_tokenizer(cfg)
-    non_target = non_target_langs(expansion)
-    if not expansion.get("compression"):  # built without held-out text: which language is which is unknown
+    if not (expansion and expansion.get("compression")):  # none, or built without held-out text: no language known
         return
+    non_target = non_target_langs(expansion)
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))

@@ -17,12 +17,11 @@ the folder is the harness's ``include_path``. Nothing is downloaded: the harness
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
 from eeve.errors import EvalError
-from eeve.io import atomic_dir
+from eeve.io import atomic_dir, atomic_write
 
 FORMAT_VERSION = 1
 """Bump when the item rule changes (a new folder is generated)."""
@@ -161,7 +160,5 @@ def write_task(folder: Path, final: Path, demo: Path, lang: str) -> None:
     yaml = TASK_YAML.format(
         task=task, jsonl=final / f"{task}.jsonl", lang=lang, n=len(items), seed=SEED, version=FORMAT_VERSION
     )
-    for name, text in ((f"{task}.jsonl", body), (f"{task}.yaml", yaml)):
-        tmp = folder / f".{name}.tmp-{os.getpid()}"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, folder / name)
+    atomic_write(folder / f"{task}.jsonl", body)
+    atomic_write(folder / f"{task}.yaml", yaml)
