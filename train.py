@@ -28,6 +28,7 @@ def main(dcfg: DictConfig) -> None:
 
     from eeve.card import write_stage_card
     from eeve.config import to_train_config
+    from eeve.data.language_check import check_languages
     from eeve.errors import ConfigError, EEVEError
     from eeve.training.plan import plan_stage, plan_table
     from eeve.training.progress import quiet_lightning
@@ -54,6 +55,8 @@ def main(dcfg: DictConfig) -> None:
         task = list(hc.overrides.task)
         stage_overrides = [o for o in task if o.startswith("stage.")]
         chosen = hc.runtime.choices["stage"]
+        if cfg.mode == "train":  # the tokenizer fits the data's target language (a wrong one stops here, in one line)
+            check_languages(cfg)
         results = []
         for name in cfg.stages if chosen == "all" else [chosen]:
             if chosen == "all":  # compose this stage exactly as `stage=<name>` with the same command line

@@ -60,10 +60,19 @@ def test_default_run_folder_follows_the_model():
         (["model=tiny_pretrained"], "outputs/demo", "outputs/tokenize/demo/tokenizer"),
         ([], "outputs/demo", "outputs/tokenize/demo/tokenizer"),
         (["experiment=eeve_solar"], "outputs/eeve_solar", "outputs/tokenize/solar/tokenizer"),
-        (["model=solar", "run_name=mine"], "outputs/mine", "outputs/tokenize/solar/tokenizer"),
+        (["experiment=eeve_solar", "recipe=full"], "outputs/solar-full", "outputs/tokenize/solar/tokenizer"),
+        # one name: `tokenize.py run_name=X` writes where `train.py run_name=X` reads, whatever the model
+        (["model=solar", "run_name=mine"], "outputs/mine", "outputs/tokenize/mine/tokenizer"),
+        (["run_name=ja"], "outputs/ja", "outputs/tokenize/ja/tokenizer"),
+        # a recipe changes the folder only: its run reads the tokenizer of the run it is a recipe of
+        (["recipe=full"], "outputs/demo-full", "outputs/tokenize/demo/tokenizer"),
+        (["recipe=eeve_paper", "run_name=ja"], "outputs/ja-eeve_paper", "outputs/tokenize/ja/tokenizer"),
+        (["recipe=no_expansion"], "outputs/demo-no_expansion", "outputs/demo-no_expansion/tokenizer"),
     ]:
         c = compose(*overrides, hydra=True)
+        c.paths.run_dir = c.hydra.run.dir  # ${hydra:runtime.output_dir} is set by a real run
         assert (c.hydra.run.dir, c.tokenizer.path) == (run, tok), overrides
+        assert c.hydra.sweep.dir == f"{run}/multirun", overrides
 
 
 def test_mismatched_rerun_is_refused_with_the_fix(expanded_tokenizer, tmp_path):
@@ -98,7 +107,7 @@ def test_mismatched_rerun_is_refused_with_the_fix(expanded_tokenizer, tmp_path):
             run_stage(train_cfg(tmp_path / "run", expanded_tokenizer, cache, *overrides), 1)
         msg = str(e.value)
         assert "\n" not in msg and expected in msg, msg
-        assert "run_name=NAME" in msg and "overwrite=true" in msg, msg
+        assert "hydra.run.dir=outputs/NAME" in msg and "overwrite=true" in msg, msg
     assert (tmp_path / "run" / "stage1" / "model.safetensors").stat().st_mtime_ns == mtime  # untouched
 
 

@@ -3,6 +3,7 @@ stage names found in conf/stage/, and multirun job names."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -53,8 +54,26 @@ def check_argv(argv: list[str]) -> list[str]:
             if bad:
                 fail(f"stage={bad[0]} is unknown: choose one of {', '.join(known)} (conf/stage/*.yaml)")
             arg = "stage=" + ",".join(f"'{c}'" for c in choices)
-        out.append(arg)
+        out.append(new_entry(arg))
     return out
+
+
+NEW_ENTRY = re.compile(r"^\+(data\.sources|data\.validation)\.(\w[\w-]*)\.([\w.]+)=(.*)$", re.S)
+"""`+data.validation.ja.paths=[FILE]`: a field of a new training source or validation set."""
+
+
+def new_entry(arg: str) -> str:
+    """`+data.validation.ja.paths=[FILE]` as the merge `+data.validation={ja:{paths:[FILE]}}`: OmegaConf cannot
+    create a typed entry (ValConfig, SourceConfig) from the dotted form ("dict is not a subclass of ValConfig"),
+    but merges a mapping into the typed dict, with the schema's defaults. Other arguments are returned unchanged."""
+    m = NEW_ENTRY.match(arg)
+    if not m or _top_level_comma(m.group(4)):  # a sweep (`-m ... =a,b`) stays as typed
+        return arg
+    group, name, field, value = m.groups()
+    inner = value
+    for part in reversed([name, *field.split(".")]):
+        inner = f"{{{part}:{inner}}}"
+    return f"+{group}={inner}"
 
 
 def swept_name(task_overrides) -> str:
@@ -116,3 +135,19 @@ def single_lightning_log() -> None:
 
     if logging.getLogger().handlers:
         logging.getLogger("lightning").handlers.clear()
+
+
+def _top_level_comma(value: str) -> bool:
+    depth, quote = 0, None
+    for ch in value:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            return True
+    return False

@@ -273,10 +273,15 @@ class DataConfig:
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     """Training mixture: name -> source."""
     validation: dict[str, ValConfig] = field(default_factory=dict)
-    """Validation sets: language -> held-out text; one dataloader each, in this order."""
+    """Validation sets: language -> held-out text; one dataloader each, in this order. A set is named by its
+    ``lang`` (its key when ``lang`` is unset): table columns, report panels, TensorBoard tags and
+    ``stage.max_regression`` keys. A new one on the command line: ``+data.validation.ja.paths=[FILE]``."""
     seed: int = 0
     """Sampling seed. A training run's stage N draws with ``seed + data.seed + N`` (eeve.training.stages); the data
     module alone uses it as given (its ``seed`` argument overrides it)."""
+
+    def __post_init__(self) -> None:
+        self.validation = by_lang("data.validation", self.validation)
 
     def validate(self, need_paths: bool = True) -> None:
         if int(self.seq_len) < 2:
@@ -327,9 +332,11 @@ class SamplesConfig:
         default_factory=lambda: {
             "ko": ["대한민국의 수도는", "이 함수는 문자열을"],
             "en": ["The capital of France is", "This function returns"],
+            "ja": ["日本の首都は", "この関数は文字列を"],
         }
     )
-    """Language -> fixed prompts (the same for every stage and the base)."""
+    """Language -> fixed prompts (the same for every stage and the base); those of the languages of
+    data.validation are used."""
     max_new_tokens: int = 32
     """Tokens generated per prompt (greedy)."""
 
@@ -524,8 +531,27 @@ class EvaluateConfig:
     output: Optional[str] = None
     """Also write the results as JSON here."""
 
+    def __post_init__(self) -> None:
+        self.validation = by_lang("validation", self.validation)
+
 
 # ---------------------------------------------------------------------------------------------------- checking
+def by_lang(where: str, sets: dict[str, Any]) -> dict[str, Any]:
+    """Validation sets keyed by their ``lang`` (the key when ``lang`` is unset), in order: the name every report
+    uses. Two sets of one language raise a one-line ConfigError."""
+    out: dict[str, Any] = {}
+    keys: dict[str, str] = {}
+    for key, v in sets.items():
+        lang = v.get("lang") if isinstance(v, dict) else getattr(v, "lang", None)
+        name = str(lang or key)
+        if name in out:
+            raise ConfigError(
+                f"{where}.{keys[name]} and {where}.{key} are both lang {name}: give each validation set its own lang"
+            )
+        out[name], keys[name] = v, key
+    return out
+
+
 def to_object(cls: type[T], obj: Any) -> T:
     """Merge a dict / DictConfig / instance onto the schema ``cls``: unknown keys and wrong types raise a one-line
     ConfigError; interpolations are resolved; ``validate()`` runs where the schema has one."""
@@ -537,6 +563,8 @@ def to_object(cls: type[T], obj: Any) -> T:
             if isinstance(plain, dict):
                 plain = {k: v for k, v in plain.items() if k not in ("hydra", "experiment")}
             out = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), plain))
+        except ConfigError:  # a schema's own one-line message (DataConfig.__post_init__)
+            raise
         except Exception as e:  # omegaconf's messages span several lines; keep the first
             from omegaconf.errors import MissingMandatoryValue
 

@@ -64,7 +64,7 @@ def check_tasks(tasks: list[str], include_path: str | None = None) -> None:
 
 def task_manager(tasks: list[str], include_path: str | None = None):
     """A harness TaskManager that knows ``tasks`` (the local demo tasks generated on first use)."""
-    from eeve.eval.tasks import GROUP, LOCAL_TASKS, local_task_dir
+    from eeve.eval.tasks import is_local_task, local_task_dir, task_lang
 
     for k, v in OFFLINE_ENV.items():
         os.environ.setdefault(k, v)
@@ -72,9 +72,9 @@ def task_manager(tasks: list[str], include_path: str | None = None):
     from lm_eval.tasks import TaskManager
 
     includes = []
-    local_only = all(t in LOCAL_TASKS or t == GROUP for t in tasks)
-    if any(t in LOCAL_TASKS or t == GROUP for t in tasks):
-        includes.append(str(local_task_dir()))
+    local_only = all(is_local_task(t) for t in tasks)
+    if any(is_local_task(t) for t in tasks):
+        includes.append(str(local_task_dir(langs=[lang for t in tasks if (lang := task_lang(t))])))
     if include_path:
         if not os.path.isdir(include_path):
             raise EvalError(f"eval.include_path={include_path} is not a folder of task YAML files")

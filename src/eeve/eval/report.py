@@ -12,7 +12,24 @@ from pathlib import Path
 
 from eeve.io import atomic_write
 
-LANG_NAMES = {"ko": "Korean", "en": "English"}
+LANG_NAMES = {
+    "ko": "Korean",
+    "en": "English",
+    "ja": "Japanese",
+    "zh": "Chinese",
+    "zh-cn": "Chinese (simplified)",
+    "zh-tw": "Chinese (traditional)",
+    "hi": "Hindi",
+    "ru": "Russian",
+    "el": "Greek",
+    "vi": "Vietnamese",
+}
+"""Panel titles for the language tags of data.validation (``lang``); any other tag is shown as written."""
+
+
+def panel_title(lang: str, nbytes: int) -> str:
+    """A panel's title: the language's name from its ``lang`` tag, and the bytes it is measured on."""
+    return f"{LANG_NAMES.get(lang, lang)}: {nbytes:,} held-out bytes"
 
 
 def run_points(base: dict, stages: list[dict]) -> tuple[dict[str, list[tuple[int, float]]], list[tuple[int, int, int]]]:
@@ -48,7 +65,7 @@ def write_report(path: str | Path, base: dict, stages: list[dict], title: str = 
     points, spans = run_points(base, stages)
     langs = list(base["eval"]["bpb"])
     fig, axes = plt.subplots(1, len(langs), figsize=(6.2 * len(langs), 4.6), squeeze=False)
-    for ax, lang in zip(axes[0], langs):
+    for k_lang, (ax, lang) in enumerate(zip(axes[0], langs)):
         ref = base["eval"]["bpb"][lang]["bpb"]
         pts = points.get(lang, [])
         for k, (number, start, end) in enumerate(spans):  # stages as alternating bands, numbered on top
@@ -71,11 +88,11 @@ def write_report(path: str | Path, base: dict, stages: list[dict], title: str = 
                 xs,
                 ys,
                 "-o",
-                color="C1" if lang == "en" else "C0",
+                color=f"C{k_lang}",
                 markersize=3.5,
                 label=f"expanded model, end: {ys[-1]:.3f} ({100 * (ys[-1] / ref - 1):+.1f} % vs base)",
             )
-        ax.set_title(f"{LANG_NAMES.get(lang, lang)}: {base['eval']['bpb'][lang]['bytes']:,} held-out bytes", pad=16)
+        ax.set_title(panel_title(lang, base["eval"]["bpb"][lang]["bytes"]), pad=16)
         ax.set_xlabel("training tokens since the first stage started (stage numbers on top)")
         ax.set_ylabel("bits per byte (lower is better)")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:,.0f}k" if x else "0"))

@@ -37,6 +37,11 @@ def pick_device(name: str) -> torch.device:
         raise EvalError(f"eval.device={name!r} is not a torch device: use auto, cpu, cuda or cuda:N") from None
 
 
+def run_prompts(ecfg: EvalConfig, texts: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The sample prompts of the languages evaluated (a Japanese run writes no Korean samples)."""
+    return {lang: list(p) for lang, p in ecfg.samples.prompts.items() if lang in texts}
+
+
 def eval_key(ecfg: EvalConfig, texts: dict[str, list[str]], *extra: str) -> str:
     """Changes when the evaluated bytes, the evaluation settings or ``extra`` (e.g. the base model) change."""
     h = hashlib.sha256()
@@ -49,7 +54,7 @@ def eval_key(ecfg: EvalConfig, texts: dict[str, list[str]], *extra: str) -> str:
         "tasks": list(ecfg.tasks),
         "limit": ecfg.task_limit,
         "include": ecfg.include_path,
-        "prompts": dict(ecfg.samples.prompts),
+        "prompts": run_prompts(ecfg, texts),
         "max_new_tokens": ecfg.samples.max_new_tokens,
         "extra": list(extra),
     }
@@ -66,7 +71,7 @@ def evaluate_model(
 
     out = {
         "bpb": evaluate_bpb(model, tokenizer_dir, texts, ecfg.window, ecfg.batch_tokens),
-        "samples": greedy_samples(model, tokenizer_dir, dict(ecfg.samples.prompts), ecfg.samples.max_new_tokens),
+        "samples": greedy_samples(model, tokenizer_dir, run_prompts(ecfg, texts), ecfg.samples.max_new_tokens),
     }
     if benchmarks and ecfg.tasks:
         from eeve.eval.harness import run_tasks

@@ -1,10 +1,12 @@
-"""The demo's two local lm-evaluation-harness tasks, built from the demo's held-out text on first use.
+"""The demo's local lm-evaluation-harness tasks, built from the demo's held-out text on first use.
 
-``eeve_nextsent_ko`` and ``eeve_nextsent_en``: four-way multiple choice. The held-out files hold one paragraph
-per line, the pages of the help in order, so consecutive lines come from the same page. An item's context is two
-consecutive sentence-like lines; the answer is the line that follows them; the three distractors are
-sentence-like lines at least :data:`FAR` lines away (other pages), chosen among a seeded sample as the ones
-closest in length to the answer, so length alone does not give it away. The answer's position is seeded too.
+``eeve_nextsent_<lang>`` for each demo language (``eeve_nextsent_ko`` and ``eeve_nextsent_en`` by default;
+``eeve_nextsent_ja`` after ``python -m eeve.demo.data lang=ja``, ...): four-way multiple choice. The held-out files
+hold one paragraph per line, the pages of the help in order, so consecutive lines come from the same page. An
+item's context is two consecutive sentence-like lines; the answer is the line that follows them; the three
+distractors are sentence-like lines at least :data:`FAR` lines away (other pages), chosen among a seeded sample as
+the ones closest in length to the answer, so length alone does not give it away. The answer's position is seeded
+too.
 
 The files (``<name>.jsonl`` + ``<name>.yaml`` with an absolute ``data_files`` path, since ``datasets`` resolves
 relative ones against the working directory) are generated into ``<cache>/demo/eval_tasks-v<N>/`` atomically;
@@ -16,15 +18,19 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from pathlib import Path
 
-from eeve.io import atomic_dir
+from eeve.errors import EvalError
+from eeve.io import atomic_dir, atomic_write
 
 FORMAT_VERSION = 1
 """Bump when the item rule changes (a new folder is generated)."""
 LOCAL_TASKS = {"eeve_nextsent_ko": "ko", "eeve_nextsent_en": "en"}
+"""The demo's default pair (built together); other languages' tasks are built when first asked for."""
 GROUP = "eeve_nextsent"
+PREFIX = GROUP + "_"
+ENDS = (".", "。", "．", "।", "｡")
+"""Sentence-final marks: Latin, CJK, Devanagari."""
 ITEMS = 100
 """Items per language."""
 SEED = 1234
@@ -61,11 +67,23 @@ metadata:
 """
 
 
+def task_lang(task: str) -> str | None:
+    """``eeve_nextsent_ja`` -> ``ja``; None for a task that is not a local one."""
+    return task[len(PREFIX) :] or None if task.startswith(PREFIX) else None
+
+
+def is_local_task(task: str) -> bool:
+    return task == GROUP or task_lang(task) is not None
+
+
 def sentence_like(line: str, lang: str) -> bool:
-    if not MIN_CHARS <= len(line) <= MAX_CHARS or not line.endswith("."):
+    """A line that reads as a sentence: of a plausible length, ending in a full stop, and either holding a letter of
+    a script without letter case (Hangul, kana, Han, Devanagari, ...) or starting with a capital and having at
+    least four words (scripts with case). ``lang`` names the language (the item ids); the rule is the same for all."""
+    if not MIN_CHARS <= len(line) <= MAX_CHARS or not line.endswith(ENDS):
         return False
-    if lang == "ko":
-        return re.search(r"[\uac00-\ud7a3]", line) is not None
+    if any(c.isalpha() and c.lower() == c.upper() for c in line):
+        return True
     return line[0].isupper() and len(line.split()) >= 4
 
 
@@ -110,26 +128,37 @@ def build_items(lines: list[str], lang: str, n: int = ITEMS, seed: int = SEED) -
     return sorted(items, key=lambda d: int(d["id"].split("-")[1]))
 
 
-def local_task_dir(demo_root: Path | None = None) -> Path:
-    """The include_path holding the local tasks, generated from the demo's held-out text if missing."""
+def local_task_dir(demo_root: Path | None = None, langs: list[str] | tuple[str, ...] = ()) -> Path:
+    """The include_path holding the local tasks, generated from the demo's held-out text if missing: the default
+    pair, and ``eeve_nextsent_<lang>`` for each of ``langs`` (their demo text must be built)."""
     from eeve.demo.data import ensure_demo_data
 
     demo = Path(demo_root) if demo_root is not None else ensure_demo_data()
     out = demo / f"eval_tasks-v{FORMAT_VERSION}"
-    if (out / f"{GROUP}.done").is_file():
-        return out
-    with atomic_dir(out, keep_existing=True) as tmp:
-        for task, lang in LOCAL_TASKS.items():
-            lines = [x.strip() for x in (demo / lang / "heldout.txt").read_text(encoding="utf-8").splitlines()]
-            items = build_items(lines, lang)
-            with (tmp / f"{task}.jsonl").open("w", encoding="utf-8") as f:
-                for item in items:
-                    f.write(json.dumps(item, ensure_ascii=False) + "\n")
-            (tmp / f"{task}.yaml").write_text(
-                TASK_YAML.format(
-                    task=task, jsonl=out / f"{task}.jsonl", lang=lang, n=len(items), seed=SEED, version=FORMAT_VERSION
-                ),
-                encoding="utf-8",
-            )
-        (tmp / f"{GROUP}.done").write_text("ok\n")
+    if not (out / f"{GROUP}.done").is_file():
+        with atomic_dir(out, keep_existing=True) as tmp:
+            for task, lang in LOCAL_TASKS.items():
+                write_task(tmp, out, demo, lang)
+            (tmp / f"{GROUP}.done").write_text("ok\n")
+    for lang in langs:
+        if not (out / f"{PREFIX}{lang}.yaml").is_file():
+            write_task(out, out, demo, lang)
     return out
+
+
+def write_task(folder: Path, final: Path, demo: Path, lang: str) -> None:
+    """``eeve_nextsent_<lang>.jsonl`` and ``.yaml`` into ``folder`` (the yaml names ``final``, where the folder ends
+    up); each file is renamed into place whole, the yaml last, so a yaml is never seen without its items."""
+    task, heldout = f"{PREFIX}{lang}", demo / lang / "heldout.txt"
+    if not heldout.is_file():
+        raise EvalError(
+            f"eval.tasks: {task} needs the demo's {lang} text ({heldout}): python -m eeve.demo.data lang={lang}"
+        )
+    lines = [x.strip() for x in heldout.read_text(encoding="utf-8").splitlines()]
+    items = build_items(lines, lang)
+    body = "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items)
+    yaml = TASK_YAML.format(
+        task=task, jsonl=final / f"{task}.jsonl", lang=lang, n=len(items), seed=SEED, version=FORMAT_VERSION
+    )
+    atomic_write(folder / f"{task}.jsonl", body)
+    atomic_write(folder / f"{task}.yaml", yaml)

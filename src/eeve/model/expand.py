@@ -229,9 +229,11 @@ def read_expansion(tokenizer_dir: str | Path) -> dict:
     """``expansion.json`` of an expanded tokenizer folder (written by tokenize.py)."""
     p = Path(tokenizer_dir) / "expansion.json"
     if not p.exists():
+        folder = Path(tokenizer_dir)  # outputs/tokenize/<run_name>/tokenizer: tokenize.py run_name=<run_name>
+        name = f" run_name={folder.parent.name}" if folder.parent.parent.name == "tokenize" else ""
         raise ExpansionError(
             f"no expanded tokenizer at {tokenizer_dir} (expansion.json missing): run `python "
-            "tokenize.py` first or set tokenizer.path=FOLDER"
+            f"tokenize.py{name}` first or set tokenizer.path=FOLDER"
         )
     return json.loads(p.read_text(encoding="utf-8"))
 

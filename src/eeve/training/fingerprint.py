@@ -118,8 +118,8 @@ def finished_stage(out: Path, fingerprint: dict, overwrite: bool, number: int) -
     metrics = json.loads(path.read_text())
     old = metrics.get("fingerprint")
     fix = (
-        f"choose a new run_name=NAME for this run (outputs/NAME/), or pass overwrite=true to retrain stage "
-        f"{number} in {out.parent}"
+        f"give this run its own folder with hydra.run.dir=outputs/NAME (run_name also picks the tokenizer), or pass "
+        f"overwrite=true to retrain stage {number} in {out.parent}"
     )
     if old is None:
         raise StageError(

@@ -385,15 +385,14 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def summary_table(results: list[dict], base: dict | None = None) -> str:
     """With evaluations (eeve.eval): the base (stage 0) and each stage on the same held-out bytes, changes against
-    the base. Without: per stage, steps, tokens, Korean and English validation BPB (start -> end), groups changed."""
+    the base. Without: per stage, steps, tokens, each validation language's BPB (start -> end), groups changed."""
     if base is not None:
         from eeve.eval.table import eval_table
 
         return eval_table(results, base)
-    rows = [
-        "| stage | trained | steps | tokens | FLOPs (cumulative) | ko BPB | en BPB | groups changed |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    langs = list(dict.fromkeys(lang for m in results for lang in (*m.get("val_start", {}), *m.get("val_end", {}))))
+    head = ["stage", "trained", "steps", "tokens", "FLOPs (cumulative)", *(f"{lang} BPB" for lang in langs)]
+    rows = ["| " + " | ".join([*head, "groups changed"]) + " |", "|" + "---|" * (len(head) + 1)]
     flops = 0.0
     for m in results:
         flops = None if flops is None or not m.get("flops") else flops + m["flops"]["train"]
@@ -411,7 +410,7 @@ def summary_table(results: list[dict], base: dict | None = None) -> str:
         )
         rows.append(
             f"| {m['stage']} | {'+'.join(m['trainable'])} | {steps} | {m['tokens']:,} | "
-            f"{'–' if flops is None else format(flops, '.3g')} | {bpb('ko')} | "
-            f"{bpb('en')} | {', '.join(m['groups_changed']) or 'none'} |"
+            f"{'–' if flops is None else format(flops, '.3g')} | {' | '.join(bpb(lang) for lang in langs)} | "
+            f"{', '.join(m['groups_changed']) or 'none'} |"
         )
     return "\n".join(rows)
