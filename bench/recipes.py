@@ -142,7 +142,19 @@ def main() -> None:
     for recipe in [r.strip() for r in a.recipes.split(",") if r.strip()]:
         name = f"{run}-{recipe}" + (f"-s{a.seed}" if a.seed is not None else "")
         tok = [] if recipe == "no_expansion" else [f"tokenizer.path={tok_dir}"]
-        sh([py, "train.py", "stage=all", f"recipe={recipe}", f"run_name={name}", *tok, *common], logs / f"{name}.log")
+        sh(
+            [
+                py,
+                "train.py",
+                "stage=all",
+                f"recipe={recipe}",
+                f"run_name={run}",
+                f"hydra.run.dir=outputs/{name}",
+                *tok,
+                *common,
+            ],
+            logs / f"{name}.log",
+        )
         runs.append(str(ROOT / "outputs" / name))
     sh(
         [py, "-m", "eeve.compare", *runs, "--out", str(ROOT / "outputs" / f"{run}-compare")],
