@@ -65,8 +65,8 @@ def _train_into(tmp: Path, demo: Path, args) -> None:
     from omegaconf import OmegaConf
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from eeve.data.packing import TokenizerInfo
     from eeve.tokenizer.base import load_base, write_hf_folder
+    from eeve.tokenizer.info import TokenizerInfo
 
     base = load_base(demo / "base_tokenizer" / "tokenizer.model")
     write_hf_folder(base.tokenizer_json, base.config, tmp)  # the model's own tokenizer travels with it

@@ -37,9 +37,9 @@ IGNORE = -100
 
 
 def load_tokenizer(tokenizer) -> "TokenizerInfo":  # noqa: F821
-    """A :class:`eeve.data.packing.TokenizerInfo` from one, or from a folder holding ``tokenizer.json``."""
-    from eeve.data.packing import TokenizerInfo
+    """A :class:`eeve.tokenizer.info.TokenizerInfo` from one, or from a folder holding ``tokenizer.json``."""
     from eeve.errors import ConfigError
+    from eeve.tokenizer.info import TokenizerInfo
 
     if isinstance(tokenizer, TokenizerInfo):
         return tokenizer

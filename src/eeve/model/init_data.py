@@ -15,7 +15,7 @@ class InitData:
     texts: list[str]
     """Documents of the training mixture, each source contributing in proportion to its ratio (its first ones)."""
     expanded: object
-    """eeve.data.packing.TokenizerInfo of the expanded tokenizer."""
+    """eeve.tokenizer.info.TokenizerInfo of the expanded tokenizer."""
     base: object
     """TokenizerInfo of the base tokenizer (``<tokenizer>/base_tokenizer``)."""
     frequencies: dict[int, int] = field(default_factory=dict)
@@ -46,7 +46,7 @@ def init_inputs(cfg, tokenizer_dir: Path, expansion: dict) -> dict:
     method = INIT_METHODS.get(cfg.init)
     if method is None or not getattr(method, "needs_data", False):
         return {}
-    from eeve.data.packing import TokenizerInfo
+    from eeve.tokenizer.info import TokenizerInfo
 
     tokenizer_dir = Path(tokenizer_dir)
     root = Path(cfg.paths.root)
