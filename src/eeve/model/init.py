@@ -35,6 +35,7 @@ from typing import ClassVar, Sequence
 
 import torch
 
+from eeve.config import INITS
 from eeve.errors import ExpansionError
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ INIT_METHODS: dict[str, type[InitMethod]] = {}
 
 
 def register(cls: type[InitMethod]) -> type[InitMethod]:
+    if cls.name not in INITS:  # the torch-free config checks `init=` against that list
+        raise ExpansionError(f"init method {cls.name!r} is not in eeve.config.INITS: add its name there")
     INIT_METHODS[cls.name] = cls
     return cls
 

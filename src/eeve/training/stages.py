@@ -196,9 +196,12 @@ def run_stage(cfg: TrainConfig, number: int) -> dict:
     """Train stage `number` to its export folder and return its metrics (read back if it already finished)."""
     from eeve.eval.schedule import flops_before
     from eeve.eval.training_run import StageEvaluation
+    from eeve.training.adapters import require_qlora
     from eeve.training.flops import FlopsLogger, flops_metrics
     from eeve.training.module import EEVEModule, group_fingerprints
 
+    if cfg.stage.adapter == "qlora":
+        require_qlora()  # this machine's side of the adapter settings (the config checked its own)
     check_model_path(cfg.model.name_or_path)  # the base: before any work (stage 0's evaluation loads it too)
     out = stage_dir(cfg, number)
     root = Path(cfg.paths.root)
