@@ -146,7 +146,6 @@ def test_graph_reader_sees_imports_inside_functions(tmp_path):
     assert cycles(subpackage_graph(graph)) == [["sub", "top"]]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18: cycles being removed")
 def test_no_import_cycle_between_modules():
     graph = import_graph()
     assert len(graph) > 40 and graph["eeve.training.stages"], "the graph reader found too little: check SRC"

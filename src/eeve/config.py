@@ -484,6 +484,9 @@ class TrainConfig:
     stages: list[str] = field(default_factory=lambda: [str(n) for n in range(1, 8)])
     """What ``stage=all`` runs, in order: names of conf/stage/*.yaml files (a variant such as ``6_lowlr`` may stand
     in for its stage). Each stage starts from the export of the stage before it in this list."""
+    stage_numbers: dict[str, int] = field(default_factory=dict)
+    """Stage name -> its ``number``, for the names of ``stages`` (variants inherit their stage's number); recorded
+    when train.py composes the config (eeve.cli.compose_stage_numbers). A name missing here is its own number."""
     schedule: dict[str, Any] = field(default_factory=dict)
     """Per-stage overrides {"<name>": {lr: ..., max_tokens: ...}} applied on top of conf/stage/<name>.yaml (the
     command line's ``stage.*`` still wins); an entry keyed by the stage number applies to its variants too."""

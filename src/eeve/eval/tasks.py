@@ -19,6 +19,7 @@ import random
 import re
 from pathlib import Path
 
+from eeve.demo.data import ensure_demo_data
 from eeve.io import atomic_dir
 
 FORMAT_VERSION = 1
@@ -112,8 +113,6 @@ def build_items(lines: list[str], lang: str, n: int = ITEMS, seed: int = SEED) -
 
 def local_task_dir(demo_root: Path | None = None) -> Path:
     """The include_path holding the local tasks, generated from the demo's held-out text if missing."""
-    from eeve.demo.data import ensure_demo_data
-
     demo = Path(demo_root) if demo_root is not None else ensure_demo_data()
     out = demo / f"eval_tasks-v{FORMAT_VERSION}"
     if (out / f"{GROUP}.done").is_file():
