@@ -10,8 +10,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -153,7 +151,6 @@ def test_no_import_cycle_between_modules():
     assert not found, "import cycles between modules: " + " | ".join(describe(graph, c) for c in found)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18: cycles being removed")
 def test_no_import_cycle_between_subpackages():
     graph = subpackage_graph(import_graph())
     found = cycles(graph)
