@@ -12,7 +12,7 @@ from eeve.config import register_configs, to_train_config
 from eeve.errors import ConfigError, StageError
 from eeve.layout import previous_stage, stage_dir, stage_order, stage_source
 
-SOURCES = {"data": {"sources": {"x": {"paths": ["a.txt"], "ratio": 1}}}}
+SOURCES = {"data": {"sources": {"x": {"paths": ["a.txt"], "ratio": 1}}}, "stage": {"max_regression": None}}
 
 
 def cfg(tmp_path: Path, stages: list[str], numbers: dict | None = None, **extra):
