@@ -27,13 +27,14 @@ else:
 
     from eeve.cli import fail, run_hydra
     from eeve.config import TokenizeConfig
+    from eeve.demo.paths import use_demo_data
     from eeve.errors import EEVEError
     from eeve.tokenizer.run import run_from_config
 
     @hydra.main(config_path="conf", config_name="tokenize", version_base="1.3")
     def main(cfg: DictConfig) -> None:
         try:
-            run_from_config(cfg)
+            run_from_config(cfg, prepare=use_demo_data)
         except EEVEError as e:  # bad input: one line, no traceback
             fail(str(e))
 

@@ -17,7 +17,14 @@ sys.path.insert(0, str(ROOT / "src"))  # runnable from a checkout without `pip i
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from eeve.cli import check_argv, fail, run_hydra, single_lightning_log, swept_name  # noqa: E402
+from eeve.cli import (  # noqa: E402
+    check_argv,
+    compose_stage_numbers,
+    fail,
+    run_hydra,
+    single_lightning_log,
+    swept_name,
+)
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -26,10 +33,14 @@ def main(dcfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    # torch, Lightning and the training code load once the config composed: a bad command line answers at once
     from eeve.card import write_stage_card
     from eeve.config import to_train_config
     from eeve.data.language_check import check_languages
     from eeve.errors import ConfigError, EEVEError
+    from eeve.eval.stage_eval import read_metrics
+    from eeve.eval.table import eval_table
+    from eeve.eval.training_run import StageEvaluation
     from eeve.training.plan import plan_stage, plan_table
     from eeve.training.progress import quiet_lightning
     from eeve.training.recipe import prepare_recipe
@@ -57,17 +68,19 @@ def main(dcfg: DictConfig) -> None:
         chosen = hc.runtime.choices["stage"]
         if cfg.mode == "train":  # the tokenizer fits the data's target language (a wrong one stops here, in one line)
             check_languages(cfg)
+        numbers = compose_stage_numbers(cfg.stages)  # the stage order, fixed once for the whole run
         results = []
         for name in cfg.stages if chosen == "all" else [chosen]:
             if chosen == "all":  # compose this stage exactly as `stage=<name>` with the same command line
                 others = [o for o in task if not o.startswith("stage=")]
                 cfg = to_train_config(compose(config_name="config", overrides=[*others, f"stage='{name}'"]))
+            cfg.stage_numbers = numbers
             cfg.stage = apply_schedule(cfg.stage, str(name), cfg.schedule, stage_overrides, cfg.recipe.stage)
             if cfg.mode == "plan":  # arithmetic only: no weights, no data, nothing trained
                 results.append(plan_stage(cfg))
                 continue
             cfg.stage = prepare_recipe(cfg, str(name))  # the base tokenizer (no_expansion), the budget's tokens
-            results.append(run_stage(cfg, cfg.stage.number))
+            results.append(run_stage(cfg, cfg.stage.number, evaluation=StageEvaluation))
             write_stage_card(cfg, cfg.stage.number)  # README.md: a model card from the run's files (eeve.card)
     except (EEVEError, OSError) as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
@@ -75,9 +88,8 @@ def main(dcfg: DictConfig) -> None:
         print(plan_table(results))
         return
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
-        from eeve.eval.stage_eval import read_metrics  # the base model (stage 0), when evaluated
-
-        print("\n" + summary_table(results, read_metrics(Path(cfg.paths.run_dir) / "stage0")))
+        base = read_metrics(Path(cfg.paths.run_dir) / "stage0")  # the base model (stage 0), when evaluated
+        print("\n" + (eval_table(results, base) if base is not None else summary_table(results)))
         print(f"\nexports: {cfg.paths.run_dir}/stage<N>/   TensorBoard: tensorboard --logdir {cfg.paths.run_dir}")
 
 
@@ -87,5 +99,5 @@ if __name__ == "__main__":
     from eeve.config import TrainConfig
 
     OmegaConf.register_new_resolver("swept", swept_name)
-    sys.argv[1:] = check_argv(sys.argv[1:])
+    sys.argv[1:] = check_argv(sys.argv[1:], ROOT / "conf")
     run_hydra(main, TrainConfig)

@@ -41,9 +41,10 @@ def make_input(text: Path, mb: float, dest: Path) -> Path:
 
 
 def worker(mode: str, tokenizer: str, path: str) -> dict:
-    from eeve.data.packing import ENCODE_BATCH_BYTES, TokenizerInfo, open_packed, pack_source
+    from eeve.data.packing import ENCODE_BATCH_BYTES, open_packed, pack_source
     from eeve.text.corpus import iter_batches, iter_documents
     from eeve.text.sources import SourceOptions
+    from eeve.tokenizer.info import TokenizerInfo
 
     tok = TokenizerInfo(Path(tokenizer))
     if mode == "pack_parquet":  # datasets' one-time start-up (imports, builder modules: ~1 s) is not throughput

@@ -72,9 +72,10 @@ def step0(cfg) -> dict:
     import lightning as L
 
     from eeve.data.datamodule import EEVEDataModule
+    from eeve.layout import resolve
     from eeve.model.expand import read_expansion
     from eeve.training.module import EEVEModule
-    from eeve.training.stages import build_stage_model, resolve
+    from eeve.training.stages import build_stage_model
 
     tok = resolve(cfg.tokenizer.path, cfg.paths.root)
     exp = read_expansion(tok)
@@ -101,8 +102,8 @@ def step0(cfg) -> dict:
 
 def base_bpb(cfg) -> dict:
     from eeve.data.datamodule import EEVEDataModule
+    from eeve.layout import resolve
     from eeve.training.guard import base_validation_bpb
-    from eeve.training.stages import resolve
 
     tok = resolve(cfg.tokenizer.path, cfg.paths.root)
     dm = EEVEDataModule(cfg.data, tok, resolve(cfg.paths.cache_dir, cfg.paths.root), base_dir=Path(cfg.paths.root))

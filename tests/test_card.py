@@ -15,13 +15,14 @@ SECTIONS = ["## Vocabulary expansion", "## Training data", "## Training stages",
 def stage1(expanded_tokenizer, tmp_path_factory):
     from test_train import compose_cfg
 
+    from eeve.eval.training_run import StageEvaluation
     from eeve.training.stages import run_stage
 
     run_dir = tmp_path_factory.mktemp("card-run")
     (run_dir / ".hydra").mkdir()
     (run_dir / ".hydra" / "overrides.yaml").write_text("- stage=1\n- data.seq_len=64\n")  # as Hydra writes it
     cfg = compose_cfg(run_dir, expanded_tokenizer, tmp_path_factory.mktemp("card-cache"), "stage=1")
-    run_stage(cfg, 1)
+    run_stage(cfg, 1, evaluation=StageEvaluation)
     write_stage_card(cfg, 1)
     return cfg, run_dir / "stage1"
 

@@ -43,7 +43,7 @@ def metrics(job, n):
 def test_runs_record_flops_and_text_bytes(sweep):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from eeve.training.stages import summary_table
+    from eeve.eval.table import eval_table
 
     job = sorted(d for d in sweep.iterdir() if d.is_dir())[0]
     m1, m2 = metrics(job, 1), metrics(job, 2)
@@ -60,7 +60,7 @@ def test_runs_record_flops_and_text_bytes(sweep):
     val = ea.Scalars("val_flops/ko_bpb")  # stage 2's validations on the cumulative-GFLOP axis
     assert val[0].step == int(m1["flops"]["train"] // GFLOP) and val[-1].step > val[0].step
     base = metrics(job, 0)
-    table = summary_table([m1, m2], base)
+    table = eval_table([m1, m2], base)
     assert "FLOPs (cumulative)" in table and f"{m1['flops']['train'] + m2['flops']['train']:.3g}" in table
 
 

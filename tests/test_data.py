@@ -15,9 +15,9 @@ import torch
 
 from eeve.config import DataConfig, to_object
 from eeve.data.datamodule import EEVEDataModule
-from eeve.data.packing import TokenizerInfo
 from eeve.data.sampling import BLOCK
 from eeve.errors import ConfigError, CorpusError
+from eeve.tokenizer.info import TokenizerInfo
 
 
 def _korean_paragraphs(demo: Path) -> list[str]:

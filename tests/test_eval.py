@@ -157,7 +157,9 @@ def test_stage_run_evaluates_base_and_export_with_samples_in_tensorboard(expande
     schedule series in TensorBoard, report.png, and the table with a base row and changes against it."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from eeve.training.stages import run_stage, summary_table
+    from eeve.eval.table import eval_table
+    from eeve.eval.training_run import StageEvaluation
+    from eeve.training.stages import run_stage
 
     tasks = ["eval.tasks=[eeve_nextsent_ko]", "eval.task_limit=2", "eval.after_stages=[1]"]
     try:
@@ -173,7 +175,7 @@ def test_stage_run_evaluates_base_and_export_with_samples_in_tensorboard(expande
         "trainer.val_every_n_steps=2",
         *tasks,
     )
-    m = run_stage(cfg, 1)
+    m = run_stage(cfg, 1, evaluation=StageEvaluation)
     base = json.loads((tmp_path / "stage0" / "metrics.json").read_text())
     saved = json.loads((tmp_path / "stage1" / "metrics.json").read_text())
     assert saved["eval"] == m["eval"]
@@ -202,12 +204,12 @@ def test_stage_run_evaluates_base_and_export_with_samples_in_tensorboard(expande
         ref = [e.value for e in ea.Scalars(f"schedule/base_{lang}_bpb")]
         assert len(ref) >= 2 and ref == [pytest.approx(base["eval"]["bpb"][lang]["bpb"], rel=1e-6)] * len(ref)
     assert (tmp_path / "report.png").stat().st_size > 10_000
-    table = summary_table([m], base)
+    table = eval_table([m], base)
     assert "| 0 (base) |" in table and "| 1 start |" in table and " %)" in table
 
     # a second pass over the finished stage reuses both evaluations (nothing is recomputed)
     mtime = (tmp_path / "stage0" / "metrics.json").stat().st_mtime_ns
-    assert run_stage(cfg, 1)["eval"] == m["eval"]
+    assert run_stage(cfg, 1, evaluation=StageEvaluation)["eval"] == m["eval"]
     assert (tmp_path / "stage0" / "metrics.json").stat().st_mtime_ns == mtime
 
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 import yaml
 
-from eeve.config import ModelConfig, to_object
-from eeve.errors import ExpansionError
+from eeve.config import INITS, ModelConfig, to_object, to_train_config
+from eeve.errors import ConfigError, ExpansionError
 from eeve.model.expand import expand_model, untie_embeddings
-from eeve.model.init import subword_plan
+from eeve.model.init import INIT_METHODS, InitMethod, register, subword_plan
 from eeve.model.load import load_base_model, torch_dtype
 from eeve.tokenizer.base import bpe_pieces
 
@@ -98,6 +98,22 @@ def test_mean_subwords_hand_computed(base_tok):
     # forward works on new ids
     out = model(torch.tensor([[1, 330, 331, 332, 333]])).logits
     assert out.shape == (1, 5, 334)
+
+
+def test_config_names_every_init_method_and_no_other():
+    """The torch-free config checks ``init=`` against eeve.config.INITS; the registry is the same list."""
+    assert list(INIT_METHODS) == list(INITS)
+
+    class Unlisted(InitMethod):
+        name = "not_in_config"
+
+    with pytest.raises(ExpansionError, match="not in eeve.config.INITS"):
+        register(Unlisted)
+    assert "not_in_config" not in INIT_METHODS
+    with pytest.raises(ConfigError, match="init=nope is unknown: choose one of mean, mean_cov"):
+        to_train_config(
+            {"data": {"sources": {"x": {"paths": ["a.txt"], "ratio": 1.0}}}, "stages": ["1"], "init": "nope"}
+        )
 
 
 @pytest.mark.parametrize("init", ["mean", "mean_cov", "random"])

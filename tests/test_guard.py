@@ -27,7 +27,7 @@ def guarded(cfg, **limits):
 
 def test_base_bpb_is_on_the_same_bytes(expanded_tokenizer, cache_dir, tmp_path):
     from eeve.data.datamodule import EEVEDataModule
-    from eeve.data.packing import TokenizerInfo
+    from eeve.tokenizer.info import TokenizerInfo
     from eeve.training.guard import base_rows, base_validation_bpb
 
     cfg = compose_cfg(tmp_path, expanded_tokenizer, cache_dir)

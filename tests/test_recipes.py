@@ -82,6 +82,7 @@ def test_bytes_per_token_follows_the_tokenizer(expanded_tokenizer, tmp_path):
 
 @pytest.mark.slow
 def test_no_expansion_trains_every_parameter_with_the_base_tokenizer(expanded_tokenizer, tmp_path):
+    from eeve.eval.training_run import StageEvaluation
     from eeve.training.recipe import prepare_recipe
     from eeve.training.stages import run_stage
 
@@ -92,7 +93,7 @@ def test_no_expansion_trains_every_parameter_with_the_base_tokenizer(expanded_to
     cfg.stage = prepare_recipe(cfg, "6")
     exp = json.loads((run / "tok" / "expansion.json").read_text())
     assert exp["vocab_size"] == exp["base_vocab_size"] == 32000 and exp["new_tokens"] == []
-    m = run_stage(cfg, 6)
+    m = run_stage(cfg, 6, evaluation=StageEvaluation)
     assert m["recipe"] == "no_expansion"
     assert set(m["groups_changed"]) == {"old_input", "old_output", "transformer"}
     assert m["trainable_parameters"]["new_input"] == m["trainable_parameters"]["new_output"] == 0

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eeve.data.packing import TokenizerInfo, open_packed, pack_source
+from eeve.data.packing import open_packed, pack_source
 from eeve.errors import CorpusError
 from eeve.text.corpus import CorpusStats, iter_documents
 from eeve.text.sources import SourceOptions, open_sources
+from eeve.tokenizer.info import TokenizerInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 N_LINES = 4000  # of the demo's Korean training text: enough for thousands of packed tokens, fast to tokenize
@@ -262,7 +263,8 @@ def test_txt_and_jsonl_sources_unchanged(demo_data):
 RANK = r"""
 import json, sys, time
 from pathlib import Path
-from eeve.data.packing import TokenizerInfo, pack_source
+from eeve.data.packing import pack_source
+from eeve.tokenizer.info import TokenizerInfo
 from eeve.text.sources import SourceOptions
 tok_dir, txt, cache, me = sys.argv[1:5]
 tok = TokenizerInfo(Path(tok_dir))

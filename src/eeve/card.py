@@ -20,11 +20,10 @@ from pathlib import Path
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
-from eeve.cli import stage_numbers
 from eeve.eval.stage_eval import read_metrics
 from eeve.eval.table import eval_table
+from eeve.layout import resolve, stage_dir, stage_order
 from eeve.model.load import looks_local
-from eeve.training.stages import resolve, stage_dir
 
 README = "README.md"
 EVALUATE_START, EVALUATE_END = "<!-- eeve:evaluate -->", "<!-- /eeve:evaluate -->"
@@ -171,7 +170,7 @@ def build_card(cfg, number: int) -> ModelCard:
     """The card of stage ``number``'s export, from the run's files (metrics.json of stages 0..number)."""
     tok_dir = resolve(cfg.tokenizer.path, cfg.paths.root)
     exp = json.loads((tok_dir / "expansion.json").read_text(encoding="utf-8"))
-    numbers = stage_numbers(cfg.stages)
+    numbers = stage_order(cfg)
     order = numbers[: numbers.index(number) + 1] if number in numbers else [number]
     stages = [m for m in (read_metrics(stage_dir(cfg, n)) for n in order) if m]
     base = read_metrics(stage_dir(cfg, 0))

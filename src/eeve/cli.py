@@ -1,11 +1,14 @@
 """Command-line plumbing shared by train.py and tokenize.py: argument fix-ups Hydra needs, one-line errors, the
-stage names found in conf/stage/, and multirun job names."""
+stage names found in conf/stage/ and their numbers as composed, and multirun job names. Hydra is imported inside
+the functions that use it (start-up time: ``python -m eeve.evaluate`` uses ``fail`` only)."""
 
 from __future__ import annotations
 
 import re
 import sys
 from pathlib import Path
+
+from eeve.config import register_configs, unknown_key_message
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 """The repository's conf/ folder (the package is used from a checkout: `pip install -e .` or sys.path)."""
@@ -16,37 +19,29 @@ def fail(msg: str) -> None:
     sys.exit(2)
 
 
-def stage_names() -> list[str]:
+def stage_names(conf_dir: Path = CONF_DIR) -> list[str]:
     """Every stage config in conf/stage/ (`1` .. `7` and named variants such as `6_lowlr`), plus `all`."""
     names = sorted(
-        (p.stem for p in (CONF_DIR / "stage").glob("*.yaml") if p.stem != "all"),
+        (p.stem for p in (Path(conf_dir) / "stage").glob("*.yaml") if p.stem != "all"),
         key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n),
     )
     return names + ["all"]
 
 
-def stage_number(name: str) -> int:
-    """The `number` a stage config sets, following its defaults list (a variant inherits its stage's number)."""
-    from omegaconf import OmegaConf
+def compose_stage_numbers(names: list[str]) -> dict[str, int]:
+    """The ``number`` of each stage name, as Hydra composes conf/stage/<name>.yaml (a variant such as ``6_lora``
+    inherits its stage's number through its defaults list). Hydra must be initialised: inside a ``@hydra.main``
+    function, or under ``hydra.initialize_config_dir``."""
+    from hydra import compose
 
-    node = OmegaConf.load(CONF_DIR / "stage" / f"{name}.yaml")
-    if "number" in node:
-        return int(node.number)
-    for d in node.get("defaults", []):
-        if isinstance(d, str) and d != "_self_":
-            return stage_number(d)
-    raise ValueError(f"conf/stage/{name}.yaml sets no number")
+    return {str(n): int(compose(config_name=f"stage/{n}").stage.number) for n in names}
 
 
-def stage_numbers(names: list[str]) -> list[int]:
-    return [stage_number(str(n)) for n in names]
-
-
-def check_argv(argv: list[str]) -> list[str]:
+def check_argv(argv: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
     """`stage=3` as the user types it: Hydra parses 3 as an int, and group choices must be strings, so quote it.
     An unknown stage is reported in one line instead of Hydra's many."""
     out = []
-    known = stage_names()
+    known = stage_names(conf_dir)
     for arg in argv:
         if arg.startswith("stage="):
             choices = [c.strip("'\"") for c in arg.split("=", 1)[1].split(",")]
@@ -87,8 +82,6 @@ def hydra_error_line(e: Exception, schema) -> str:
     """Hydra's composition errors (several lines plus a HYDRA_FULL_ERROR hint) as one line with the fix."""
     import re
 
-    from eeve.config import unknown_key_message
-
     text = str(e)
     m = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
     if m:
@@ -110,8 +103,6 @@ def run_hydra(main, schema) -> None:
     import os
 
     from hydra.errors import HydraException
-
-    from eeve.config import register_configs
 
     register_configs()
     # Hydra prints composition errors over several lines; have it raise instead, and report them in one line.

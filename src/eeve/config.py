@@ -127,6 +127,9 @@ class ModelConfig:
 ADAPTERS = ("none", "lora", "qlora")
 """What ``stage.adapter`` may name (see eeve.training.adapters)."""
 
+INITS = ("mean", "mean_cov", "random", "mean_subwords", "mass_first_piece", "distill")
+"""What ``init`` may name: the methods of eeve.model.init's registry (it refuses a method not listed here)."""
+
 
 @dataclass
 class LoraSettings:
@@ -187,6 +190,30 @@ class StageConfig:
     model's BPB on the same bytes by at most this fraction (or, when the stage already starts above that, its
     starting BPB). On a breach the stage stops and exports its last validated weights within the limit
     (eeve.training.guard). ``stage.max_regression=null`` turns it off; ``+stage.max_regression.ko=0.05`` adds one."""
+
+    def check_adapter(self, strategy: str) -> None:
+        """One-line ConfigError for an adapter setting that cannot run (whether this machine can run ``qlora`` is
+        eeve.training.adapters.require_qlora's question, asked when the stage starts)."""
+        if self.adapter not in ADAPTERS:
+            raise ConfigError(f"stage.adapter={self.adapter} is unknown: choose one of {', '.join(ADAPTERS)}")
+        if self.adapter == "none":
+            return
+        if "transformer" not in self.trainable:
+            raise ConfigError(
+                f"stage.adapter={self.adapter} adapts the transformer group, but stage {self.number} "
+                f"trains only {list(self.trainable)}: use it in a stage that trains 'transformer' (6, 7)"
+            )
+        lora = self.lora
+        if lora.rank < 1 or not lora.alpha > 0 or not 0 <= lora.dropout < 1 or not lora.target_modules:
+            raise ConfigError(
+                f"stage.lora needs rank >= 1, alpha > 0, 0 <= dropout < 1 and target_modules; got rank="
+                f"{lora.rank} alpha={lora.alpha} dropout={lora.dropout} target_modules={lora.target_modules}"
+            )
+        if self.adapter == "qlora" and strategy == "fsdp":
+            raise ConfigError(
+                "stage.adapter=qlora runs under trainer=default or trainer=ddp (4-bit weights are not "
+                "sharded here): use stage.adapter=lora with trainer=fsdp"
+            )
 
     def rate_groups(self) -> dict[str, tuple[float, float]]:
         """Rate group -> (peak lr, weight decay), for the groups named in ``RATE_GROUPS``."""
@@ -464,21 +491,22 @@ class TrainConfig:
     stages: list[str] = field(default_factory=lambda: [str(n) for n in range(1, 8)])
     """What ``stage=all`` runs, in order: names of conf/stage/*.yaml files (a variant such as ``6_lowlr`` may stand
     in for its stage). Each stage starts from the export of the stage before it in this list."""
+    stage_numbers: dict[str, int] = field(default_factory=dict)
+    """Stage name -> its ``number``, for the names of ``stages`` (variants inherit their stage's number); recorded
+    when train.py composes the config (eeve.cli.compose_stage_numbers). A name missing here is its own number."""
     schedule: dict[str, Any] = field(default_factory=dict)
     """Per-stage overrides {"<name>": {lr: ..., max_tokens: ...}} applied on top of conf/stage/<name>.yaml (the
     command line's ``stage.*`` still wins); an entry keyed by the stage number applies to its variants too."""
 
     def validate(self) -> None:
-        from eeve.model.init import INIT_METHODS  # torch: imported only when a training config is checked
-
         if self.mode not in ("train", "plan"):
             raise ConfigError(f"mode={self.mode} is unknown: use mode=train or mode=plan")
         self.data.validate(need_paths=self.mode == "train")  # a memory plan reads no data
         bad = [g for g in self.stage.trainable if g not in GROUPS]
         if bad:
             raise ConfigError(f"stage.trainable has unknown group(s) {bad}: choose from {list(GROUPS)}")
-        if self.init not in INIT_METHODS:
-            raise ConfigError(f"init={self.init} is unknown: choose one of {', '.join(INIT_METHODS)}")
+        if self.init not in INITS:
+            raise ConfigError(f"init={self.init} is unknown: choose one of {', '.join(INITS)}")
         if not self.stages:
             raise ConfigError("stages is empty: list the stage configs `stage=all` runs, e.g. stages=[1,2,3,4,5,6,7]")
         for lang, limit in (self.stage.max_regression or {}).items():
@@ -500,10 +528,7 @@ class TrainConfig:
                     f"recipe.mixture names source {name!r}, which data.sources does not have: choose from "
                     f"{list(self.data.sources)}"
                 )
-        if self.stage.adapter != "none":
-            from eeve.training.adapters import check_adapter_config
-
-            check_adapter_config(self)
+        self.stage.check_adapter(self.trainer.strategy)
 
 
 # -------------------------------------------------------------------------------------- python -m eeve.evaluate

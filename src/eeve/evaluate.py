@@ -19,14 +19,17 @@ import os
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from eeve.cli import fail
+from eeve.config import EvaluateConfig, to_object
+from eeve.errors import ConfigError, EEVEError
+from eeve.eval.harness import check_tasks
+from eeve.eval.table import eval_table
+from eeve.eval.texts import heldout_texts
+
 
 def main(argv: list[str] | None = None) -> dict:
-    from omegaconf import OmegaConf
-
-    from eeve.cli import fail
-    from eeve.config import EvaluateConfig, to_object
-    from eeve.errors import ConfigError, EEVEError
-
     args = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("-h", "--help") for a in args):
         print(__doc__)
@@ -42,17 +45,13 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run(cfg) -> dict:
-    from eeve.errors import ConfigError
+    # torch and transformers load here, once the arguments are checked: --help and a bad key answer at once
     from eeve.eval.stage_eval import evaluate_model, load_folder, pick_device, read_metrics, write_json_atomic
-    from eeve.eval.table import eval_table
-    from eeve.eval.texts import heldout_texts
 
     models = [cfg.model] if isinstance(cfg.model, str) else [str(m) for m in (cfg.model or [])]
     if not models and not cfg.base:
         raise ConfigError("nothing to evaluate: give model=PATH (one folder or a list) and base=PATH")
     if cfg.eval.tasks:
-        from eeve.eval.harness import check_tasks
-
         check_tasks(cfg.eval.tasks, cfg.eval.include_path)  # before any model is scored
     texts = heldout_texts(cfg.validation, cfg.eval.bytes, os.getcwd())
     device = pick_device(cfg.eval.device)
@@ -90,7 +89,7 @@ def run(cfg) -> dict:
 
 def _update_cards(cfg, models: list[str], table: str) -> None:
     """Add the table to each model folder's eeve model card (README.md), when it has one."""
-    from eeve.card import update_card_evaluation
+    from eeve.card import update_card_evaluation  # torch (eeve.eval.stage_eval): see run()
 
     command = f"python -m eeve.evaluate model={','.join(models)}" + (f" base={cfg.base}" if cfg.base else "")
     if cfg.eval.tasks:

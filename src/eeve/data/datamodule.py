@@ -77,10 +77,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from eeve.config import DataConfig, to_object
-from eeve.data.packing import FORMAT_VERSION, Packed, TokenizerInfo, open_packed, pack_source
+from eeve.data.packing import FORMAT_VERSION, Packed, open_packed, pack_source
 from eeve.data.sampling import BLOCK, GlobalStreamSampler, MixtureStream, PackedDataset, ResumableLoader
 from eeve.errors import CorpusError
 from eeve.text.sources import SourceOptions
+from eeve.tokenizer.info import TokenizerInfo
 
 
 class EEVEDataModule(L.LightningDataModule):

@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eeve.demo.data import default_root, ensure_demo_data
 from eeve.io import atomic_dir
+from eeve.tokenizer.base import load_base, write_hf_folder
+from eeve.tokenizer.info import TokenizerInfo
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -37,8 +40,6 @@ def bits_per_byte(model, seqs: torch.Tensor, token_bytes: torch.Tensor) -> float
 
 
 def main(argv: list[str] | None = None) -> Path:
-    from eeve.demo.data import default_root, ensure_demo_data
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300, help="optimizer steps (batch x seq_len tokens each)")
     ap.add_argument("--batch", type=int, default=16)
@@ -64,9 +65,6 @@ def main(argv: list[str] | None = None) -> Path:
 def _train_into(tmp: Path, demo: Path, args) -> None:
     from omegaconf import OmegaConf
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from eeve.data.packing import TokenizerInfo
-    from eeve.tokenizer.base import load_base, write_hf_folder
 
     base = load_base(demo / "base_tokenizer" / "tokenizer.model")
     write_hf_folder(base.tokenizer_json, base.config, tmp)  # the model's own tokenizer travels with it

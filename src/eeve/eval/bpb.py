@@ -30,17 +30,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from eeve.errors import EvalError
+from eeve.errors import ConfigError, EvalError, TokenizerBuildError
+from eeve.tokenizer.info import TokenizerInfo
+from eeve.tokenizer.kinds import detect_kind
 
 LN2 = math.log(2.0)
 IGNORE = -100
 
 
-def load_tokenizer(tokenizer) -> "TokenizerInfo":  # noqa: F821
-    """A :class:`eeve.data.packing.TokenizerInfo` from one, or from a folder holding ``tokenizer.json``."""
-    from eeve.data.packing import TokenizerInfo
-    from eeve.errors import ConfigError
-
+def load_tokenizer(tokenizer) -> TokenizerInfo:
+    """A :class:`eeve.tokenizer.info.TokenizerInfo` from one, or from a folder holding ``tokenizer.json``."""
     if isinstance(tokenizer, TokenizerInfo):
         return tokenizer
     try:
@@ -51,9 +50,6 @@ def load_tokenizer(tokenizer) -> "TokenizerInfo":  # noqa: F821
 
 def byte_piece_mask(info) -> np.ndarray | None:
     """bool[vocab]: which ids are byte-fallback pieces; None for a tokenizer kind this project does not know."""
-    from eeve.errors import TokenizerBuildError
-    from eeve.tokenizer.kinds import detect_kind
-
     try:
         kind = detect_kind(info.spec, str(info.dir))
     except TokenizerBuildError:

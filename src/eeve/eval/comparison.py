@@ -18,8 +18,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from eeve.cli import stage_number
 from eeve.errors import EvalError
+from eeve.layout import number_of
 
 _STAGE_DIR = re.compile(r"^stage(\d+)$")
 
@@ -77,8 +77,9 @@ def _job_key(d: Path) -> tuple[int, str]:
 def stage_order(folder: Path) -> list[int]:
     """Stage numbers in the run's schedule (``stages:`` of its ``.hydra/config.yaml``), [] when unknown."""
     try:
-        names = OmegaConf.load(folder / ".hydra" / "config.yaml").get("stages") or []
-        return [stage_number(str(n)) for n in names]
+        conf = OmegaConf.load(folder / ".hydra" / "config.yaml")
+        numbers = dict(conf.get("stage_numbers") or {})
+        return [number_of(str(n), numbers) for n in conf.get("stages") or []]
     except (OSError, ValueError, OmegaConfBaseException):
         return []
 

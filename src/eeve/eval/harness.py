@@ -17,6 +17,7 @@ import logging
 import os
 
 from eeve.errors import EvalError
+from eeve.eval.tasks import is_local_task, local_task_dir, task_lang
 
 OFFLINE_ENV = {
     "HF_DATASETS_OFFLINE": "1",
@@ -64,8 +65,6 @@ def check_tasks(tasks: list[str], include_path: str | None = None) -> None:
 
 def task_manager(tasks: list[str], include_path: str | None = None):
     """A harness TaskManager that knows ``tasks`` (the local demo tasks generated on first use)."""
-    from eeve.eval.tasks import is_local_task, local_task_dir, task_lang
-
     for k, v in OFFLINE_ENV.items():
         os.environ.setdefault(k, v)
     require_lm_eval()

@@ -21,6 +21,8 @@ import argparse
 import json
 from pathlib import Path
 
+from eeve.eval.harness import require_lm_eval
+
 BENCHMARKS = {  # benchmark -> globs of the harness's built-in subtask files
     "kobest": ["kobest/kobest_*.yaml"],
     "haerae": ["haerae/haerae_*.yaml"],
@@ -34,8 +36,6 @@ SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split
 
 
 def _tasks_root() -> Path:
-    from eeve.eval.harness import require_lm_eval
-
     require_lm_eval()
     import lm_eval.tasks
 

@@ -17,37 +17,18 @@ one chart. The per-stage folders (``tensorboard/stage<N>``) keep their own step 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import lightning as L
 
+from eeve.eval.bpb import evaluate_bpb, load_tokenizer
 from eeve.eval.samples import samples_markdown
+from eeve.layout import metrics_before
 
 
 def tokens_before(cfg, number: int) -> int:
     """Training tokens of the stages before ``number`` in the schedule whose exports exist."""
     return int(sum(m.get("tokens", 0) for m in metrics_before(cfg, number)))
-
-
-def flops_before(cfg, number: int) -> float:
-    """Training FLOPs of the stages before ``number`` in the schedule whose exports exist (eeve.training.flops)."""
-    return float(sum((m.get("flops") or {}).get("train", 0) for m in metrics_before(cfg, number)))
-
-
-def metrics_before(cfg, number: int) -> list[dict]:
-    """metrics.json of the stages before ``number`` in the schedule (``stages:``), in order, where they exist."""
-    from eeve.cli import stage_numbers
-    from eeve.training.stages import stage_dir
-
-    numbers = stage_numbers(cfg.stages)
-    before = numbers[: numbers.index(number)] if number in numbers else [n for n in numbers if n < number]
-    out = []
-    for n in before:
-        p = stage_dir(cfg, n) / "metrics.json"
-        if p.is_file():
-            out.append(json.loads(p.read_text(encoding="utf-8")))
-    return out
 
 
 class ScheduleWriter:
@@ -133,8 +114,6 @@ class ScheduleCallback(L.Callback):
         self._info = None
 
     def on_validation_end(self, trainer, pl_module):
-        from eeve.eval.bpb import evaluate_bpb, load_tokenizer
-
         step = trainer.global_step
         if trainer.sanity_checking or step in self._done or step >= self.max_steps or (step == 0 and not self.at_start):
             return

@@ -23,7 +23,15 @@ import torch
 
 from eeve.config import EvalConfig
 from eeve.errors import EvalError
-from eeve.io import atomic_write
+from eeve.eval.bpb import evaluate_bpb
+from eeve.eval.harness import run_tasks
+from eeve.eval.samples import greedy_samples
+from eeve.eval.texts import heldout_texts
+from eeve.io import atomic_dir, atomic_write
+from eeve.layout import resolve, stage_dir
+from eeve.model.expand import check_base_vocab, read_expansion
+from eeve.model.export import _json_default
+from eeve.model.load import load_base_model, torch_dtype
 
 METRICS = "metrics.json"
 
@@ -66,16 +74,11 @@ def evaluate_model(
     model, tokenizer_dir: str | Path, texts: dict[str, list[str]], ecfg: EvalConfig, *, benchmarks: bool
 ) -> dict:
     """{bpb: {lang: ...}, samples: {lang: [...]}, benchmarks: {task: {metric: v}} (when asked and configured)}."""
-    from eeve.eval.bpb import evaluate_bpb
-    from eeve.eval.samples import greedy_samples
-
     out = {
         "bpb": evaluate_bpb(model, tokenizer_dir, texts, ecfg.window, ecfg.batch_tokens),
         "samples": greedy_samples(model, tokenizer_dir, run_prompts(ecfg, texts), ecfg.samples.max_new_tokens),
     }
     if benchmarks and ecfg.tasks:
-        from eeve.eval.harness import run_tasks
-
         out["benchmarks"] = run_tasks(
             model,
             tokenizer_dir,
@@ -93,8 +96,6 @@ def load_folder(
     """A HF causal LM folder, in eval mode on ``device``; one-line error if it is not one."""
     from transformers import AutoModelForCausalLM
 
-    from eeve.model.load import torch_dtype
-
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise EvalError(f"{folder} holds no HF model (config.json missing): give an exported stage or model folder")
@@ -104,8 +105,6 @@ def load_folder(
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Replace ``path`` by ``data`` in one rename (a reader sees the old file or the new one)."""
-    from eeve.model.export import _json_default
-
     atomic_write(path, json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n")
 
 
@@ -118,14 +117,10 @@ def _free(model) -> None:
 
 # ---------------------------------------------------------------------------------------------- in a training run
 def run_texts(cfg) -> dict[str, list[str]]:
-    from eeve.eval.texts import heldout_texts
-
     return heldout_texts(cfg.data.validation, cfg.eval.bytes, cfg.paths.root)
 
 
 def base_tokenizer_dir(cfg) -> Path:
-    from eeve.training.stages import resolve
-
     return resolve(cfg.tokenizer.path, cfg.paths.root) / "base_tokenizer"
 
 
@@ -150,11 +145,6 @@ def read_metrics(folder: Path) -> dict | None:
 
 def base_metrics(cfg, texts: dict[str, list[str]] | None = None) -> dict | None:
     """Stage 0 = the base model with the base tokenizer, evaluated once per run (see module docstring)."""
-    from eeve.io import atomic_dir
-    from eeve.model.expand import check_base_vocab, read_expansion
-    from eeve.model.load import load_base_model
-    from eeve.training.stages import stage_dir
-
     if not cfg.eval.enabled:
         return None
     texts = texts if texts is not None else run_texts(cfg)

@@ -20,6 +20,7 @@ import json
 import random
 from pathlib import Path
 
+from eeve.demo.data import ensure_demo_data
 from eeve.errors import EvalError
 from eeve.io import atomic_dir, atomic_write
 
@@ -131,8 +132,6 @@ def build_items(lines: list[str], lang: str, n: int = ITEMS, seed: int = SEED) -
 def local_task_dir(demo_root: Path | None = None, langs: list[str] | tuple[str, ...] = ()) -> Path:
     """The include_path holding the local tasks, generated from the demo's held-out text if missing: the default
     pair, and ``eeve_nextsent_<lang>`` for each of ``langs`` (their demo text must be built)."""
-    from eeve.demo.data import ensure_demo_data
-
     demo = Path(demo_root) if demo_root is not None else ensure_demo_data()
     out = demo / f"eval_tasks-v{FORMAT_VERSION}"
     if not (out / f"{GROUP}.done").is_file():

@@ -1,4 +1,4 @@
-"""Evaluation inside a training run: what ``run_stage`` calls (one object per stage).
+"""Evaluation inside a training run: the hook train.py hands to ``run_stage`` (one object per stage).
 
   - on creation (global rank 0): the base model (stage 0) is evaluated once per run, or read from its cache;
   - ``callback(...)``: a Lightning callback placing same-bytes validations on the schedule's token axis;
@@ -16,12 +16,15 @@ from pathlib import Path
 
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from eeve.eval.harness import check_tasks, require_lm_eval
+from eeve.eval.report import write_report
+from eeve.eval.schedule import ScheduleCallback, ScheduleWriter, bpb_values, tokens_before
+from eeve.eval.stage_eval import base_metrics, read_metrics, run_texts, stage_metrics
+from eeve.layout import previous_stage, stage_dir, stage_order
+
 
 class StageEvaluation:
     def __init__(self, cfg, number: int, tokenizer_dir: Path, world_size: int = 1):
-        from eeve.eval.schedule import tokens_before
-        from eeve.eval.stage_eval import base_metrics, run_texts
-
         self.cfg, self.number, self.tokenizer_dir, self.world = cfg, number, Path(tokenizer_dir), world_size
         self.enabled = cfg.eval.enabled
         self.rank_zero = rank_zero_only.rank == 0
@@ -30,8 +33,6 @@ class StageEvaluation:
         if not self.enabled:
             return
         if cfg.eval.tasks and (0 in cfg.eval.after_stages or number in cfg.eval.after_stages):
-            from eeve.eval.harness import check_tasks, require_lm_eval
-
             # before any training: a missing extra or a task without its data should not cost a stage
             if world_size == 1:
                 check_tasks(cfg.eval.tasks, cfg.eval.include_path)
@@ -40,9 +41,6 @@ class StageEvaluation:
         self.texts = run_texts(cfg)
         self.offset = tokens_before(cfg, number)
         if self.rank_zero:
-            from eeve.eval.stage_eval import read_metrics
-            from eeve.training.stages import stage_dir
-
             before = (read_metrics(stage_dir(cfg, 0)) or {}).get("eval", {}).get("key")
             self.base = base_metrics(self._bench_cfg(), self.texts)
             if self.base["eval"]["key"] != before:  # evaluated now: put the base's samples and benchmarks at step 0
@@ -61,14 +59,10 @@ class StageEvaluation:
         return self.cfg
 
     def _base_bpb(self) -> dict[str, float] | None:
-        from eeve.eval.schedule import bpb_values
-
         return bpb_values(self.base["eval"]["bpb"]) if self.base else None
 
     def _writer(self):
         import contextlib
-
-        from eeve.eval.schedule import ScheduleWriter
 
         @contextlib.contextmanager
         def cm():
@@ -82,9 +76,6 @@ class StageEvaluation:
 
     def callback(self, tokens_per_step: int, max_steps: int):
         """The schedule callback for this stage's trainer (None when evaluation is off)."""
-        from eeve.eval.schedule import ScheduleCallback, ScheduleWriter
-        from eeve.training.stages import previous_stage
-
         if not self.enabled:
             return None
         at_start = previous_stage(self.cfg, self.number) is None or bool(self.cfg.init_from)
@@ -104,9 +95,6 @@ class StageEvaluation:
 
     def finish(self, out: Path, metrics: dict) -> dict:
         """Evaluate the export in ``out`` into its metrics (rank 0), log it, redraw report.png."""
-        from eeve.eval.schedule import bpb_values
-        from eeve.eval.stage_eval import stage_metrics
-
         cb = self.callback_
         if cb is not None and cb.writer is not None:
             cb.writer.close()
@@ -131,12 +119,7 @@ class StageEvaluation:
         return metrics
 
     def write_report(self) -> None:
-        from eeve.cli import stage_numbers
-        from eeve.eval.report import write_report
-        from eeve.eval.stage_eval import read_metrics
-        from eeve.training.stages import stage_dir
-
-        stages = [m for m in (read_metrics(stage_dir(self.cfg, n)) for n in stage_numbers(self.cfg.stages)) if m]
+        stages = [m for m in (read_metrics(stage_dir(self.cfg, n)) for n in stage_order(self.cfg)) if m]
         path = write_report(
             Path(self.cfg.paths.run_dir) / "report.png",
             self.base,

@@ -27,6 +27,7 @@ from typing import Iterable, Iterator, Mapping
 import torch
 
 from eeve.errors import ExportError
+from eeve.model.load import load_base_model
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,6 @@ class SafetensorsWeights(Mapping[str, torch.Tensor]):
 def base_weights(model_cfg) -> Mapping[str, torch.Tensor]:
     """The base model's weights before expansion, as the first stage's delta is computed against them: the
     folder's safetensors when ``model.name_or_path`` is a local folder, else the seeded random-init model."""
-    from eeve.model.load import load_base_model
-
     path = Path(model_cfg.name_or_path).expanduser() if model_cfg.name_or_path else None
     if path is not None and path.is_dir() and any(path.glob("model*.safetensors")):
         return SafetensorsWeights(path)

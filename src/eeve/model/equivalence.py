@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from eeve.errors import SplitError
+from eeve.model.split import is_split
 
 PROBE_TEXT = (
     "The committee met on Tuesday to review the budget for the coming year. Several members asked why the costs "
@@ -63,8 +64,6 @@ def reference(model, ids: torch.Tensor, base_vocab_size: int) -> Reference:
 def check(model, ref: Reference, where: str = "") -> float:
     """Compare the split ``model``'s training-path logits with ``ref``; returns the largest relative difference,
     raises SplitError (one line, naming the module) when it is beyond float tolerance for the model's dtype."""
-    from eeve.model.split import is_split
-
     if not is_split(model):
         raise SplitError("equivalence check needs the split training model (eeve.model.split.split_vocab)")
     was_training = model.training

@@ -35,7 +35,20 @@ from typing import ClassVar, Sequence
 
 import torch
 
+from eeve.config import INITS
 from eeve.errors import ExpansionError
+from eeve.model.split import head_transform
+from eeve.model.teacher import (
+    DistillRows,
+    DistillSettings,
+    distill_new_rows,
+    family_pieces,
+    fit_family_offset,
+    fit_new_output_rows,
+    shift_direction,
+    teacher_pass,
+)
+from eeve.tokenizer.kinds import kind_of_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +86,8 @@ INIT_METHODS: dict[str, type[InitMethod]] = {}
 
 
 def register(cls: type[InitMethod]) -> type[InitMethod]:
+    if cls.name not in INITS:  # the torch-free config checks `init=` against that list
+        raise ExpansionError(f"init method {cls.name!r} is not in eeve.config.INITS: add its name there")
     INIT_METHODS[cls.name] = cls
     return cls
 
@@ -173,8 +188,6 @@ class MassFirstPiece(InitMethod):
         return new_in, new_out
 
     def shifted_rows(self, ctx):
-        from eeve.model.teacher import family_pieces, fit_family_offset, shift_direction, teacher_pass
-
         if ctx.data is None or ctx.model is None:
             raise ExpansionError(f"init={self.name} needs the base model and a text sample (expand_model(data=...))")
         new_in, new_out = MeanSubwords().rows(ctx)
@@ -218,9 +231,6 @@ class Distill(MassFirstPiece):
     name = "distill"
 
     def rows(self, ctx):
-        from eeve.model.split import head_transform
-        from eeve.model.teacher import DistillRows, DistillSettings, distill_new_rows, fit_new_output_rows
-
         new_in, new_out, sample = self.shifted_rows(ctx)
         o = ctx.data.options
         scale, cap = head_transform(ctx.model.config)
@@ -264,8 +274,6 @@ def _item_space(ids: torch.Tensor, ctx) -> torch.Tensor:
 def subword_plan(base_tokenizer, new_tokens: Sequence[tuple[int, str]]) -> list[dict]:
     """For each new token: its base pieces, input piece ids, output piece id and flags. Pure; used by the init
     methods and tests."""
-    from eeve.tokenizer.kinds import kind_of_tokenizer
-
     kind = kind_of_tokenizer(base_tokenizer)
     model = base_tokenizer.model
     unk_tok = getattr(model, "unk_token", None)

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eeve.config import InitOptions, SourceConfig
+from eeve.model.init import INIT_METHODS
+from eeve.text.corpus import iter_documents
+from eeve.tokenizer.info import TokenizerInfo
 
 
 @dataclass
@@ -15,7 +18,7 @@ class InitData:
     texts: list[str]
     """Documents of the training mixture, each source contributing in proportion to its ratio (its first ones)."""
     expanded: object
-    """eeve.data.packing.TokenizerInfo of the expanded tokenizer."""
+    """eeve.tokenizer.info.TokenizerInfo of the expanded tokenizer."""
     base: object
     """TokenizerInfo of the base tokenizer (``<tokenizer>/base_tokenizer``)."""
     frequencies: dict[int, int] = field(default_factory=dict)
@@ -26,8 +29,6 @@ class InitData:
 def sample_documents(sources: dict[str, SourceConfig], documents: int, base_dir: Path | None) -> list[str]:
     """``documents`` documents in all: the first ``round(ratio share x documents)`` of each source (read whole:
     paths, text_field, format, split, name), interleaved so that every prefix of the list keeps the mixture."""
-    from eeve.text.corpus import iter_documents
-
     total = sum(s.ratio for s in sources.values()) or 1.0
     per = []
     for s in sources.values():
@@ -41,12 +42,9 @@ def sample_documents(sources: dict[str, SourceConfig], documents: int, base_dir:
 
 def init_inputs(cfg, tokenizer_dir: Path, expansion: dict) -> dict:
     """Keyword arguments for ``expand_model`` beyond the defaults: ``data=InitData`` for methods that need it."""
-    from eeve.model.init import INIT_METHODS
-
     method = INIT_METHODS.get(cfg.init)
     if method is None or not getattr(method, "needs_data", False):
         return {}
-    from eeve.data.packing import TokenizerInfo
 
     tokenizer_dir = Path(tokenizer_dir)
     root = Path(cfg.paths.root)

@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 from tokenizers import Tokenizer
 
@@ -35,33 +36,14 @@ def _runtime_dirs() -> tuple[str, str]:
         return os.getcwd(), os.getcwd()
 
 
-DEMO_PREFIX = ".cache/demo/"
-
-
-def _use_demo(cfg: TokenizeConfig) -> None:
-    """Paths under .cache/demo/ (the defaults) point at `ensure_demo_data()` (fetched on first use; honours
-    $EEVE_CACHE); a path under .cache/demo/<lang>/ fetches that demo language too."""
-    paths = [str(p) for p in [cfg.base_tokenizer, *cfg.corpus.paths, *cfg.heldout.values()] if p]
-    if not any(p.startswith(DEMO_PREFIX) for p in paths):
-        return
-    from eeve.demo.data import DEFAULT_LANG, LANGUAGES, ensure_demo_data
-
-    demo = str(ensure_demo_data()) + "/"
-    for code in {p[len(DEMO_PREFIX) :].split("/", 1)[0] for p in paths if p.startswith(DEMO_PREFIX)} & set(LANGUAGES):
-        if code != DEFAULT_LANG:
-            ensure_demo_data(lang=code)
-    fix = lambda p: demo + p[len(DEMO_PREFIX) :] if p and p.startswith(DEMO_PREFIX) else p  # noqa: E731
-    cfg.base_tokenizer = fix(cfg.base_tokenizer)
-    cfg.corpus.paths = [fix(p) for p in cfg.corpus.paths]
-    cfg.heldout = {lang: fix(p) for lang, p in cfg.heldout.items()}
-
-
-def run_from_config(dcfg) -> Path:
+def run_from_config(dcfg, prepare: Callable[[TokenizeConfig], None] | None = None) -> Path:
     """`python tokenize.py`: build (or count) and write the output folder atomically. Raises TokenizerBuildError /
-    CorpusError with one-line messages on bad input."""
+    CorpusError with one-line messages on bad input. ``prepare`` may adjust the config first (tokenize.py:
+    eeve.demo.paths.use_demo_data, which fetches the demo data its default paths name)."""
     cfg = to_tokenize_config(dcfg)
     cwd, run_dir = _runtime_dirs()
-    _use_demo(cfg)
+    if prepare is not None:
+        prepare(cfg)
     cfg.progress = cfg.progress and sys.stderr.isatty()  # bars only for humans: logs and errors stay clean
     _check_settings(cfg)
     if cfg.mode == "count":

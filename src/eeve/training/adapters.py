@@ -25,7 +25,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from eeve.config import ADAPTERS, GROUPS, LoraSettings, StageConfig, TrainConfig
+from eeve.config import GROUPS, LoraSettings, StageConfig
 from eeve.errors import ConfigError
 from eeve.model.split import _INPUT_NAMES, _UNSPLIT_RE
 
@@ -36,33 +36,9 @@ PEFT_PREFIX = "base_model.model."  # how PeftModel.save_pretrained names tensors
 
 
 # ------------------------------------------------------------------------------------------------ configuration
-def check_adapter_config(cfg: TrainConfig) -> None:
-    """One-line ConfigError for an adapter setting that cannot run here (called by TrainConfig.validate)."""
-    stage, lora = cfg.stage, cfg.stage.lora
-    if stage.adapter not in ADAPTERS:
-        raise ConfigError(f"stage.adapter={stage.adapter} is unknown: choose one of {', '.join(ADAPTERS)}")
-    if stage.adapter == "none":
-        return
-    if "transformer" not in stage.trainable:
-        raise ConfigError(
-            f"stage.adapter={stage.adapter} adapts the transformer group, but stage {stage.number} "
-            f"trains only {list(stage.trainable)}: use it in a stage that trains 'transformer' (6, 7)"
-        )
-    if lora.rank < 1 or not lora.alpha > 0 or not 0 <= lora.dropout < 1 or not lora.target_modules:
-        raise ConfigError(
-            f"stage.lora needs rank >= 1, alpha > 0, 0 <= dropout < 1 and target_modules; got rank="
-            f"{lora.rank} alpha={lora.alpha} dropout={lora.dropout} target_modules={lora.target_modules}"
-        )
-    if stage.adapter == "qlora":
-        if cfg.trainer.strategy == "fsdp":
-            raise ConfigError(
-                "stage.adapter=qlora runs under trainer=default or trainer=ddp (4-bit weights are not "
-                "sharded here): use stage.adapter=lora with trainer=fsdp"
-            )
-        require_qlora()
-
-
 def require_qlora() -> None:
+    """One-line ConfigError unless this machine can run ``stage.adapter=qlora`` (CUDA and bitsandbytes); checked
+    when a qlora stage starts (eeve.training.stages), the settings themselves by ``StageConfig.check_adapter``."""
     if not torch.cuda.is_available():
         raise ConfigError(
             "stage.adapter=qlora needs a CUDA GPU (bitsandbytes 4-bit weights) and this machine has "

@@ -16,6 +16,8 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
+from eeve.model.split import split_vocab
+
 
 def apply_activation_checkpointing(model: nn.Module) -> None:
     """Recompute each decoder layer in backward instead of storing its activations."""
@@ -31,8 +33,6 @@ def skeleton_like(full: nn.Module | None, base_vocab_size: int) -> nn.Module:
     On rank 0 `full` is the split model with the stage's starting weights; elsewhere None."""
     import torch.distributed as dist
     from transformers import AutoModelForCausalLM
-
-    from eeve.model.split import split_vocab
 
     box = [None if full is None else (full.config, next(full.parameters()).dtype)]
     dist.broadcast_object_list(box, src=0)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import lightning as L
 
 from eeve.errors import ConfigError
+from eeve.layout import metrics_before
 
 _NOT_GATED = {"gpt2", "gpt_neox", "gptj", "opt", "phi", "falcon", "bloom", "starcoder2", "gpt_bigcode", "codegen"}
 """Model types whose MLP has two matrices (up, down); every other is gated (gate, up, down: Llama, Gemma, Qwen...)."""
@@ -209,3 +210,8 @@ class FlopsLogger(L.Callback):
         step = int(self.cumulative(pl_module, trainer.global_step) // GFLOP)
         for lang, r in pl_module.last_val.items():
             trainer.logger.experiment.add_scalar(f"val_flops/{lang}_bpb", r["bpb"], step)
+
+
+def flops_before(cfg, number: int) -> float:
+    """Training FLOPs of the stages before ``number`` in the schedule whose exports exist."""
+    return float(sum((m.get("flops") or {}).get("train", 0) for m in metrics_before(cfg, number)))

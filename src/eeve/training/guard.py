@@ -24,6 +24,9 @@ import numpy as np
 import torch
 
 from eeve.io import atomic_write
+from eeve.model.expand import check_base_vocab
+from eeve.model.load import load_base_model
+from eeve.tokenizer.info import TokenizerInfo
 
 LN2 = math.log(2.0)
 
@@ -82,10 +85,6 @@ def base_validation_bpb(cfg, dm, tokenizer_dir: Path, cache_file: Path | None = 
     """The base model's BPB on the bytes of each validation set (see :func:`base_rows`), cached in
     ``cache_file`` under a key of the base model, the tokenizer, the validation caches and their sizes. Loads the
     whole base model: under DDP/FSDP only global rank 0 calls it (:func:`make_guard`)."""
-    from eeve.data.packing import TokenizerInfo
-    from eeve.model.expand import check_base_vocab
-    from eeve.model.load import load_base_model
-
     exp_info = TokenizerInfo(tokenizer_dir)
     base_info = TokenizerInfo(Path(tokenizer_dir) / "base_tokenizer")
     dm.setup("validate")

@@ -20,6 +20,7 @@ from eeve.config import RATE_GROUPS, StageConfig, TrainConfig
 from eeve.errors import NonFiniteLossError
 from eeve.lr_schedule import warmup_cosine
 from eeve.training.adapters import attach_adapter
+from eeve.training.distributed import apply_activation_checkpointing, load_from_rank0, shard_model, skeleton_like
 from eeve.training.groups import group_parameters, set_trainable
 
 LN2 = math.log(2.0)
@@ -66,8 +67,6 @@ class EEVEModule(L.LightningModule):
             attach_adapter, stage=self.stage, seed=self.cfg.seed, device=self.trainer.strategy.root_device
         )
         if fsdp:  # only rank 0 holds the full starting weights; the others build an empty skeleton
-            from eeve.training.distributed import skeleton_like
-
             full = adapt(self._build_model()) if self.global_rank == 0 else None
             model = adapt(skeleton_like(full, self.base_vocab_size))
         else:
@@ -77,8 +76,6 @@ class EEVEModule(L.LightningModule):
         model.train()  # from_pretrained returns eval mode; Lightning switches to eval for validation itself
         model.eeve_losses = types.MethodType(_eeve_losses, model)
         if fsdp:
-            from eeve.training.distributed import apply_activation_checkpointing, load_from_rank0, shard_model
-
             if self.cfg.model.activation_checkpointing:
                 apply_activation_checkpointing(model)
             # Lightning's mesh is 2-D (data_parallel x tensor_parallel); sharding over the whole 2-D mesh would be

@@ -36,6 +36,7 @@ import torch
 
 from eeve.config import StageConfig, TrainConfig
 from eeve.errors import ConfigError
+from eeve.layout import resolve
 
 GiB = float(1 << 30)
 INPUT_GROUPS = ("old_input", "new_input")
@@ -369,8 +370,6 @@ def _arch(cfg: TrainConfig):
 
 
 def _vocab(cfg: TrainConfig, base_vocab: int) -> tuple[int, str]:
-    from eeve.training.stages import resolve
-
     if cfg.plan.vocab_size:
         return int(cfg.plan.vocab_size), "plan.vocab_size"
     exp = resolve(cfg.tokenizer.path, cfg.paths.root) / "expansion.json"

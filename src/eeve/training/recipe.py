@@ -13,10 +13,10 @@ from pathlib import Path
 
 from eeve.config import StageConfig, TrainConfig
 from eeve.errors import ConfigError
+from eeve.layout import resolve
 from eeve.model.expand import read_expansion
 from eeve.tokenizer.identity import write_identity_tokenizer
 from eeve.training.budget import apply_budget
-from eeve.training.stages import resolve
 
 
 def base_tokenizer_path(cfg: TrainConfig) -> Path:
