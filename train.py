@@ -41,6 +41,7 @@ def main(dcfg: DictConfig) -> None:
     from eeve.eval.stage_eval import read_metrics
     from eeve.eval.table import eval_table
     from eeve.eval.training_run import StageEvaluation
+    from eeve.preflight import check_train
     from eeve.training.plan import plan_stage, plan_table
     from eeve.training.progress import quiet_lightning
     from eeve.training.recipe import prepare_recipe
@@ -69,6 +70,9 @@ def main(dcfg: DictConfig) -> None:
         if cfg.mode == "train":  # the tokenizer fits the data's target language (a wrong one stops here, in one line)
             check_languages(cfg)
         numbers = compose_stage_numbers(cfg.stages)  # the stage order, fixed once for the whole run
+        if cfg.mode != "plan":  # paths, tokenizer vs model, output folder, tasks: before any model is loaded
+            cfg.stage_numbers = numbers
+            check_train(cfg, numbers[str(cfg.stages[0])] if chosen == "all" else cfg.stage.number)
         results = []
         for name in cfg.stages if chosen == "all" else [chosen]:
             if chosen == "all":  # compose this stage exactly as `stage=<name>` with the same command line

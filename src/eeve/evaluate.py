@@ -24,7 +24,6 @@ from omegaconf import OmegaConf
 from eeve.cli import fail
 from eeve.config import EvaluateConfig, to_object
 from eeve.errors import ConfigError, EEVEError
-from eeve.eval.harness import check_tasks
 from eeve.eval.table import eval_table
 from eeve.eval.texts import heldout_texts
 
@@ -47,12 +46,12 @@ def main(argv: list[str] | None = None) -> dict:
 def run(cfg) -> dict:
     # torch and transformers load here, once the arguments are checked: --help and a bad key answer at once
     from eeve.eval.stage_eval import evaluate_model, load_folder, pick_device, read_metrics, write_json_atomic
+    from eeve.preflight import check_evaluate
 
     models = [cfg.model] if isinstance(cfg.model, str) else [str(m) for m in (cfg.model or [])]
     if not models and not cfg.base:
         raise ConfigError("nothing to evaluate: give model=PATH (one folder or a list) and base=PATH")
-    if cfg.eval.tasks:
-        check_tasks(cfg.eval.tasks, cfg.eval.include_path)  # before any model is scored
+    check_evaluate(cfg, models)  # every folder, path and task before any model is scored
     texts = heldout_texts(cfg.validation, cfg.eval.bytes, os.getcwd())
     device = pick_device(cfg.eval.device)
 

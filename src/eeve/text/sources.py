@@ -357,11 +357,13 @@ def open_sources(
     patterns: DocumentSource | Iterable[str | os.PathLike | Source] | str | os.PathLike,
     base_dir: str | os.PathLike | None = None,
     options: SourceOptions | None = None,
+    key: str = "corpus.paths",
 ) -> list[Source]:
     """The sources of a :class:`DocumentSource` (its paths, read with its options) or of a ``paths`` list with
     ``options``: files and globs (relative ones against ``base_dir``) expanded into a sorted, de-duplicated list,
     each read by the class its suffix (or ``options.format``) names; with ``format=hub`` each entry is a dataset
-    id. Entries that already are :class:`Source` objects pass through."""
+    id. Entries that already are :class:`Source` objects pass through. ``key``: the config key the paths came
+    from, named in errors (``data.sources.ko_web.paths``)."""
     if isinstance(patterns, DocumentSource):
         if options is not None:
             raise TypeError("open_sources: give a DocumentSource or paths with options, not both")
@@ -385,7 +387,7 @@ def open_sources(
         if glob.has_magic(str(p)):
             matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
             if not matches:
-                raise CorpusError(f"corpus glob {pattern!r} matches no file: fix the pattern in corpus.paths")
+                raise CorpusError(f"corpus glob {pattern!r} matches no file: fix the pattern in {key}")
         elif p.is_file():
             matches = [p]
         elif p.is_dir():
@@ -393,13 +395,13 @@ def open_sources(
             found = next((s for c in kinds if (s := c.from_dir(p)) is not None), None)
             if found is None:
                 raise CorpusError(
-                    f"corpus path {pattern!r} is a directory: give files or a glob such as '{pattern}/*.txt'"
+                    f"corpus path {pattern!r} is a directory: give files or a glob such as '{pattern}/*.txt' in {key}"
                 )
             out.extend(type(s)(s.location, options) for s in found)
             continue
         else:
             hint = "" if _by_suffix(p) else " (a Hugging Face dataset id? set format=hub)"
-            raise CorpusError(f"corpus file {pattern!r} does not exist: fix corpus.paths (files or globs){hint}")
+            raise CorpusError(f"corpus file {pattern!r} does not exist: fix {key} (files or globs){hint}")
         for m in matches:
             cls = forced or _by_suffix(m)
             if cls is None:
