@@ -37,9 +37,21 @@ def compose_stage_numbers(names: list[str]) -> dict[str, int]:
     return {str(n): int(compose(config_name=f"stage/{n}").stage.number) for n in names}
 
 
+RESOLVE_RUN_DIR = "paths.run_dir=${hydra:run.dir}"
+"""Added to `--cfg ... --resolve`: no job runs then, so Hydra sets no hydra:runtime.output_dir for paths.run_dir;
+the folder a run would write to stands in."""
+
+
 def check_argv(argv: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
     """`stage=3` as the user types it: Hydra parses 3 as an int, and group choices must be strings, so quote it.
-    An unknown stage is reported in one line instead of Hydra's many."""
+    An unknown stage is reported in one line instead of Hydra's many. `--cfg job --resolve` gets paths.run_dir."""
+    if (
+        ("--cfg" in argv or "-c" in argv)
+        and "--resolve" in argv
+        and not any(a.startswith("paths.run_dir=") for a in argv)
+    ):
+        first = next((i for i, a in enumerate(argv) if "=" in a and not a.startswith("-")), len(argv))
+        argv = [*argv[:first], RESOLVE_RUN_DIR, *argv[first:]]  # among the overrides (argparse wants them together)
     out = []
     known = stage_names(conf_dir)
     for arg in argv:
@@ -83,6 +95,9 @@ def hydra_error_line(e: Exception, schema) -> str:
     import re
 
     text = str(e)
+    m = re.search(r"Could not find '(?:(.+)/)?([^'/]+)'\s+Available options in '[^']*':\n((?:\t.*\n?)*)", text)
+    if m:  # a misspelt group option (model=tiny_prertained): the options, the closest first
+        return missing_option_line(m.group(1), m.group(2), m.group(3).split())
     m = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
     if m:
         return unknown_key_message(m.group(1), schema)
@@ -95,6 +110,19 @@ def hydra_error_line(e: Exception, schema) -> str:
         (" ".join(lines[:2]) if lines else type(e).__name__)
         + (f": {cause}" if cause else "")
         + " (check the command line and conf/)"
+    )
+
+
+def missing_option_line(group: str | None, option: str, options: list[str]) -> str:
+    """One line for `group=option` that conf/<group>/ does not have: did-you-mean and every option."""
+    import difflib
+
+    if not group:
+        return f"config {option!r} not found (check --config-name and conf/)"
+    close = difflib.get_close_matches(option, options, n=1, cutoff=0.6)
+    hint = f"did you mean {group}={close[0]}? " if close else ""
+    return (
+        f"{group}={option} is not an option: {hint}choose one of {', '.join(options) or '(none)'} (conf/{group}/*.yaml)"
     )
 
 
@@ -111,6 +139,13 @@ def run_hydra(main, schema) -> None:
         main()
     except HydraException as e:
         fail(hydra_error_line(e, schema))
+    except BrokenPipeError:  # `python train.py --help | head`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error while exiting
+        sys.exit(0)
+    except ValueError as e:  # Hydra's command-line checks (--cfg with -m, ...)
+        if "can be specified" not in str(e):
+            raise
+        fail(f"{e} (drop one of them)")
     except OSError as e:  # Hydra creates the run dir (and .hydra/, the log) before main() runs
         where = e.filename or "the run directory"
         fail(
