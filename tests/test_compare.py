@@ -103,3 +103,13 @@ def test_compare_table_and_plot_from_a_sweep_and_from_runs(sweep, tmp_path, caps
     with pytest.raises(SystemExit):
         main([str(tmp_path / "b")])
     assert "holds no stage<N>/metrics.json" in capsys.readouterr().err
+
+
+def test_a_sweep_ends_with_one_table_of_its_jobs(sweep):
+    """train.py -m: the Hydra callback eeve.sweep.SweepTable wrote eeve.compare's table of the jobs in the sweep dir."""
+    from eeve.compare import collect
+    from eeve.eval.comparison import comparison_table
+
+    md = (sweep / "compare.md").read_text(encoding="utf-8")
+    assert md.strip() == comparison_table(collect([str(sweep)])).strip()
+    assert "init=mean" in md and "init=mean_subwords" in md and (sweep / "compare.png").is_file()

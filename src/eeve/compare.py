@@ -40,6 +40,15 @@ def collect(folders: list[str], names: str | None = None) -> list:
     return [load_run(d, n) for d, n in found]
 
 
+def compare(folders: list[str], out: Path, names: str | None = None) -> tuple[str, Path | None]:
+    """The table of the runs in ``folders``, written to ``out/compare.md`` with the plot ``out/compare.png``."""
+    runs = collect(folders, names)
+    table = comparison_table(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.md").write_text(table + "\n", encoding="utf-8")
+    return table, write_comparison_plot(out / "compare.png", runs, "bits per byte against training FLOPs")
+
+
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(prog="python -m eeve.compare", description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders or multirun sweep folders")
@@ -47,12 +56,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--names", default=None, help="comma-separated run names, one per run after expanding sweeps")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        runs = collect(args.runs, args.names)
-        table = comparison_table(runs)
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "compare.md").write_text(table + "\n", encoding="utf-8")
-        png = write_comparison_plot(out / "compare.png", runs, "bits per byte against training FLOPs")
+        table, png = compare(args.runs, out, args.names)
     except (EEVEError, OSError) as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     print(table)
