@@ -132,3 +132,42 @@ def test_terminal_shows_a_bar_and_logs_show_lines(expanded_tokenizer, tmp_path):
     assert steps == ["2", "4"], log
     assert "stage 1: trains ['new_input']; 4 steps x 256 tokens/step" in log and "world size 1" in log
     assert not any(b in log + term_text for b in BANNERS), log + term_text
+
+
+class SlowValidation(Regression):
+    """Validation that takes 1.5 s (a same-bytes evaluation, the guard) after optimizer step 2."""
+
+    def validation_step(self, batch, batch_idx):
+        import time
+
+        time.sleep(1.5)
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(1, 4)), batch_size=1)
+
+
+def test_tokens_per_second_counts_training_time_only(tmp_path):
+    """The window of the line after a validation holds the validation's time unless it is left out (issue: tok/s
+    swung from 90 to 2,050)."""
+    lines = io.StringIO()
+    cb = StageProgress(1, every=2, bar=False, lines=True, line_file=lines)
+    trainer = L.Trainer(
+        max_steps=4,
+        val_check_interval=2,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        callbacks=[cb],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
+    trainer.fit(SlowValidation())
+    got = lines.getvalue().splitlines()
+    assert len(got) == 2 and cb.paused >= 1.5, (got, cb.paused)
+    seconds = 2 * Regression.tokens_per_step / float(got[1].split("tok/s ")[1].split()[0].replace(",", ""))
+    assert seconds < 1.0, got  # two linear-regression steps, not the 1.5 s validation between them
+    eta_total = got[1].split("elapsed ")[1]
+    assert eta_total.startswith(("0:00:01", "0:00:02", "0:00:03")), got  # the elapsed time keeps the validation

@@ -3,6 +3,8 @@
 - On a terminal (stderr is a tty): one tqdm bar per stage with step/total, loss, tokens/s, elapsed and ETA.
 - When stdout is not a terminal (a log file, SLURM output, a pipe): one plain line every
   ``trainer.log_every_n_steps`` optimizer steps, and at the last step, with the same figures.
+- tokens/s counts training time only: validations inside the stage (and the same-bytes evaluations and the guard
+  that run with them) are left out of its window; the ETA uses the whole elapsed time, since they recur.
 - Lightning's repeated banners ("GPU available", "TPU available", the tips advertising other products, the
   LOCAL_RANK and distributed-startup lines, "`Trainer.fit` stopped") are dropped; the stage header printed by
   eeve.training.stages (trainable groups, tokens per step, world size) stays the one header per stage.
@@ -20,6 +22,8 @@ from typing import TextIO
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+
+from eeve.console import clock
 
 NOISE = (
     "GPU available:",
@@ -64,11 +68,6 @@ def quiet_lightning() -> None:
         hf_logging.disable_progress_bar()
 
 
-def _clock(seconds: float) -> str:
-    s = int(max(seconds, 0))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
 class StageProgress(Callback):
     """Progress of one stage in optimizer steps (see the module docstring). ``bar`` / ``lines``: None = decide
     from the terminal (bar when stderr is a tty; lines when stdout is not). Reads ``tokens_per_step`` from the
@@ -91,6 +90,7 @@ class StageProgress(Callback):
         self._loss_sum: torch.Tensor | None = None
         self._loss_n = 0
         self.last_loss: float | None = None
+        self.active, self.t_val, self.paused = False, None, 0.0
 
     # ---- timing
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -100,6 +100,8 @@ class StageProgress(Callback):
         self.first = self.last = int(trainer.global_step)  # a resumed stage starts part-way
         self.t0 = self.t_line = time.perf_counter()
         self.step_line = self.first
+        self.paused = self.paused_line = 0.0  # seconds spent validating since on_train_start / the last line
+        self.t_val = None
         if self.active and self.bar_on:
             from tqdm import tqdm
 
@@ -112,6 +114,15 @@ class StageProgress(Callback):
                 file=self.bar_file or sys.stderr,
                 leave=True,
             )
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and self.active:
+            self.t_val = time.perf_counter()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        if self.t_val is not None:  # training resumes: the validation is over
+            self.paused += time.perf_counter() - self.t_val
+            self.t_val = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if not self.active:
@@ -134,22 +145,23 @@ class StageProgress(Callback):
         self._loss_sum, self._loss_n = None, 0
         now = time.perf_counter()
         elapsed = now - self.t0
-        rate = (step - self.first) / elapsed if elapsed > 0 else 0.0  # steps/s over this run
+        rate = (step - self.first) / elapsed if elapsed > 0 else 0.0  # steps/s over this run, validations included
         eta = (self.total - step) / rate if rate > 0 else 0.0
         if show_bar:
             post = {"loss": f"{self.last_loss:.4f}" if self.last_loss is not None else "-"}
             if self.tokens_per_step:
-                post["tok/s"] = f"{rate * self.tokens_per_step:,.0f}"
+                busy = elapsed - self.paused
+                post["tok/s"] = f"{(step - self.first) * self.tokens_per_step / busy if busy > 0 else 0:,.0f}"
             self.bar.set_postfix(post, refresh=False)
             self.bar.update(done)
         if show_line:
-            window = now - self.t_line
+            window = now - self.t_line - (self.paused - self.paused_line)  # training time only
             tok_s = (step - self.step_line) * self.tokens_per_step / window if window > 0 else 0.0
-            self.t_line, self.step_line = now, step
+            self.t_line, self.step_line, self.paused_line = now, step, self.paused
             loss = f"{self.last_loss:.4f}" if self.last_loss is not None else "-"
             print(
                 f"stage {self.stage} step {step}/{self.total} ({100 * step / max(self.total, 1):.0f}%) "
-                f"loss {loss} tok/s {tok_s:,.0f} elapsed {_clock(elapsed)} eta {_clock(eta)}",
+                f"loss {loss} tok/s {tok_s:,.0f} elapsed {clock(elapsed)} eta {clock(eta)}",
                 file=self.line_file or sys.stdout,
                 flush=True,
             )
