@@ -39,6 +39,7 @@ def main(dcfg: DictConfig) -> None:
     from eeve.data.language_check import check_languages
     from eeve.errors import ConfigError, EEVEError
     from eeve.eval.stage_eval import read_metrics
+    from eeve.eval.stage_line import stage_done_line
     from eeve.eval.table import eval_table
     from eeve.eval.training_run import StageEvaluation
     from eeve.preflight import check_train
@@ -86,15 +87,21 @@ def main(dcfg: DictConfig) -> None:
             cfg.stage = prepare_recipe(cfg, str(name))  # the base tokenizer (no_expansion), the budget's tokens
             results.append(run_stage(cfg, cfg.stage.number, evaluation=StageEvaluation))
             write_stage_card(cfg, cfg.stage.number)  # README.md: a model card from the run's files (eeve.card)
+            if _rank_zero():  # BPB per language against the base, the guard's status
+                print(stage_done_line(results[-1], read_metrics(Path(cfg.paths.run_dir) / "stage0")), flush=True)
     except (EEVEError, OSError) as e:
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     if cfg.mode == "plan":
         print(plan_table(results))
         return
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+    if _rank_zero():
         base = read_metrics(Path(cfg.paths.run_dir) / "stage0")  # the base model (stage 0), when evaluated
         print("\n" + (eval_table(results, base) if base is not None else summary_table(results)))
         print(f"\nexports: {cfg.paths.run_dir}/stage<N>/   TensorBoard: tensorboard --logdir {cfg.paths.run_dir}")
+
+
+def _rank_zero() -> bool:
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
 
 
 if __name__ == "__main__":

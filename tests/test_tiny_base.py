@@ -18,6 +18,7 @@ def test_tiny_base_trains_and_saves_loadable_model(demo_data, tmp_path, capsys):
     text = capsys.readouterr().out
     en = re.search(r"en (\d+\.\d+) -> (\d+\.\d+)", text)
     assert en and float(en.group(2)) < float(en.group(1)), text
+    assert re.search(r"tiny base: step 12/12 \(100%\) loss \d+\.\d+ elapsed \d+:\d\d:\d\d eta 0:00:00", text), text
     model = AutoModelForCausalLM.from_pretrained(out)
     tok = AutoTokenizer.from_pretrained(out)
     assert model.config.vocab_size == len(tok) == 32000 and tok("Hello").input_ids[0] == tok.bos_token_id

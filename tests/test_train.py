@@ -190,6 +190,8 @@ def test_stage_all_takes_stage_overrides_variants_and_schedule(expanded_tokenize
         *FAST,
     )
     assert r.returncode == 0, r.stderr[-3000:]
+    done = [x for x in r.stdout.splitlines() if " done: " in x]  # one result line per stage (eeve.eval.stage_line)
+    assert [x.split()[1] for x in done] == ["1", "6"] and all("% vs base)" in x for x in done), r.stdout[-3000:]
     m1 = json.loads((tmp_path / "stage1" / "metrics.json").read_text())
     s1 = m1["stage_config"]
     s6 = json.loads((tmp_path / "stage6" / "metrics.json").read_text())

@@ -132,6 +132,9 @@ def run_hydra(main, schema) -> None:
 
     from hydra.errors import HydraException
 
+    from eeve.console import plain_stderr
+
+    plain_stderr()  # progress-bar redraws stay off logs (eeve.console)
     register_configs()
     # Hydra prints composition errors over several lines; have it raise instead, and report them in one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")

@@ -99,4 +99,7 @@ def _update_cards(cfg, models: list[str], table: str) -> None:
 
 
 if __name__ == "__main__":
+    from eeve.console import plain_stderr
+
+    plain_stderr()  # the harness's and transformers' bars stay off logs
     main()

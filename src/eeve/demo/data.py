@@ -174,4 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from eeve.console import plain_stderr
+
+    plain_stderr()  # download and build bars stay off logs
     sys.exit(main())

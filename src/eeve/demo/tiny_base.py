@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eeve.console import eta_line, plain_stderr
 from eeve.demo.data import default_root, ensure_demo_data
 from eeve.io import atomic_dir
 from eeve.tokenizer.base import load_base, write_hf_folder
@@ -81,6 +82,7 @@ def _train_into(tmp: Path, demo: Path, args) -> None:
     before = {k: bits_per_byte(model, v, token_bytes) for k, v in val.items()}
     rng = np.random.default_rng(0)
     n_ko = max(1, round(args.batch * args.korean_share))
+    every = max(1, args.steps // 30)
     t0 = time.time()
     model.train()
     for step in range(args.steps):
@@ -91,8 +93,8 @@ def _train_into(tmp: Path, demo: Path, args) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        if step % 50 == 0 or step == args.steps - 1:
-            print(f"tiny base: step {step:4d} loss {loss.item():.3f} ({time.time() - t0:.0f} s)")
+        if (step + 1) % every == 0 or step + 1 == args.steps:  # about 30 lines, each with an ETA
+            print(eta_line("tiny base:", step + 1, args.steps, time.time() - t0, f"loss {loss.item():.3f}"), flush=True)
     model.eval()
     after = {k: bits_per_byte(model, v, token_bytes) for k, v in val.items()}
     print(
@@ -105,4 +107,5 @@ def _train_into(tmp: Path, demo: Path, args) -> None:
 
 
 if __name__ == "__main__":
+    plain_stderr()  # no "Writing model shards" redraws in a log
     main()

@@ -44,6 +44,25 @@ OFFLINE_ROUTE = (
 )
 _CHECKED: set[tuple] = set()
 
+HARNESS_NOISE = (
+    "`pretrained` model kwarg is not of type `str`",  # we pass the model in memory on purpose, once per evaluation
+    "Passed an already-initialized model through `pretrained`",
+)
+"""Starts of harness warnings about how eeve calls it, not about the evaluation: dropped (see ``quiet_harness``)."""
+
+
+class _DropHarnessNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(HARNESS_NOISE)
+
+
+def quiet_harness() -> None:
+    """Harness logs at WARNING and above, less its warnings about our in-memory model (idempotent)."""
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    log = logging.getLogger("lm_eval.models.huggingface")
+    if not any(isinstance(f, _DropHarnessNoise) for f in log.filters):
+        log.addFilter(_DropHarnessNoise())
+
 
 def check_tasks(tasks: list[str], include_path: str | None = None) -> None:
     """Load every task's data now (a group's subtasks too), offline unless the environment says otherwise: one that
@@ -107,7 +126,7 @@ def run_tasks(
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoTokenizer
 
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    quiet_harness()
     datasets.disable_progress_bars()
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     was_training = model.training
