@@ -87,6 +87,7 @@ def task_manager(tasks: list[str], include_path: str | None = None):
     for k, v in OFFLINE_ENV.items():
         os.environ.setdefault(k, v)
     require_lm_eval()
+    quiet_harness()
     from lm_eval.tasks import TaskManager
 
     includes = []
@@ -126,7 +127,6 @@ def run_tasks(
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoTokenizer
 
-    quiet_harness()
     datasets.disable_progress_bars()
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     was_training = model.training
