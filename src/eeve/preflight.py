@@ -65,17 +65,18 @@ def check_vocab(cfg: TrainConfig, first_stage: int) -> None:
     rows = model_vocab(cfg.model, cfg.paths.root)
     if rows is not None and rows != expansion["base_vocab_size"]:
         raise ConfigError(
-            f"tokenizer.path={cfg.tokenizer.path} was built on a base tokenizer of {expansion['base_vocab_size']} "
-            f"tokens, but the model ({cfg.model.name_or_path or 'model.config'}) has {rows}: build it from this "
-            f"model's tokenizer (python tokenize.py run_name={cfg.run_name} base_tokenizer=...) or fix tokenizer.path"
+            f"vocabulary mismatch: tokenizer.path={cfg.tokenizer.path} was built on a base tokenizer of "
+            f"{expansion['base_vocab_size']} tokens, but the model ({cfg.model.name_or_path or 'model.config'}) has "
+            f"{rows}: build it from this model's tokenizer (python tokenize.py run_name={cfg.run_name} "
+            "base_tokenizer=...) or fix tokenizer.path"
         )
     src = stage_source(cfg, first_stage, check=bool(cfg.init_from))
     rows = folder_vocab(src) if src is not None else None
     if rows is not None and rows != expansion["vocab_size"]:
         key = f"init_from={cfg.init_from}" if cfg.init_from else f"the export {src}"
         raise ConfigError(
-            f"{key} has {rows} embedding rows but tokenizer.path={cfg.tokenizer.path} has {expansion['vocab_size']} "
-            "tokens: use the tokenizer that export was trained with"
+            f"vocabulary mismatch: {key} has {rows} embedding rows but tokenizer.path={cfg.tokenizer.path} has "
+            f"{expansion['vocab_size']} tokens: use the tokenizer that export was trained with"
         )
 
 
