@@ -20,6 +20,7 @@ from eeve.layout import resolve, stage_source
 from eeve.model.expand import read_expansion
 from eeve.model.load import check_model_path, looks_local
 from eeve.text.sources import open_sources
+from eeve.training.adapters import require_qlora
 
 
 def check_paths(entries: dict, root: str | Path, prefix: str) -> None:
@@ -94,6 +95,8 @@ def check_eval_tasks(cfg: TrainConfig) -> None:
 def check_train(cfg: TrainConfig, first_stage: int) -> None:
     """Everything train.py can check before it loads a model (see the module docstring)."""
     root = cfg.paths.root
+    if cfg.stage.adapter == "qlora":  # this machine cannot run the stage at all: say so first
+        require_qlora()
     check_model_path(cfg.model.name_or_path)
     check_paths(cfg.data.sources, root, "data.sources")
     check_paths(cfg.data.validation, root, "data.validation")
