@@ -4,7 +4,6 @@ folder without a model stop with one line naming the key the user typed, before 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -99,8 +98,8 @@ def test_evaluate_says_the_folder_holds_no_model_before_the_base(demo_data, tmp_
 @pytest.mark.slow
 def test_train_cli_misspelt_path_fails_before_any_model(tmp_path):
     """The issue's case: a misspelt training path under a new run name spent 99 s on the base's evaluation."""
-    t0 = time.time()
     r = run_cli("stage=1", "data.sources.ko_web.paths=[.cache/demo/ko/trian.txt]", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr[-2000:]
     assert "fix data.sources.ko_web.paths" in r.stderr
-    assert not (tmp_path / "stage0").exists() and time.time() - t0 < 90
+    assert not (tmp_path / "stage0").exists()  # stopped before the base's evaluation (no timed assertion: a loaded
+    # machine may take a minute just to import torch and transformers)
