@@ -68,12 +68,12 @@ def main(dcfg: DictConfig) -> None:
         task = list(hc.overrides.task)
         stage_overrides = [o for o in task if o.startswith("stage.")]
         chosen = hc.runtime.choices["stage"]
-        if cfg.mode == "train":  # the tokenizer fits the data's target language (a wrong one stops here, in one line)
-            check_languages(cfg)
         numbers = compose_stage_numbers(cfg.stages)  # the stage order, fixed once for the whole run
         if cfg.mode != "plan":  # paths, tokenizer vs model, output folder, tasks: before any model is loaded
             cfg.stage_numbers = numbers
             check_train(cfg, numbers[str(cfg.stages[0])] if chosen == "all" else cfg.stage.number)
+        if cfg.mode == "train":  # the tokenizer fits the data's target language (a wrong one stops here, in one line)
+            check_languages(cfg)
         results = []
         for name in cfg.stages if chosen == "all" else [chosen]:
             if chosen == "all":  # compose this stage exactly as `stage=<name>` with the same command line
