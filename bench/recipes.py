@@ -2,7 +2,7 @@
 full and no_expansion, on one Korean corpus, then ``python -m eeve.compare`` over the runs.
 
     .venv/bin/python bench/recipes.py MODEL_DIR --corpus help|law [--steps 24] [--seq 256] [--batch 4]
-        [--recipes eeve,eeve_paper,full,no_expansion] [--seed 1234] [--eval-bytes 20000] [--val-seqs 8]
+        [--recipes eeve,eeve_paper,full,no_expansion] [--seed 1234] [--tag T] [--eval-bytes 20000] [--val-seqs 8]
         [-- train.py overrides ...]
 
 Corpora (Korean, two domains; English replay and the English held-out text are the demo's for both):
@@ -95,6 +95,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seed", type=int, default=None, help="seed (default: the configured one; adds -s<seed>)")
+    ap.add_argument("--tag", default="", help="appended to each run folder (a variant: outputs/<run>-<recipe>-<tag>)")
     ap.add_argument("--eval-bytes", type=int, default=20000)
     ap.add_argument("--val-seqs", type=int, default=8)
     argv = sys.argv[1:]
@@ -139,8 +140,9 @@ def main() -> None:
         *extra,
     ]
     runs = []
+    out = ROOT / "outputs" / (f"{run}-compare" + (f"-{a.tag}" if a.tag else ""))
     for recipe in [r.strip() for r in a.recipes.split(",") if r.strip()]:
-        name = f"{run}-{recipe}" + (f"-s{a.seed}" if a.seed is not None else "")
+        name = f"{run}-{recipe}" + (f"-s{a.seed}" if a.seed is not None else "") + (f"-{a.tag}" if a.tag else "")
         tok = [] if recipe == "no_expansion" else [f"tokenizer.path={tok_dir}"]
         sh(
             [
@@ -157,14 +159,10 @@ def main() -> None:
         )
         runs.append(str(ROOT / "outputs" / name))
     sh(
-        [py, "-m", "eeve.compare", *runs, "--out", str(ROOT / "outputs" / f"{run}-compare")],
-        logs / f"{run}-compare.log",
+        [py, "-m", "eeve.compare", *runs, "--out", str(out)],
+        logs / f"{out.name}.log",
     )
-    print(
-        (ROOT / "outputs" / f"{run}-compare" / "compare.md").read_text()
-        if (ROOT / "outputs" / f"{run}-compare" / "compare.md").is_file()
-        else ""
-    )
+    print((out / "compare.md").read_text() if (out / "compare.md").is_file() else "")
 
 
 if __name__ == "__main__":
