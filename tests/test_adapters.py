@@ -259,10 +259,10 @@ def test_lora_stage_on_two_fsdp_cpu_ranks_matches_one_process(expanded_tokenizer
 
 
 @pytest.mark.slow
-def test_qlora_without_cuda_is_one_line_error():
+def test_qlora_without_cuda_is_one_line_error(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    r = run_cli("stage=7", "stage.adapter=qlora", timeout=300)
+    r = run_cli("stage=7", "stage.adapter=qlora", f"hydra.run.dir={tmp_path}", timeout=300)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "error: stage.adapter=qlora needs a CUDA GPU (bitsandbytes 4-bit weights) and this machine has none: use "
         "stage.adapter=lora"
