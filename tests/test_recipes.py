@@ -50,20 +50,40 @@ def test_budget_spreads_flops_tokens_and_bytes_over_stages(expanded_tokenizer, t
 
     exp = read_expansion(expanded_tokenizer)
     tokens = {}
-    for n in ("1", "2", "6"):
-        cfg = compose_cfg(tmp_path, expanded_tokenizer, tmp_path, f"stage={n}", "budget.flops=7e12")
+    for n in ("1", "2", "6"):  # the default recipe's shares: 1 for stages 1-5, 16 for stage 6, 2 for stage 7
+        cfg = compose_cfg(tmp_path, expanded_tokenizer, tmp_path, f"stage={n}", "budget.flops=2.3e12")
         stage = apply_budget(cfg.stage, n, cfg, exp)
         per = stage_flops_per_token(dict(cfg.model.config), stage.trainable, 32000, exp["vocab_size"], 64)
-        assert stage.max_tokens * per["per_token"] == pytest.approx(1e12, rel=1e-3)  # 1/7 of the FLOPs each
+        share = 16 / 23 if n == "6" else 1 / 23
+        assert stage.max_tokens * per["per_token"] == pytest.approx(2.3e12 * share, rel=1e-3)
         tokens[n] = stage.max_tokens
-    assert tokens["2"] > tokens["1"] > tokens["6"]  # no backward through the backbone buys stage 2 the most tokens
+    assert tokens["2"] > tokens["1"]  # no backward through the backbone buys stage 2 more tokens for its FLOPs
 
-    cfg = compose_cfg(tmp_path, expanded_tokenizer, tmp_path, "stage=3", "budget.tokens=70000", "+budget.shares.3=6")
+    paper = ("recipe=eeve_paper", "stage=3")  # equal shares unless budget.shares says otherwise
+    cfg = compose_cfg(tmp_path, expanded_tokenizer, tmp_path, *paper, "budget.tokens=70000", "+budget.shares.3=6")
     assert apply_budget(cfg.stage, "3", cfg, exp).max_tokens == 35000  # 6 / (6 + 6 x 1) of the tokens
-    cfg = compose_cfg(tmp_path, expanded_tokenizer, tmp_path, "stage=3", "budget.bytes=7e6")
+    cfg = compose_cfg(tmp_path, expanded_tokenizer, tmp_path, *paper, "budget.bytes=7e6")
     assert apply_budget(cfg.stage, "3", cfg, exp, lambda: 2.5).max_tokens == 400000
     with pytest.raises(ConfigError, match="give one of budget.tokens"):
         compose_cfg(tmp_path, expanded_tokenizer, tmp_path, "budget.bytes=1", "budget.flops=1")
+
+
+def test_a_stage_that_overspent_its_share_leaves_the_next_one_less(expanded_tokenizer, tmp_path):
+    """Stages train whole steps: what stage 1 spent beyond its share (its metrics.json) comes off stage 2's, so the
+    run ends within a step of its budget, not a step per stage over it."""
+    from eeve.model.expand import read_expansion
+    from eeve.training.budget import apply_budget
+
+    exp = read_expansion(expanded_tokenizer)
+    run = tmp_path / "run"
+    args = ("recipe=eeve_paper", "stage=2", "budget.tokens=70000")  # 10,000 tokens a stage
+    cfg = compose_cfg(run, expanded_tokenizer, tmp_path, *args)
+    assert apply_budget(cfg.stage, "2", cfg, exp).max_tokens == 10000  # no stage 1 yet: its share counts as spent
+    (run / "stage1").mkdir(parents=True)
+    (run / "stage1" / "metrics.json").write_text(json.dumps({"tokens": 10240, "text_bytes": 1, "flops": {}}))
+    assert apply_budget(cfg.stage, "2", cfg, exp).max_tokens == 9760
+    cfg = compose_cfg(run, expanded_tokenizer, tmp_path, "recipe=eeve_paper", "stage=3", "budget.tokens=70000")
+    assert apply_budget(cfg.stage, "3", cfg, exp).max_tokens == 9760  # stage 2 unrun: counted at its share
 
 
 def test_bytes_per_token_follows_the_tokenizer(expanded_tokenizer, tmp_path):

@@ -5,6 +5,10 @@ turns that into the stage's ``max_tokens`` with the stage's own FLOPs per token 
 4 need no backward through the backbone, so the same FLOPs buy them more tokens). ``budget.bytes`` does the same
 with the mixture's expected UTF-8 bytes per training token under the run's tokenizer (an expanded tokenizer reads
 more text per token), ``budget.tokens`` with tokens as they are. Shares default to equal (``budget.shares``).
+
+A stage trains whole steps, so it spends a little more than its share; the next stage of the run gets that much
+less (what the earlier stages' metrics.json record against their shares), so the run as a whole ends within one
+step of its budget instead of one step per stage over it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 
 from eeve.config import BudgetConfig, StageConfig
 from eeve.errors import ConfigError
+from eeve.layout import stage_dir, stage_number
 from eeve.training.flops import stage_flops_per_token
 
 
@@ -45,6 +50,7 @@ def apply_budget(stage: StageConfig, name: str, cfg, expansion: dict, bytes_per_
     if kind is None:
         return stage
     total = float(getattr(cfg.budget, kind)) * stage_share(cfg.budget, name, [str(s) for s in cfg.stages])
+    total = max(0.0, total - overspent_before(cfg, name, kind))
     if kind == "tokens":
         tokens = total
     elif kind == "bytes":
@@ -60,3 +66,23 @@ def apply_budget(stage: StageConfig, name: str, cfg, expansion: dict, bytes_per_
         )["per_token"]
         tokens = total / per
     return dataclasses.replace(stage, max_tokens=max(1, int(tokens)))
+
+
+SPENT = {"tokens": ("tokens",), "bytes": ("text_bytes",), "flops": ("flops", "train")}  # metrics.json keys
+
+
+def overspent_before(cfg, name: str, kind: str) -> float:
+    """What the run's stages before ``name`` (in ``stages``) spent beyond their shares of the budget, in the
+    budget's unit, from their metrics.json (a stage without one counts as spending its share exactly)."""
+    stages = [str(s) for s in cfg.stages]
+    if str(name) not in stages:
+        return 0.0
+    over = 0.0
+    for earlier in stages[: stages.index(str(name))]:
+        p = stage_dir(cfg, stage_number(cfg, earlier)) / "metrics.json"
+        spent = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+        for key in SPENT[kind]:
+            spent = spent.get(key) if isinstance(spent, dict) else None
+        if spent is not None:
+            over += float(spent) - float(getattr(cfg.budget, kind)) * stage_share(cfg.budget, earlier, stages)
+    return over
