@@ -45,5 +45,7 @@ train: base tokenizer
 
 demo: train
 
+# the suite on one pytest-xdist worker per core (TEST_WORKERS=1: one process, as `pytest` alone runs it)
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: setup data
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs the suite on as many pytest-xdist workers as cores: one torch thread per worker (and per
+    # process a test starts) keeps the workers from fighting over the cores.
+    import torch
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
