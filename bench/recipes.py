@@ -82,7 +82,7 @@ def flop_budget(model_dir: Path, tok_dir: Path, steps: int, batch: int, seq: int
     cfg = json.loads((model_dir / "config.json").read_text())
     groups = ["old_input", "new_input", "old_output", "new_output", "transformer"]
     per = stage_flops_per_token(cfg, groups, exp["base_vocab_size"], exp["vocab_size"], seq)["per_token"]
-    return float(f"{per * steps * batch * seq:.4g}")
+    return per * steps * batch * seq  # exact: a rounded-up budget buys a stage one more whole step
 
 
 def main() -> None:
