@@ -10,7 +10,8 @@ Corpora (Korean, two domains; English replay and the English held-out text are t
   law   konlpy's Korean law corpus only (the constitution and nine bills for training, bills 1809896 and 1809899
         held out), from the konlpy wheel the demo data already downloaded: .cache/corpora/law/
 The budget: FLOPs = ``--steps`` full-model steps (forward + backward of every parameter) of ``--batch`` x
-``--seq`` tokens on the expanded model; every recipe gets exactly that (``budget.flops``, equal shares per stage).
+``--seq`` tokens on the expanded model; every recipe gets exactly that (``budget.flops``), spread over its stages
+by the recipe's ``budget.shares`` (conf/recipe/; a stage's overspend comes off the next stage's share).
 1. builds the corpus's expanded tokenizer for MODEL_DIR (``tokenize.py``, kept in outputs/tokenize/<run>/);
 2. runs ``train.py stage=all recipe=<r> budget.flops=F`` per recipe into outputs/<run>-<r>[-s<seed>]/ (evaluation
    on the same ``--eval-bytes`` per language; benchmarks off; validation at each stage's start and end only);

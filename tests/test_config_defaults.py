@@ -6,7 +6,7 @@ The rule, checked here:
     Interpolations (``${...}``: run folders, the model's run name) are exempt: a dataclass cannot hold them, and
     ``{}`` restating a default is a no-op.
   - Every other group file (conf/stage/*, conf/data/*, conf/model/*, conf/trainer/ddp|fsdp, and the global ones:
-    conf/experiment/*, conf/recipe/*, conf/eval_tasks/*) is a choice: it may set its own values, but every key it
+    conf/experiment/*, conf/recipe/*, conf/demo/*) is a choice: it may set its own values, but every key it
     sets must exist in the schema with the right type (it is merged onto the schema here; Hydra does the same).
   - A value shared by every option of a group (e.g. the English guard ``stage.max_regression: {en: 0.01}`` of
     stages 1-7) is a default: it goes into the schema, not into each file.
@@ -92,6 +92,16 @@ def test_composed_defaults_are_the_schemas():
     assert cfg.trainer == TrainerConfig()  # trainer=default changes nothing
     assert cfg.stage.max_regression == StageConfig().max_regression == {"en": 0.01}
     assert cfg.stages == TrainConfig().stages
+
+
+def test_the_demo_settings_stay_in_the_demo():
+    """conf/demo/ applies to the demo's data with the demo's models only: a user's model and data get the schema's
+    trainer and no local tasks."""
+    demo = composed("data=demo", "model=tiny_pretrained")
+    assert demo.trainer.val_every_n_steps == 30 and demo.eval.tasks == ["eeve_nextsent_ko", "eeve_nextsent_en"]
+    assert composed("data=demo", "model=tiny").trainer == TrainerConfig()  # the tests' debug model: no demo timing
+    user = composed("data=demo", "model=solar")  # a user's model on the demo's text
+    assert user.trainer == TrainerConfig() and user.eval.tasks == []
 
 
 # --------------------------------------------------------------------------- references in conf/ comments
