@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# Huge pages for PyTorch's large CPU tensors (as the Makefile exports for `make test` and `make demo`): far fewer page
+# faults per [tokens x vocab] logits; read once, at torch's first allocation, so it is set before anything imports
+# torch, and every process a test starts inherits it. It changes no result.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs the suite on as many pytest-xdist workers as cores: one torch thread per worker (and per
     # process a test starts) keeps the workers from fighting over the cores.
