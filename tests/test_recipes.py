@@ -23,9 +23,11 @@ def staged(cfg, name):
 def test_recipes_compose_to_their_shape(expanded_tokenizer, tmp_path):
     default = compose_cfg(tmp_path, expanded_tokenizer, tmp_path)
     assert default.recipe.name == "eeve" and default.stages == [str(n) for n in range(1, 8)]
-    assert default.init == "mean_subwords"  # EEVE's; the English guard is on by default (test_config_defaults)
+    assert default.init == "mass_first_piece"  # mass-aware; the English guard is on by default (test_config_defaults)
     six = staged(compose_cfg(tmp_path, expanded_tokenizer, tmp_path, "stage=6"), "6")
-    assert {lr for lr, _ in six.rate_groups().values()} == {six.lr}  # one rate per stage, as published
+    rates = six.rate_groups()
+    assert rates.pop("new_output")[0] == 2e-4  # the new output rows slower (docs/recipes.md) ...
+    assert {lr for lr, _ in rates.values()} == {six.lr}  # ... and one rate per stage for the rest, as published
     assert default.data.sources["multilingual"].ratio == 0.20  # English replay (the card: 0.1069)
 
     paper = compose_cfg(tmp_path, expanded_tokenizer, tmp_path, "recipe=eeve_paper", "stage=6")

@@ -478,9 +478,9 @@ class TrainConfig:
     run_name: str = "demo"
     """Output folder outputs/<run_name>/ (conf/config.yaml: the model's ``run_name``)."""
     seed: int = 1234
-    init: str = "mean_subwords"
-    """New-row initialisation at expansion: mean_subwords (EEVE) | mass_first_piece | distill | mean | mean_cov |
-    random (eeve.model.init)."""
+    init: str = "mass_first_piece"
+    """New-row initialisation at expansion: mass_first_piece (mass-aware) | mean_subwords (EEVE) | distill | mean |
+    mean_cov | random (eeve.model.init)."""
     init_options: InitOptions = field(default_factory=InitOptions)
     init_from: Optional[str] = None
     """Weights to start the stage from (an HF folder); None = the previous stage's export (stage 1: expanded base)."""

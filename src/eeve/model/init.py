@@ -1,6 +1,6 @@
 """How the new rows of an expanded model start: one class per method, registered by name (``init=<name>``).
 
-* ``mean_subwords`` (EEVE's "subword-based" init, the default):
+* ``mean_subwords`` (EEVE's "subword-based" init; ``recipe=eeve_paper`` and ``recipe=full``):
     - the token's own symbols (e.g. ``"▁한국어"``) are split by the BASE tokenizer's BPE model alone (no normalizer,
       no pre-tokenizer, no post-processor: exactly the pieces the base model saw for this text in context);
     - **rule for the leading word marker**: if the first piece is the bare word-start marker (``"▁"`` SentencePiece,
