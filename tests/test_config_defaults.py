@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from eeve.config import DataConfig, ModelConfig, StageConfig, TokenizeConfig, TrainConfig, TrainerConfig
+from eeve.config import DataConfig, EvalConfig, ModelConfig, StageConfig, TokenizeConfig, TrainConfig, TrainerConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DEFAULT_FILES = {"config.yaml": TrainConfig, "tokenize.yaml": TokenizeConfig, "trainer/default.yaml": TrainerConfig}
@@ -98,10 +98,11 @@ def test_the_demo_settings_stay_in_the_demo():
     """conf/demo/ applies to the demo's data with the demo's models only: a user's model and data get the schema's
     trainer and no local tasks."""
     demo = composed("data=demo", "model=tiny_pretrained")
-    assert demo.trainer.val_every_n_steps == 30 and demo.eval.tasks == ["eeve_nextsent_ko", "eeve_nextsent_en"]
+    assert demo.trainer.val_every_n_steps == 20 and demo.eval.bytes == 40_000
+    assert demo.eval.tasks == ["eeve_nextsent_ko", "eeve_nextsent_en"]
     assert composed("data=demo", "model=tiny").trainer == TrainerConfig()  # the tests' debug model: no demo timing
     user = composed("data=demo", "model=solar")  # a user's model on the demo's text
-    assert user.trainer == TrainerConfig() and user.eval.tasks == []
+    assert user.trainer == TrainerConfig() and user.eval.tasks == [] and user.eval.bytes == EvalConfig().bytes
 
 
 # --------------------------------------------------------------------------- references in conf/ comments
