@@ -378,6 +378,7 @@ def test_guard_breach_right_after_a_resume_records_the_exported_weights(env, tmp
     rd = tmp_path / "guarded"
     args = [a for a in env["args"] if not a.startswith("trainer.val_every_n_steps=")]
     stage = ["stage=2", "stages=['2']", "stage.max_steps=24", "stage.lr=1.0", "stage.max_regression.en=0.0"]
+    stage += ["stage.lr_new_output=null"]  # the recipe's 2e-4 for new output rows would not breach
     stage += ["trainer.checkpoint_every_n_steps=2", f"hydra.run.dir={rd}", *args]
     killed = subprocess.Popen(
         cmd(*stage, "trainer.val_every_n_steps=100"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

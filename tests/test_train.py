@@ -51,6 +51,7 @@ def compose_cfg(run_dir: Path, tok: Path, cache: Path, *overrides: str):
     from hydra import compose, initialize_config_dir
 
     from eeve.config import register_configs, to_train_config
+    from eeve.training.stages import apply_schedule
 
     register_configs()
     # Hydra reads `stage=2` as an int, and group choices must be strings (train.py quotes them the same way).
@@ -67,7 +68,12 @@ def compose_cfg(run_dir: Path, tok: Path, cache: Path, *overrides: str):
                 *overrides,
             ],
         )
-    return to_train_config(c)
+    cfg = to_train_config(c)
+    # as train.py does: the recipe's per-stage overrides (recipe.stage), then the command line's stage.* again
+    name = next((o[7:-1] for o in overrides if o.startswith("stage='")), str(cfg.stage.number))
+    typed = [o for o in (*FAST, *overrides) if o.startswith("stage.")]
+    cfg.stage = apply_schedule(cfg.stage, name, cfg.schedule, typed, cfg.recipe.stage)
+    return cfg
 
 
 def grouped(sd: dict[str, torch.Tensor]) -> dict[str, list[torch.Tensor]]:
