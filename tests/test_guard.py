@@ -56,7 +56,12 @@ def test_guard_stops_a_stage_and_exports_its_last_state_within_the_limit(expande
 
     # a rate far too high for the new output rows: their logits blow up in English contexts too, and English
     # gets worse than where it started; a 0 % limit is breached at the first validation
-    cfg = guarded(compose_cfg(tmp_path, expanded_tokenizer, cache_dir, "stage=2", *FIRST2, "stage.lr=1.0"), en=0.0)
+    cfg = guarded(
+        compose_cfg(
+            tmp_path, expanded_tokenizer, cache_dir, "stage=2", *FIRST2, "stage.lr=1.0", "stage.lr_new_output=null"
+        ),
+        en=0.0,
+    )
     start = merge_vocab(build_stage_model(cfg, 2, expanded_tokenizer, read_expansion(expanded_tokenizer))).state_dict()
     m = run_stage(cfg, 2)
     g = m["guard"]
