@@ -182,7 +182,8 @@ def main(argv=None) -> int:
     if "tests" not in parts:
         pass
     elif cuda:
-        p = sh([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests"], a.timeout)
+        cuda_tests = ["-m", "pytest", "-q", "-n", "0", "-m", "cuda", "-p", "no:cacheprovider", "tests"]  # -n 0: one GPU
+        p = sh([sys.executable, *cuda_tests], a.timeout)
         rows.append(("CUDA-marked tests", last_line(p.stdout), "PASS" if p.returncode == 0 else "FAIL"))
     else:
         rows.append(("CUDA-marked tests", "skipped: no CUDA", "SKIP"))

@@ -22,6 +22,22 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, the modules with the most slow tests first, dealt round-robin to the workers, each
+    module's tests kept together (its module fixtures are built once per worker). `--dist worksteal` hands each
+    worker one contiguous share of the collection and lets an idle worker take queued tests from the END of
+    another's share, so the run ends on short tests instead of one long test running alone while the other
+    workers wait. One process keeps the collection order."""
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    if workers < 2:
+        return
+    modules: dict[str, list] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    heavy = sorted(modules.values(), key=lambda m: -sum(1 for i in m if i.get_closest_marker("slow")))
+    items[:] = [i for k in range(workers) for m in heavy[k::workers] for i in m]
+
+
 @pytest.fixture(scope="session")
 def demo_data() -> Path:
     """The demo data folder (``<cache>/demo``), fetched and built on first use (see ``eeve.demo.data``)."""

@@ -105,6 +105,7 @@ def test_compare_table_and_plot_from_a_sweep_and_from_runs(sweep, tmp_path, caps
     assert "holds no stage<N>/metrics.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the sweep fixture trains four stages
 def test_a_sweep_ends_with_one_table_of_its_jobs(sweep):
     """train.py -m: the Hydra callback eeve.sweep.SweepTable wrote eeve.compare's table of the jobs in the sweep dir."""
     from eeve.compare import collect
