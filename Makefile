@@ -49,7 +49,7 @@ train: base tokenizer
 
 demo: train
 
-# the suite on one pytest-xdist worker per core (TEST_WORKERS=1: one process, as `pytest` alone runs it)
+# the suite on one pytest-xdist worker per core, as plain `pytest` runs it (pyproject.toml; TEST_WORKERS=0: one process)
 TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: setup data
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
