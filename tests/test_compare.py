@@ -8,7 +8,8 @@ import json
 import shutil
 
 import pytest
-from test_train import FAST, run_cli
+import torch
+from test_train import BASE, FAST, export_state, run_cli
 
 from eeve.compare import main
 from eeve.training.flops import GFLOP
@@ -37,6 +38,18 @@ def sweep(expanded_tokenizer, packed_cache, tmp_path_factory):
 
 def metrics(job, n):
     return json.loads((job / f"stage{n}" / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_multirun_sweep_one_folder_per_job(sweep):
+    """`train.py -m`: one folder per job, named by its swept value, each with its own stages."""
+    jobs = {}
+    for init in ["mean", "mean_subwords"]:
+        (job,) = [p for p in sweep.iterdir() if p.name.endswith(f"init={init}")]
+        assert (job / "stage1" / "metrics.json").is_file(), sorted(p.name for p in job.iterdir())
+        jobs[init] = export_state(job / "stage1")["lm_head.weight"][BASE:]
+    # the inits really differ (the new output rows are frozen in stage 1, so they are the init itself)
+    assert not torch.equal(jobs["mean"], jobs["mean_subwords"])
 
 
 @pytest.mark.slow

@@ -216,29 +216,6 @@ def test_unknown_stage_and_keys_fail_in_one_line():
 
 
 @pytest.mark.slow
-def test_multirun_sweep_one_folder_per_job(expanded_tokenizer, cache_dir, tmp_path):
-    r = run_cli(
-        "-m",
-        "stage=1",
-        "init=mean_subwords,mean,random",
-        f"hydra.sweep.dir={tmp_path}",
-        f"tokenizer.path={expanded_tokenizer}",
-        f"paths.cache_dir={cache_dir}",
-        *FAST,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    heads = {}
-    for init in ["mean_subwords", "mean", "random"]:
-        (job,) = [p for p in tmp_path.iterdir() if f"init={init}," in p.name + ","]
-        d = job / "stage1"
-        assert (d / "metrics.json").is_file(), sorted(p.name for p in job.iterdir())
-        heads[init] = export_state(d)["lm_head.weight"][BASE:]
-    # The initialisations really differ (new output rows are frozen in stage 1, so they are the init itself).
-    assert not torch.equal(heads["mean_subwords"], heads["mean"])
-    assert not torch.equal(heads["mean"], heads["random"])
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("strategy,stage", [("fsdp", 1), ("fsdp", 6), ("ddp", 2)])
 def test_two_cpu_ranks_match_one_process(expanded_tokenizer, cache_dir, tmp_path, strategy, stage):
     """FSDP2 (ModelParallelStrategy) and DDP, gloo, on 2 CPU processes x micro-batch 4 == 1 process x
