@@ -13,7 +13,8 @@ On a CUDA machine it runs, and reports in one table:
      and of the model cards' recipe, MFU against the GPU's dense bf16 peak, optimizer state against the ideal.
 It exits 1 if any check fails. Without CUDA it says so in one line and skips the CUDA parts; the fp32 CPU runs
 still run (so CI exercises the script), and ``--cpu-bf16`` runs the bf16 side on the CPU instead of a GPU, so that
-the comparison runs too. Needs the demo data (``python -m eeve.demo.data``); builds the demo tokenizer if missing.
+the comparison runs too (``--runs 1``: the stage-1 pair alone, as the test suite runs it). Needs the demo data
+(``python -m eeve.demo.data``); builds the demo tokenizer if missing.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = [  # (name, stage, extra overrides); stage-6 runs start from the fp32 CPU stage-1 export
-    ("stage 1", 1, []),
-    ("stage 6", 6, []),
-    ("stage 6 LoRA", 6, ["stage.adapter=lora"]),
-]
+RUNS = {  # --runs key: (name, stage, extra overrides); stage-6 runs start from the fp32 CPU stage-1 export
+    "1": ("stage 1", 1, []),
+    "6": ("stage 6", 6, []),
+    "6_lora": ("stage 6 LoRA", 6, ["stage.adapter=lora"]),
+}
 
 
 def sh(cmd: list[str], timeout: int) -> subprocess.CompletedProcess:
@@ -136,7 +137,16 @@ def main(argv=None) -> int:
         default="tests,stages,speed",
         help="which parts to run (comma-separated), e.g. to split the check over several sessions",
     )
+    ap.add_argument(
+        "--runs",
+        default=",".join(RUNS),
+        help=f"which stage runs of the 'stages' part (comma-separated, of {','.join(RUNS)}; 1 always: stage 6 "
+        "starts from its export)",
+    )
     a = ap.parse_args(argv)
+    runs = [r for r in a.runs.split(",") if r]
+    if "1" not in runs or any(r not in RUNS for r in runs):
+        ap.error(f"--runs {a.runs}: give some of {','.join(RUNS)}, with 1 among them (stage 6 starts from its export)")
 
     import torch
 
@@ -191,7 +201,7 @@ def main(argv=None) -> int:
     # 2. stage runs: bf16 on the device vs fp32 on the CPU
     side = "gpu" if cuda else ("cpu-bf16" if a.cpu_bf16 else None)
     where = "1 GPU" if cuda else "CPU"
-    for name, stage, extra in RUNS if "stages" in parts else []:
+    for name, stage, extra in [RUNS[r] for r in RUNS if r in runs] if "stages" in parts else []:
         ref, err = train(a, "cpu", name, stage, extra)
         if ref is None:
             rows.append((f"{name}, fsdp fp32 CPU", err, "FAIL"))

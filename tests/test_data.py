@@ -17,7 +17,7 @@ from eeve.config import DataConfig, to_object
 from eeve.data.datamodule import EEVEDataModule
 from eeve.data.sampling import BLOCK
 from eeve.errors import ConfigError, CorpusError
-from eeve.tokenizer.info import TokenizerInfo
+from eeve.tokenizer.info import TokenizerInfo, tokenizer_info
 
 
 def _korean_paragraphs(demo: Path) -> list[str]:
@@ -375,6 +375,14 @@ def test_token_bytes_byte_level(tmp_path, demo_data):
     for d in ["대한민국은 민주공화국이다.", "Hello, world! ünï", "🎉 mixed 텍스트"]:
         ids = info.tok.encode(d).ids
         assert int(tb[ids].sum()) == len(d.encode("utf-8"))
+
+    # one TokenizerInfo per folder and process while its files stay the same; a rewritten folder is read again
+    shared = tokenizer_info(tmp_path)
+    assert shared is tokenizer_info(tmp_path) and shared is not info and shared.hash == info.hash
+    tok.add_tokens(["텍스트토큰"])
+    tok.save(str(tmp_path / "tokenizer.json"))
+    again = tokenizer_info(tmp_path)
+    assert again is not shared and again.vocab_size == shared.vocab_size + 1
 
 
 def test_bad_input_raises_corpus_error(corpus, tmp_path):

@@ -45,6 +45,8 @@ def test_gpu_check_runs_on_cpu_with_cuda_parts_skipped(tmp_path):
             "--batch",
             "4",
             "--cpu-bf16",
+            "--runs",
+            "1",  # stages 6 and 6 LoRA on two ranks: test_train.py, test_adapters.py
             "--out",
             str(tmp_path),
         ],
@@ -58,6 +60,14 @@ def test_gpu_check_runs_on_cpu_with_cuda_parts_skipped(tmp_path):
     assert "CUDA not available" in out and "| check | result | status |" in out
     assert "| CUDA-marked tests | skipped: no CUDA | SKIP |" in out
     assert "| stage_speed on the GPU | skipped: no CUDA | SKIP |" in out
-    for name in ("stage 1", "stage 6", "stage 6 LoRA"):
-        assert f"| {name}, fsdp fp32 CPU |" in out and f"| {name}, fsdp bf16 CPU vs fp32 CPU |" in out
-    assert "0 failed, 3 passed, 2 skipped" in out
+    assert "| stage 1, fsdp fp32 CPU |" in out and "| stage 1, fsdp bf16 CPU vs fp32 CPU |" in out
+    assert "| stage 6, " not in out  # --runs 1
+    assert "0 failed, 1 passed, 2 skipped" in out
+
+
+def test_runs_without_stage_1_is_refused():
+    from gpu_check import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--runs", "6"])
+    assert e.value.code == 2

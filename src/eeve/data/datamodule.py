@@ -81,7 +81,7 @@ from eeve.data.packing import FORMAT_VERSION, Packed, open_packed, pack_source
 from eeve.data.sampling import BLOCK, GlobalStreamSampler, MixtureStream, PackedDataset, ResumableLoader
 from eeve.errors import CorpusError
 from eeve.text.sources import SourceOptions
-from eeve.tokenizer.info import TokenizerInfo
+from eeve.tokenizer.info import TokenizerInfo, tokenizer_info
 
 
 class EEVEDataModule(L.LightningDataModule):
@@ -182,7 +182,7 @@ class EEVEDataModule(L.LightningDataModule):
     @property
     def tokenizer(self) -> TokenizerInfo:
         if self._tok is None:
-            self._tok = TokenizerInfo(self.tokenizer_dir)
+            self._tok = tokenizer_info(self.tokenizer_dir)
         return self._tok
 
     @property

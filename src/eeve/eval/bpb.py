@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from eeve.errors import ConfigError, EvalError, TokenizerBuildError
-from eeve.tokenizer.info import TokenizerInfo
+from eeve.tokenizer.info import TokenizerInfo, tokenizer_info
 from eeve.tokenizer.kinds import detect_kind
 
 LN2 = math.log(2.0)
@@ -43,7 +43,7 @@ def load_tokenizer(tokenizer) -> TokenizerInfo:
     if isinstance(tokenizer, TokenizerInfo):
         return tokenizer
     try:
-        return TokenizerInfo(Path(tokenizer))
+        return tokenizer_info(Path(tokenizer))
     except ConfigError:
         raise EvalError(f"{tokenizer} holds no tokenizer.json: evaluate a HF folder with a fast tokenizer") from None
 

@@ -3,7 +3,7 @@
 pip, builds the ``llama_cpp`` binding that checks the converted file, so converter and runtime are one version.
 
 ``llama_cpp_dir()`` downloads it once (``pip download``) into ``<cache>/llama_cpp/``, checks its SHA-256 and unpacks
-it there; later calls reuse the tree.
+what the converter reads there (``CONVERTER_PARTS``: 3 MB of the tree's 217 MB); later calls reuse the tree.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from eeve.errors import ExportError
 LLAMA_CPP_PYTHON = "0.3.36"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 SDIST = f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
+CONVERTER_PARTS = ("conversion/", "gguf-py/", "models/templates/", "licenses/")
+"""What ``convert_hf_to_gguf.py`` reads beside the tree's top-level files (its model modules, gguf-py, the chat
+templates some models embed); the C++ sources, docs and test vocabularies stay packed."""
 
 
 def cache_dir() -> Path:
@@ -61,8 +64,18 @@ def llama_cpp_dir(root: str | os.PathLike | None = None) -> Path:
     if (tree / "convert_hf_to_gguf.py").is_file():
         return tree
     sdist = download_sdist(root)
+    top = f"{tree.parents[1].name}/vendor/llama.cpp/"
     with tempfile.TemporaryDirectory(prefix=".unpack-", dir=root) as tmp:
         with tarfile.open(sdist) as tar:
-            tar.extractall(tmp, filter="data")
+            wanted = [m for m in tar.getmembers() if _converter_part(m.name, top)]
+            tar.extractall(tmp, members=wanted, filter="data")
         (Path(tmp) / tree.parents[1].name).rename(tree.parents[1])  # complete or absent, never half-unpacked
     return tree
+
+
+def _converter_part(name: str, top: str) -> bool:
+    """A top-level file of the vendored llama.cpp, or a file under one of ``CONVERTER_PARTS``."""
+    if not name.startswith(top):
+        return False
+    rest = name[len(top) :]
+    return "/" not in rest or rest.startswith(CONVERTER_PARTS)

@@ -10,7 +10,7 @@ from pathlib import Path
 from eeve.config import InitOptions, SourceConfig
 from eeve.model.init import INIT_METHODS
 from eeve.text.corpus import iter_documents
-from eeve.tokenizer.info import TokenizerInfo
+from eeve.tokenizer.info import tokenizer_info
 
 
 @dataclass
@@ -53,8 +53,8 @@ def init_inputs(cfg, tokenizer_dir: Path, expansion: dict) -> dict:
     return {
         "data": InitData(
             texts,
-            TokenizerInfo(tokenizer_dir),
-            TokenizerInfo(tokenizer_dir / "base_tokenizer"),
+            tokenizer_info(tokenizer_dir),
+            tokenizer_info(tokenizer_dir / "base_tokenizer"),
             freqs,
             cfg.init_options,
         )

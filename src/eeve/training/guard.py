@@ -26,7 +26,7 @@ import torch
 from eeve.io import atomic_write
 from eeve.model.expand import check_base_vocab
 from eeve.model.load import load_base_model
-from eeve.tokenizer.info import TokenizerInfo
+from eeve.tokenizer.info import tokenizer_info
 
 LN2 = math.log(2.0)
 
@@ -85,8 +85,8 @@ def base_validation_bpb(cfg, dm, tokenizer_dir: Path, cache_file: Path | None = 
     """The base model's BPB on the bytes of each validation set (see :func:`base_rows`), cached in
     ``cache_file`` under a key of the base model, the tokenizer, the validation caches and their sizes. Loads the
     whole base model: under DDP/FSDP only global rank 0 calls it (:func:`make_guard`)."""
-    exp_info = TokenizerInfo(tokenizer_dir)
-    base_info = TokenizerInfo(Path(tokenizer_dir) / "base_tokenizer")
+    exp_info = tokenizer_info(tokenizer_dir)
+    base_info = tokenizer_info(Path(tokenizer_dir) / "base_tokenizer")
     dm.setup("validate")
     weights = (
         sorted(
