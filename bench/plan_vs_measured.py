@@ -81,7 +81,7 @@ steps(build(small, 600, 500, a["trainable"], a["ckpt"], stage), 1, 2, 16, 600, b
 before = status("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark
 model = build(a["config"], a["vocab"], a["base"], a["trainable"], a["ckpt"], stage)
-steps(model, 3, a["batch"], a["seq_len"], a["vocab"], backbone_grad)
+steps(model, a["steps"], a["batch"], a["seq_len"], a["vocab"], backbone_grad)
 print(json.dumps({"peak": status("VmHWM") - before}))
 """
 
@@ -111,8 +111,9 @@ def stage_config(size: str, stage: int | str, checkpointing: bool):
     )
 
 
-def measured_peak(cfg) -> int:
-    """Peak bytes of three real training steps of the stage `cfg` describes (see the module docstring)."""
+def measured_peak(cfg, steps: int = 3) -> int:
+    """Peak bytes of ``steps`` real training steps of the stage `cfg` describes (see the module docstring); from
+    the second step on, every step holds what the peak holds (weights, AdamW's state, gradients, activations)."""
     args = {
         "config": dict(cfg.model.config),
         "vocab": VOCAB,
@@ -121,6 +122,7 @@ def measured_peak(cfg) -> int:
         "ckpt": cfg.model.activation_checkpointing,
         "batch": cfg.data.micro_batch_size,
         "seq_len": cfg.data.seq_len,
+        "steps": steps,
         "stage": dataclasses.asdict(cfg.stage),
     }
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONPATH=str(ROOT / "src"))

@@ -52,7 +52,7 @@ def test_plan_matches_measured_peak_on_cpu(size, stage, ckpt):
     cfg = bench.stage_config(size, stage, ckpt)
     assert cfg.stage.trainable == GROUPS[stage].split(",") and (cfg.stage.adapter == "lora") == stage.endswith("lora")
     plan = plan_stage(cfg)
-    peak = bench.measured_peak(cfg)
+    peak = bench.measured_peak(cfg, steps=2)  # the bench runs 3; the second already holds the peak
     assert abs(plan.peak / peak - 1) < 0.20, (plan.peak / 2**20, peak / 2**20, plan.phase)
 
 
