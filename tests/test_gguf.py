@@ -57,6 +57,22 @@ def tree():
     return llama_cpp_dir()
 
 
+@pytest.mark.slow
+def test_concurrent_unpacks_share_one_converter_tree(tree, tmp_path):
+    """Processes that find no tree unpack it side by side (pytest-xdist workers did): each into its own folder,
+    the first rename wins and the others use its tree; only the converter's part of the sdist is unpacked."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from eeve.gguf.source import SDIST, cache_dir
+
+    shutil.copy(cache_dir() / SDIST, tmp_path / SDIST)
+    with ThreadPoolExecutor(3) as pool:
+        trees = list(pool.map(lambda _: llama_cpp_dir(tmp_path), range(3)))
+    assert len(set(trees)) == 1 and (trees[0] / "convert_hf_to_gguf.py").is_file()
+    assert (trees[0] / "gguf-py" / "gguf").is_dir() and not (trees[0] / "ggml").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no unpack folder left behind
+
+
 @pytest.fixture(scope="module")
 def sp_export(expanded_tokenizer, tmp_path_factory):
     return make_export(expanded_tokenizer, tmp_path_factory.mktemp("sp") / "stage7")

@@ -44,14 +44,16 @@ def download_sdist(root: Path) -> Path:
     sdist = root / SDIST
     if not sdist.is_file():
         root.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d", str(root)]
-        r = subprocess.run([*cmd, f"llama-cpp-python=={LLAMA_CPP_PYTHON}"], capture_output=True, text=True)
-        if r.returncode != 0 or not sdist.is_file():
-            last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ExportError(
-                f"could not download llama-cpp-python=={LLAMA_CPP_PYTHON} from PyPI ({last}); put {SDIST} into "
-                f"{root} or pass --llama-cpp DIR (a llama.cpp checkout)"
-            )
+        with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as tmp:  # another process may be at it too
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d", tmp]
+            r = subprocess.run([*cmd, f"llama-cpp-python=={LLAMA_CPP_PYTHON}"], capture_output=True, text=True)
+            if r.returncode != 0 or not (Path(tmp) / SDIST).is_file():
+                last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+                raise ExportError(
+                    f"could not download llama-cpp-python=={LLAMA_CPP_PYTHON} from PyPI ({last}); put {SDIST} into "
+                    f"{root} or pass --llama-cpp DIR (a llama.cpp checkout)"
+                )
+            os.replace(Path(tmp) / SDIST, sdist)  # whole or absent
     if _sha256(sdist) != SDIST_SHA256:
         raise ExportError(f"{sdist} does not have the pinned SHA-256 {SDIST_SHA256}: delete it and run again")
     return sdist
@@ -69,7 +71,12 @@ def llama_cpp_dir(root: str | os.PathLike | None = None) -> Path:
         with tarfile.open(sdist) as tar:
             wanted = [m for m in tar.getmembers() if _converter_part(m.name, top)]
             tar.extractall(tmp, members=wanted, filter="data")
-        (Path(tmp) / tree.parents[1].name).rename(tree.parents[1])  # complete or absent, never half-unpacked
+        try:
+            (Path(tmp) / tree.parents[1].name).rename(tree.parents[1])  # complete or absent, never half-unpacked
+        except OSError:
+            if not (tree / "convert_hf_to_gguf.py").is_file():
+                raise
+            # another process unpacked it first (its rename is as complete as ours would have been)
     return tree
 
 
