@@ -209,12 +209,11 @@ def test_property_marks_and_joiners(built, data):
     ts = built["target_scripts"]
     points = ts.target_code_points()
     target_char = st.integers(0, len(points) - 1).map(lambda i: chr(int(points[i])))
+    # U+2581 left out: SentencePiece-style tokenizers, the base included, decode it as a space (test_tokenizer_build)
+    anything = st.characters(codec="utf-8", exclude_characters="\u2581")
     x = data.draw(
         st.lists(
-            st.one_of(
-                target_char, target_char, st.sampled_from(MARKS + list(" .,a1😀\n")), st.characters(codec="utf-8")
-            ),
-            max_size=40,
+            st.one_of(target_char, target_char, st.sampled_from(MARKS + list(" .,a1😀\n")), anything), max_size=40
         ).map("".join)
     )
     t, b = built["target"], built["base"]

@@ -127,12 +127,11 @@ def test_autotokenizer_loads_and_adds_bos(built):
 # ------------------------------------------------------------------------------------------- property tests
 HANGUL = st.characters(min_codepoint=0xAC00, max_codepoint=0xD7A3)
 JAMO = st.characters(min_codepoint=0x1100, max_codepoint=0x11FF)
-# U+2581 "▁" is left out: SentencePiece-style tokenizers (the base included) map it to a space, so it decodes as " "
-# (test_literal_metaspace_like_base pins that down).
+# U+2581 "▁" is left out, of the special characters and of the random ones: SentencePiece-style tokenizers (the base
+# included) map it to a space, so it decodes as " " (test_literal_metaspace_like_base pins that down).
 SPECIAL = list(" \t\n\r.,!?0123456789😀👍🏽\u200d\u0301\u3000漢字") + ["\u1112\u1161\u11ab"]  # NFD 한
-MIXED = st.lists(
-    st.one_of(HANGUL, HANGUL, JAMO, st.sampled_from(SPECIAL), st.characters(codec="utf-8")), max_size=60
-).map("".join)
+ANY = st.characters(codec="utf-8", exclude_characters="\u2581")
+MIXED = st.lists(st.one_of(HANGUL, HANGUL, JAMO, st.sampled_from(SPECIAL), ANY), max_size=60).map("".join)
 NON_HANGUL = st.text(st.characters(codec="utf-8").filter(lambda c: not KO.is_target_char(c)), max_size=60)
 
 
