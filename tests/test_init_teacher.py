@@ -32,13 +32,15 @@ def setup(expanded_tokenizer, tmp_path_factory):
     return cfg, exp, init_inputs(cfg, expanded_tokenizer, exp)["data"]
 
 
-def expand(cfg, exp, data, init, tok_dir):
+def expand(cfg, exp, data, init, tok_dir, attention=None):
     from tokenizers import Tokenizer
 
     from eeve.model.expand import expand_model
     from eeve.model.load import load_base_model
 
     base = load_base_model(cfg.model, seed=cfg.seed)
+    if attention:
+        base.set_attn_implementation(attention)
     old_in = base.get_input_embeddings().weight.detach().clone()
     old_out = base.get_output_embeddings().weight.detach().clone()
     tok = Tokenizer.from_file(str(tok_dir / "base_tokenizer" / "tokenizer.json"))
@@ -120,3 +122,25 @@ def test_distill_trains_only_new_rows_and_lowers_the_teachers_loss(setup, expand
     st = summary.method_stats
     assert st["head_fit_heldout_nats_after"] < st["head_fit_heldout_nats_before"]
     assert st["distill_steps"] == 2 and math.isfinite(st["distill_ce_last"]) and math.isfinite(st["distill_kl_last"])
+
+
+@pytest.mark.parametrize("init", ["mass_first_piece", "distill"])
+def test_init_flops_match_torch_counter(setup, expanded_tokenizer, init):
+    """The init's passes over the base model (charged to a FLOP budget, eeve.training.flops.init_flops) against
+    torch's FlopCounterMode around the whole expansion (attention eager: the counter does not see CPU SDPA). The
+    plan made before the run (the budget's stand-in) is an upper bound of what ran."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from eeve.model.init import get_init
+    from eeve.training.flops import init_flops
+
+    cfg, exp, data = setup
+    with FlopCounterMode(display=False) as counter:
+        model, summary, *_ = expand(cfg, exp, data, init, expanded_tokenizer, attention="eager")
+    counted = counter.get_total_flops()
+    base, vocab = exp["base_vocab_size"], exp["vocab_size"]
+    formula = init_flops(model.config, base, vocab, summary.passes)
+    assert abs(formula / counted - 1) < 0.10, (counted, formula, summary.passes)
+    assert abs(formula / counted - 1) < 0.001, (counted, formula)  # measured: equal (1.98483e9, 6.68802e9)
+    planned = get_init(init).planned_passes(cfg.init_options, model.config.hidden_size, base, vocab - base)
+    assert formula <= init_flops(model.config, base, vocab, planned) < 3 * formula

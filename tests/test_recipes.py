@@ -47,7 +47,7 @@ def test_recipes_compose_to_their_shape(expanded_tokenizer, tmp_path):
 def test_budget_spreads_flops_tokens_and_bytes_over_stages(expanded_tokenizer, tmp_path):
     from eeve.errors import ConfigError
     from eeve.model.expand import read_expansion
-    from eeve.training.budget import apply_budget
+    from eeve.training.budget import apply_budget, run_init_flops
     from eeve.training.flops import stage_flops_per_token
 
     exp = read_expansion(expanded_tokenizer)
@@ -57,7 +57,9 @@ def test_budget_spreads_flops_tokens_and_bytes_over_stages(expanded_tokenizer, t
         stage = apply_budget(cfg.stage, n, cfg, exp)
         per = stage_flops_per_token(dict(cfg.model.config), stage.trainable, 32000, exp["vocab_size"], 64)
         share = 16 / 23 if n == "6" else 1 / 23
-        assert stage.max_tokens * per["per_token"] == pytest.approx(2.3e12 * share, rel=1e-3)
+        init = run_init_flops(cfg, exp)  # mass_first_piece's teacher pass is paid first
+        assert 0.01 * 2.3e12 < init < 0.1 * 2.3e12
+        assert stage.max_tokens * per["per_token"] == pytest.approx((2.3e12 - init) * share, rel=1e-3)
         tokens[n] = stage.max_tokens
     assert tokens["2"] > tokens["1"]  # no backward through the backbone buys stage 2 more tokens for its FLOPs
 
@@ -68,6 +70,31 @@ def test_budget_spreads_flops_tokens_and_bytes_over_stages(expanded_tokenizer, t
     assert apply_budget(cfg.stage, "3", cfg, exp, lambda: 2.5).max_tokens == 400000
     with pytest.raises(ConfigError, match="give one of budget.tokens"):
         compose_cfg(tmp_path, expanded_tokenizer, tmp_path, "budget.bytes=1", "budget.flops=1")
+
+
+def test_the_init_is_paid_from_a_flop_budget(expanded_tokenizer, tmp_path):
+    """A FLOP budget pays the init's passes over the base model first: planned before the expanding stage runs,
+    then what it recorded (flops.init in its metrics.json); an init that reads no text (mean_subwords) and a run
+    that does not expand pay nothing; a budget below the init's cost is refused."""
+    from eeve.errors import ConfigError
+    from eeve.model.expand import read_expansion
+    from eeve.training.budget import apply_budget, run_init_flops
+
+    exp = read_expansion(expanded_tokenizer)
+    run = tmp_path / "run"
+    cfg = compose_cfg(run, expanded_tokenizer, tmp_path, "stage=2", "budget.flops=2.3e12")
+    planned = run_init_flops(cfg, exp)
+    before = apply_budget(cfg.stage, "2", cfg, exp).max_tokens
+    (run / "stage1").mkdir(parents=True)
+    (run / "stage1" / "metrics.json").write_text(json.dumps({"flops": {"train": 1e11 - 2e10, "init": 2e10}}))
+    assert run_init_flops(cfg, exp) == 2e10 < planned  # recorded; stage 1 spent its share (1e11 of 2.3e12 / 23)
+    assert apply_budget(cfg.stage, "2", cfg, exp).max_tokens > before
+    for k, arg in enumerate(("init=mean_subwords", "recipe=eeve_paper", "recipe=no_expansion")):
+        other = compose_cfg(tmp_path / f"o{k}", expanded_tokenizer, tmp_path, arg, "budget.flops=2.3e12")
+        assert run_init_flops(other, exp) == 0, arg
+    small = compose_cfg(tmp_path / "small", expanded_tokenizer, tmp_path, "stage=2", f"budget.flops={planned / 2}")
+    with pytest.raises(ConfigError, match="does not cover init=mass_first_piece"):
+        apply_budget(small.stage, "2", small, exp)
 
 
 def test_a_stage_that_overspent_its_share_leaves_the_next_one_less(expanded_tokenizer, tmp_path):

@@ -22,7 +22,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from eeve.eval.stage_eval import read_metrics
 from eeve.eval.table import eval_table
-from eeve.layout import resolve, stage_dir, stage_order
+from eeve.layout import flops_spent, resolve, stage_dir, stage_order
 from eeve.model.load import looks_local
 
 README = "README.md"
@@ -111,9 +111,7 @@ def data_section(cfg) -> str:
 
 
 def _flops(m: dict) -> str:
-    f = m.get("flops")
-    if isinstance(f, dict):
-        f = f.get("total", f.get("train"))
+    f = flops_spent(m) if isinstance(m.get("flops"), dict) else m.get("flops")
     return f"{f:.3g}" if isinstance(f, (int, float)) else ""
 
 

@@ -66,6 +66,13 @@ def metrics_before(cfg: TrainConfig, number: int) -> list[dict]:
     return [json.loads(p.read_text(encoding="utf-8")) for p in paths if p.is_file()]
 
 
+def flops_spent(metrics: dict) -> float | None:
+    """The FLOPs a finished stage spent (its metrics.json; None where it recorded none): its training steps plus,
+    in the stage that expanded the model, the init's passes over the base model (eeve.training.flops)."""
+    f = metrics.get("flops") or {}
+    return None if f.get("train") is None else float(f["train"]) + float(f.get("init") or 0)
+
+
 def stage_source(cfg: TrainConfig, number: int, check: bool = True) -> Path | None:
     """The exported model stage ``number`` starts from (None: the expanded base); checked to exist unless
     ``check`` is false."""

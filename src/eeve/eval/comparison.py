@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from eeve.errors import EvalError
-from eeve.layout import number_of
+from eeve.layout import flops_spent, number_of
 
 _STAGE_DIR = re.compile(r"^stage(\d+)$")
 
@@ -102,9 +102,9 @@ def load_run(folder: Path, name: str) -> Run:
 def points(stages: list[dict]) -> list[Point]:
     out, flops, tokens, nbytes = [], 0.0, 0, 0
     for m in stages:
-        train = (m.get("flops") or {}).get("train")
-        before = flops
-        flops = None if flops is None or train is None else flops + train
+        spent, init = flops_spent(m), float((m.get("flops") or {}).get("init") or 0)
+        before = None if flops is None else flops + init  # a stage's steps start after its init
+        flops = None if flops is None or spent is None else flops + spent
         tokens += int(m.get("tokens", 0))
         nbytes = None if nbytes is None or m.get("text_bytes") is None else nbytes + int(m["text_bytes"])
         ev = (m.get("eval") or {}).get("bpb")

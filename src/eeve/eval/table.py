@@ -1,8 +1,9 @@
 """The run's table: the base (stage 0) and every stage on the same held-out bytes, with the change against the base.
 
 Rows: ``0 (base)``, then ``1 start`` (the expanded model before training, when measured), then each stage's
-export. Training FLOPs, cumulative over the rows' stages in order (``metrics["flops"]["train"]``,
-eeve.training.flops; "–" from the first stage that did not record them; the column only when some row has them).
+export. FLOPs, cumulative over the rows' stages in order (training steps plus the init's passes over the base
+model: eeve.layout.flops_spent; the ``start`` row stands after the init; "–" from the first stage that did not
+record them; the column only when some row has them).
 Per language: bits per byte and its change against the base in percent; characters per token and the share of
 byte-fallback tokens (per language, ``ko / en``); one column per benchmark (its main metric); the parameter groups
 the stage changed (measured from the weights).
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eeve.eval.harness import main_metric
+from eeve.layout import flops_spent
 
 
 def _pct(v: float, ref: float | None) -> str:
@@ -78,6 +80,7 @@ def _model_rows(m: dict, is_base: bool, cum: float | None, cols: _Columns) -> tu
     ev = m["eval"]
     out = []
     start = [p for p in ev.get("series", []) if p.get("step") == 0]
+    init = float((m.get("flops") or {}).get("init") or 0)
     if start and not is_base:
         first = start[0]
         out.append(
@@ -85,15 +88,15 @@ def _model_rows(m: dict, is_base: bool, cum: float | None, cols: _Columns) -> tu
                 f"{m['stage']} start",
                 "(expanded, untrained)",
                 f"{first['tokens']:,}",
-                _flops(cum),
+                _flops(None if cum is None else cum + init),
                 first["bpb"],
                 None,
                 "",
                 cols,
             )
         )
-    train = (m.get("flops") or {}).get("train")
-    cum = None if cum is None or (train is None and not is_base) else cum + (train or 0)
+    spent = flops_spent(m)
+    cum = None if cum is None or (spent is None and not is_base) else cum + (spent or 0)
     label = "0 (base)" if is_base else str(m["stage"])
     trained = "base model, base tokenizer" if is_base else "+".join(m.get("trainable", []))
     tokens = f"{m['tokens']:,}" if isinstance(m.get("tokens"), int) else ""

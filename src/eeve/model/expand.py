@@ -80,6 +80,8 @@ class ExpansionSummary:
     """Mean number of pieces per new token used for the input mean (after dropping the marker)."""
     untied: bool = False
     examples: list[dict] = field(default_factory=list)
+    passes: list[dict] = field(default_factory=list)
+    """The passes over the base model the init ran (eeve.model.init.InitMethod; their FLOPs: eeve.training.flops)."""
     method_stats: dict = field(default_factory=dict)
     """What the init method measured (teacher sample size, fitted offsets, losses before/after a fit)."""
 

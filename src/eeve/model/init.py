@@ -39,6 +39,7 @@ from eeve.config import INITS
 from eeve.errors import ExpansionError
 from eeve.model.split import head_transform
 from eeve.model.teacher import (
+    TEACHER_CHUNK,
     DistillRows,
     DistillSettings,
     distill_new_rows,
@@ -47,6 +48,7 @@ from eeve.model.teacher import (
     fit_new_output_rows,
     shift_direction,
     teacher_pass,
+    teacher_passes,
 )
 from eeve.tokenizer.kinds import kind_of_tokenizer
 
@@ -80,6 +82,11 @@ class InitMethod:
 
     def rows(self, ctx: InitContext) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def planned_passes(self, options, hidden: int, base_vocab: int, n_new: int) -> list[dict]:
+        """What ``rows`` will run over the base model (eeve.model.teacher's passes), before it runs: an upper
+        bound for a FLOP budget. ``rows`` records what it did run in ``ctx.stats["passes"]``."""
+        return []
 
 
 INIT_METHODS: dict[str, type[InitMethod]] = {}
@@ -210,7 +217,12 @@ class MassFirstPiece(InitMethod):
         ctx.stats.update(
             sample.stats, **st, family_offset=round(b, 4), n_families=len(sizes), largest_families=sizes[:5]
         )
+        ctx.stats["passes"] = list(sample.passes)
         return new_in, new_out, sample
+
+    def planned_passes(self, options, hidden, base_vocab, n_new):
+        chunks = [TEACHER_CHUNK] * math.ceil(options.teacher_tokens / TEACHER_CHUNK)
+        return teacher_passes(chunks, options.teacher_tokens, hidden, base_vocab)
 
 
 @register
@@ -244,7 +256,7 @@ class Distill(MassFirstPiece):
             o.head_lr,
             seed=int(ctx.generator.initial_seed()),
         )
-        ctx.stats.update(st)
+        _record(ctx, st)
         if o.distill_steps > 0:
             new_in, new_out, st = distill_new_rows(
                 ctx.model,
@@ -254,8 +266,27 @@ class Distill(MassFirstPiece):
                     o.distill_steps, o.distill_batch, o.distill_seq_len, o.distill_lr, int(ctx.generator.initial_seed())
                 ),
             )
-            ctx.stats.update(st)
+            _record(ctx, st)
         return new_in, new_out
+
+    def planned_passes(self, options, hidden, base_vocab, n_new):
+        o = options
+        fit = {"what": "head fit", "flops": 4 * hidden * n_new * o.teacher_tokens * (o.head_epochs + 1)}
+        passes = super().planned_passes(options, hidden, base_vocab, n_new) + [fit]
+        if o.distill_steps > 0:
+            tokens = o.distill_steps * o.distill_batch * o.distill_seq_len
+            distill = {"groups": ["new_input"], "tokens": tokens, "seq": o.distill_seq_len, "head": "expanded"}
+            passes += [
+                {"what": "distill", **distill},
+                {"what": "distill teacher logits", "flops": 2 * hidden * base_vocab * tokens},
+            ]
+        return passes
+
+
+def _record(ctx: InitContext, stats: dict) -> None:
+    """A step's statistics into ``ctx.stats``, its passes after the earlier steps'."""
+    ctx.stats["passes"] = ctx.stats.get("passes", []) + stats.pop("passes", [])
+    ctx.stats.update(stats)
 
 
 def _item_space(ids: torch.Tensor, ctx) -> torch.Tensor:

@@ -7,6 +7,12 @@ base model, having read the base pieces, and the expanded model, having read the
 bytes and should predict the same continuation. The teacher pass runs the base model once over the sample and
 keeps, at aligned positions only, its final hidden state, the normaliser of its logits, and the next token of
 the expanded tokenization.
+
+Each function that runs the model or multiplies matrices records what it ran as *passes* (``stats["passes"]``):
+``{"what", "groups", "tokens", "seq", "head"}`` for a pass through the backbone (the groups that carry a gradient,
+tokens, the effective positions per sequence for attention, which head block it computes at every position:
+"none", "base" or "expanded"), or ``{"what", "flops"}`` for plain matrix products. eeve.training.flops turns them
+into FLOPs, so that an init that reads text is charged against a run's FLOP budget like a stage.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from eeve.errors import ExpansionError
 from eeve.lr_schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
+
+TEACHER_CHUNK = 256
+"""Base tokens per sequence of the teacher pass."""
 
 
 @dataclass
@@ -50,6 +59,8 @@ class TeacherSample:
     chunk_of: torch.Tensor
     """[N] index of the chunk each aligned position belongs to."""
     stats: dict = field(default_factory=dict)
+    passes: list[dict] = field(default_factory=list)
+    """What building the sample ran (see the module docstring)."""
 
 
 def aligned_positions(
@@ -100,7 +111,7 @@ def family_pieces(first_piece: dict[int, int]) -> tuple[torch.Tensor, dict[int, 
 
 @torch.no_grad()
 def teacher_pass(
-    model, old_out: torch.Tensor, data, first_piece: dict[int, int], max_tokens: int, chunk_tokens: int = 256
+    model, old_out: torch.Tensor, data, first_piece: dict[int, int], max_tokens: int, chunk_tokens: int = TEACHER_CHUNK
 ) -> TeacherSample:
     """Run the base ``model`` over the sample's chunks (at most ``max_tokens`` base tokens in all)."""
     from eeve.model.split import head_transform, transform_logits
@@ -132,8 +143,28 @@ def teacher_pass(
         cof.append(torch.full((len(c.base_pos),), k, dtype=torch.long))
     model.train(was)
     sample = TeacherSample(kept, torch.cat(hid), torch.cat(nxt), torch.cat(lz), torch.cat(flp), torch.cat(cof))
-    sample.stats = {"teacher_tokens": total, "aligned_positions": int(sample.hidden.shape[0]), "chunks": len(kept)}
+    n = int(sample.hidden.shape[0])
+    sample.stats = {"teacher_tokens": total, "aligned_positions": n, "chunks": len(kept)}
+    sample.passes = teacher_passes([len(c.base_ids) for c in kept], n, old_out.shape[1], old_out.shape[0])
     return sample
+
+
+def teacher_passes(chunk_lengths: list[int], aligned: int, hidden: int, base_vocab: int) -> list[dict]:
+    """What :func:`teacher_pass` and :func:`shift_direction` run: the backbone forward over every chunk
+    (attention's effective positions per sequence: sum(L^2) / sum(L)), the base head at the aligned positions,
+    and the shift direction's H^T H."""
+    tokens = sum(chunk_lengths)
+    return [
+        {
+            "what": "teacher forward",
+            "groups": [],
+            "tokens": tokens,
+            "seq": sum(L * L for L in chunk_lengths) / max(tokens, 1),
+            "head": "none",
+        },
+        {"what": "teacher head at aligned positions", "flops": 2 * hidden * base_vocab * aligned},
+        {"what": "shift direction", "flops": 2 * aligned * hidden * hidden},
+    ]
 
 
 def shift_direction(hidden: torch.Tensor, ridge: float = 1e-3) -> tuple[torch.Tensor, dict]:
@@ -224,7 +255,10 @@ def fit_new_output_rows(
         now = heldout()
         if now < best:
             best, best_rows, best_epoch = now, w.detach().clone(), epoch
+    h, new = H.shape[1], w.shape[0]
+    flops = 4 * h * new * len(train) * epochs + 2 * h * new * len(val) * (epochs + 1)  # h @ w.T and its w-gradient
     return best_rows, {
+        "passes": [{"what": "head fit", "flops": flops}],
         "head_fit_epochs": best_epoch,
         "head_fit_heldout_nats_before": round(before, 4),
         "head_fit_heldout_nats_after": round(best, 4),
@@ -270,13 +304,14 @@ def distill_new_rows(
     # per chunk: where its aligned positions start in the teacher arrays
     starts = np.concatenate([[0], np.cumsum([len(c.exp_pos) for c in sample.chunks])])
     g = torch.Generator().manual_seed(opts.seed)
-    hist = []
+    hist, teacher_rows = [], 0
     with _frozen_eval(model):
         for step in range(opts.steps):
             picks = torch.randint(0, len(sample.chunks), (opts.batch,), generator=g).tolist()
             x, lengths, kr, kt = _distill_batch(sample, picks, starts, opts.seq_len, rows.old_in.device)
             emb = torch.cat([rows.old_in, w_in], 0)[x] * emb_scale
             ce, kl = _distill_losses(model, sample, rows, emb, x, lengths, kr, kt)
+            teacher_rows += len(kt)
             loss = ce + kl
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -291,6 +326,16 @@ def distill_new_rows(
         w_in.detach(),
         rows.new_out,
         {
+            "passes": [
+                {  # the backbone and the whole head at every position, gradients to the input rows
+                    "what": "distill",
+                    "groups": ["new_input"],
+                    "tokens": opts.steps * opts.batch * opts.seq_len,
+                    "seq": opts.seq_len,
+                    "head": "expanded",
+                },
+                {"what": "distill teacher logits", "flops": 2 * rows.old_in.shape[1] * rows.base_vocab * teacher_rows},
+            ],
             "distill_steps": opts.steps,
             "distill_ce_first": round(float(first[0]), 4),
             "distill_ce_last": round(float(last[0]), 4),

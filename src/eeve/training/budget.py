@@ -6,6 +6,10 @@ turns that into the stage's ``max_tokens`` with the stage's own FLOPs per token 
 with the mixture's expected UTF-8 bytes per training token under the run's tokenizer (an expanded tokenizer reads
 more text per token), ``budget.tokens`` with tokens as they are. Shares default to equal (``budget.shares``).
 
+Under ``budget.flops`` the init pays first: ``mass_first_piece`` and ``distill`` run the base model over text
+before stage 1 trains (eeve.training.flops counts it as the expanding stage's ``flops.init``), and the stages share
+what is left. Before that stage has run, the init method's planned passes stand in for it (an upper bound).
+
 A stage trains whole steps, so it spends a little more than its share; the next stage of the run gets that much
 less (what the earlier stages' metrics.json record against their shares), so the run as a whole ends within one
 step of its budget instead of one step per stage over it.
@@ -20,7 +24,8 @@ from pathlib import Path
 from eeve.config import BudgetConfig, StageConfig
 from eeve.errors import ConfigError
 from eeve.layout import stage_dir, stage_number
-from eeve.training.flops import stage_flops_per_token
+from eeve.model.init import get_init
+from eeve.training.flops import Shape, init_flops, stage_flops_per_token
 
 
 def stage_share(budget: BudgetConfig, name: str, stages: list[str]) -> float:
@@ -49,8 +54,17 @@ def apply_budget(stage: StageConfig, name: str, cfg, expansion: dict, bytes_per_
     kind = cfg.budget.kind()
     if kind is None:
         return stage
-    total = float(getattr(cfg.budget, kind)) * stage_share(cfg.budget, name, [str(s) for s in cfg.stages])
-    total = max(0.0, total - overspent_before(cfg, name, kind))
+    pool = float(getattr(cfg.budget, kind))
+    if kind == "flops":
+        init = run_init_flops(cfg, expansion)
+        if init >= pool:
+            raise ConfigError(
+                f"budget.flops={pool:.4g} does not cover init={cfg.init}'s {init:.4g} FLOPs over the base model: "
+                "raise budget.flops or lower init_options.teacher_tokens"
+            )
+        pool -= init
+    total = pool * stage_share(cfg.budget, name, [str(s) for s in cfg.stages])
+    total = max(0.0, total - overspent_before(cfg, name, kind, pool))
     if kind == "tokens":
         tokens = total
     elif kind == "bytes":
@@ -71,9 +85,25 @@ def apply_budget(stage: StageConfig, name: str, cfg, expansion: dict, bytes_per_
 SPENT = {"tokens": ("tokens",), "bytes": ("text_bytes",), "flops": ("flops", "train")}  # metrics.json keys
 
 
-def overspent_before(cfg, name: str, kind: str) -> float:
-    """What the run's stages before ``name`` (in ``stages``) spent beyond their shares of the budget, in the
-    budget's unit, from their metrics.json (a stage without one counts as spending its share exactly)."""
+def run_init_flops(cfg, expansion: dict) -> float:
+    """The FLOPs of the run's init: what the run's first stage (the one that expands) recorded as ``flops.init``,
+    or before it has run, the init method's planned passes; 0 for a run that does not expand."""
+    if not cfg.recipe.expand:
+        return 0.0
+    first = stage_dir(cfg, stage_number(cfg, str(cfg.stages[0]))) / "metrics.json"
+    if first.is_file():
+        return float((json.loads(first.read_text(encoding="utf-8")).get("flops") or {}).get("init") or 0)
+    model = model_config_dict(cfg.model)
+    base, vocab = expansion["base_vocab_size"], expansion["vocab_size"]
+    passes = get_init(cfg.init).planned_passes(cfg.init_options, Shape.from_config(model).hidden, base, vocab - base)
+    return float(init_flops(model, base, vocab, passes))
+
+
+def overspent_before(cfg, name: str, kind: str, pool: float | None = None) -> float:
+    """What the run's stages before ``name`` (in ``stages``) spent beyond their shares of ``pool`` (default: the
+    budget), in the budget's unit, from their metrics.json (a stage without one counts as spending its share
+    exactly)."""
+    pool = float(getattr(cfg.budget, kind)) if pool is None else pool
     stages = [str(s) for s in cfg.stages]
     if str(name) not in stages:
         return 0.0
@@ -84,5 +114,5 @@ def overspent_before(cfg, name: str, kind: str) -> float:
         for key in SPENT[kind]:
             spent = spent.get(key) if isinstance(spent, dict) else None
         if spent is not None:
-            over += float(spent) - float(getattr(cfg.budget, kind)) * stage_share(cfg.budget, earlier, stages)
+            over += float(spent) - pool * stage_share(cfg.budget, earlier, stages)
     return over

@@ -20,7 +20,10 @@ rotary embeddings and embedding lookups are 0. Per position (one predicted token
     products: forward ``2 r (a + b)``, weight gradients ``2 r (a + b)``, input gradient through ``B`` always and
     through ``A`` when the layer's input carries a gradient; the frozen base weight gets input gradients only.
 
-Counted: training steps only (``steps x tokens per step``); validation and evaluation passes are not counted.
+Counted: training steps (``steps x tokens per step``: ``train``) and, in the stage that expands the model, the
+init's passes over the base model (``init``: ``mass_first_piece``'s teacher pass, ``distill``'s fits; the passes
+come from eeve.model.init and are counted with the same formula); a run's budget pays for both. Validation and
+evaluation passes are not counted.
 ``per_token`` is per *counted* training token (``metrics["tokens"]``: ``seq_len`` tokens per sequence, of which
 ``seq_len - 1`` are predicted), so ``train = tokens x per_token`` and a FLOP budget turns into a token budget by
 division. Activation-checkpointing recomputation is not counted (model FLOPs, not hardware FLOPs). torch's
@@ -35,7 +38,7 @@ from dataclasses import dataclass
 import lightning as L
 
 from eeve.errors import ConfigError
-from eeve.layout import metrics_before
+from eeve.layout import flops_spent, metrics_before
 
 _NOT_GATED = {"gpt2", "gpt_neox", "gptj", "opt", "phi", "falcon", "bloom", "starcoder2", "gpt_bigcode", "codegen"}
 """Model types whose MLP has two matrices (up, down); every other is gated (gate, up, down: Llama, Gemma, Qwen...)."""
@@ -174,22 +177,48 @@ def module_flops_per_token(module) -> dict:
     )
 
 
+def init_flops(model_config, base_vocab: int, vocab: int, passes: list[dict]) -> int:
+    """FLOPs of an init's passes (eeve.model.teacher's module docstring): a backbone pass costs its tokens times
+    :func:`flops_per_position` for its gradient-carrying groups at its positions per sequence, with the head block
+    it computes (none, the base rows, or all rows); a ``flops`` pass is what it says."""
+    total = 0.0
+    for p in passes:
+        if "flops" in p:
+            total += float(p["flops"])
+            continue
+        v = {"none": 0, "base": base_vocab, "expanded": vocab}[p["head"]]
+        fwd, bwd = flops_per_position(model_config, p["groups"], min(base_vocab, v), v, p["seq"])
+        total += (fwd + bwd) * float(p["tokens"])
+    return int(round(total))
+
+
+def module_init_flops(module) -> int:
+    """The init's FLOPs when this stage expanded the model (its ``eeve_expansion`` summary), else 0."""
+    summary = getattr(module.model, "eeve_expansion", None)
+    if summary is None or not summary.passes:
+        return 0
+    return init_flops(module.model.config, summary.base_vocab_size, summary.vocab_size, summary.passes)
+
+
 def flops_metrics(module, tokens: int) -> dict:
-    """``metrics["flops"]``: FLOPs the stage spent on ``tokens`` counted training tokens."""
+    """``metrics["flops"]``: FLOPs the stage spent on ``tokens`` counted training tokens (``train``) and, where it
+    expanded the model, on the init (``init``)."""
     per = module_flops_per_token(module)
     return {
         "train": int(round(per["per_token"] * tokens)),
+        "init": module_init_flops(module),
         "per_token": round(per["per_token"], 1),
         "forward_per_token": round(per["forward_per_token"], 1),
-        "counted": "training steps only (validation not counted); matrix products; see eeve.training.flops",
+        "counted": "training steps and the init's passes over the base model (validation not counted); matrix "
+        "products; see eeve.training.flops",
     }
 
 
 class FlopsLogger(L.Callback):
-    """TensorBoard, in the stage's own folder: ``flops/cumulative`` (training FLOPs since the first stage started:
-    ``offset`` = the earlier stages' ``metrics["flops"]["train"]``) at every optimizer step, and every validation's
-    bits per byte per language against it: ``val_flops/<lang>_bpb`` with step = cumulative FLOPs in GFLOP (TensorBoard
-    steps are integers), so all stages' folders share one FLOP x-axis."""
+    """TensorBoard, in the stage's own folder: ``flops/cumulative`` (FLOPs since the run started: ``offset`` = what
+    the earlier stages spent, plus this stage's init when it expanded the model) at every optimizer step, and every
+    validation's bits per byte per language against it: ``val_flops/<lang>_bpb`` with step = cumulative FLOPs in
+    GFLOP (TensorBoard steps are integers), so all stages' folders share one FLOP x-axis."""
 
     def __init__(self, offset: float = 0.0):
         self.offset = float(offset)
@@ -198,6 +227,7 @@ class FlopsLogger(L.Callback):
     def cumulative(self, pl_module, step: int) -> float:
         if self._per_step is None:
             self._per_step = module_flops_per_token(pl_module)["per_token"] * pl_module.tokens_per_step
+            self.offset += module_init_flops(pl_module)
         return self.offset + step * self._per_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -213,5 +243,5 @@ class FlopsLogger(L.Callback):
 
 
 def flops_before(cfg, number: int) -> float:
-    """Training FLOPs of the stages before ``number`` in the schedule whose exports exist."""
-    return float(sum((m.get("flops") or {}).get("train", 0) for m in metrics_before(cfg, number)))
+    """FLOPs spent by the stages before ``number`` in the schedule whose exports exist (steps and init)."""
+    return float(sum(flops_spent(m) or 0 for m in metrics_before(cfg, number)))

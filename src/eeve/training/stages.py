@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from eeve.config import StageConfig, TrainConfig
 from eeve.data.datamodule import EEVEDataModule
 from eeve.errors import ConfigError, StageError
-from eeve.layout import resolve, stage_dir, stage_source
+from eeve.layout import flops_spent, resolve, stage_dir, stage_source
 from eeve.model import equivalence
 from eeve.model.delta import SafetensorsWeights, base_weights, delta_writer
 from eeve.model.expand import expand_model, read_expansion
@@ -476,7 +476,8 @@ def summary_table(results: list[dict]) -> str:
     rows = ["| " + " | ".join([*head, "groups changed"]) + " |", "|" + "---|" * (len(head) + 1)]
     flops = 0.0
     for m in results:
-        flops = None if flops is None or not m.get("flops") else flops + m["flops"]["train"]
+        spent = flops_spent(m)
+        flops = None if flops is None or spent is None else flops + spent
 
         def bpb(lang):
             s, e = m["val_start"].get(lang, {}).get("bpb"), m["val_end"].get(lang, {}).get("bpb")
