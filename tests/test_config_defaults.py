@@ -155,3 +155,14 @@ def test_a_stale_reference_is_found():
         "src/eeve/distributed.py",
     ]
     assert resolves("eeve.config.StageConfig.max_regression") and resolves("src/eeve/training/distributed.py")
+
+
+def test_teacher_sample_grows_with_the_hidden_size():
+    """mass_first_piece's least-squares offset direction needs more aligned positions than hidden dimensions: the
+    default teacher sample is twice the hidden size (rounded up to 256, at least 1,024); a set value is kept."""
+    from eeve.config import InitOptions
+
+    o = InitOptions()
+    assert o.teacher_tokens is None
+    assert [o.teacher_sample(h) for h in (64, 576, 640, 4096)] == [1024, 1280, 1280, 8192]
+    assert InitOptions(teacher_tokens=300).teacher_sample(4096) == 300

@@ -200,7 +200,8 @@ class MassFirstPiece(InitMethod):
         new_in, new_out = MeanSubwords().rows(ctx)
         plan = subword_plan(ctx.base_tokenizer, ctx.items)
         first = {p["id"]: p["output_id"] for p in plan if p["output_id"] is not None}
-        sample = teacher_pass(ctx.model, ctx.old_out, ctx.data, first, ctx.data.options.teacher_tokens)
+        tokens = ctx.data.options.teacher_sample(ctx.old_in.shape[1])
+        sample = teacher_pass(ctx.model, ctx.old_out, ctx.data, first, tokens)
         sample.next_ids = _item_space(sample.next_ids, ctx)
         m, st = shift_direction(sample.hidden)
         _, fam = family_pieces(first)
@@ -221,8 +222,8 @@ class MassFirstPiece(InitMethod):
         return new_in, new_out, sample
 
     def planned_passes(self, options, hidden, base_vocab, n_new):
-        chunks = [TEACHER_CHUNK] * math.ceil(options.teacher_tokens / TEACHER_CHUNK)
-        return teacher_passes(chunks, options.teacher_tokens, hidden, base_vocab)
+        tokens = options.teacher_sample(hidden)
+        return teacher_passes([TEACHER_CHUNK] * math.ceil(tokens / TEACHER_CHUNK), tokens, hidden, base_vocab)
 
 
 @register
@@ -271,7 +272,7 @@ class Distill(MassFirstPiece):
 
     def planned_passes(self, options, hidden, base_vocab, n_new):
         o = options
-        fit = {"what": "head fit", "flops": 4 * hidden * n_new * o.teacher_tokens * (o.head_epochs + 1)}
+        fit = {"what": "head fit", "flops": 4 * hidden * n_new * o.teacher_sample(hidden) * (o.head_epochs + 1)}
         passes = super().planned_passes(options, hidden, base_vocab, n_new) + [fit]
         if o.distill_steps > 0:
             tokens = o.distill_steps * o.distill_batch * o.distill_seq_len
