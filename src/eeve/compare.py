@@ -46,7 +46,7 @@ def compare(folders: list[str], out: Path, names: str | None = None) -> tuple[st
     table = comparison_table(runs)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text(table + "\n", encoding="utf-8")
-    return table, write_comparison_plot(out / "compare.png", runs, "bits per byte against training FLOPs")
+    return table, write_comparison_plot(out / "compare.png", runs, "bits per byte against FLOPs (init and training)")
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -1,4 +1,5 @@
-"""The comparison figure: bits per byte against cumulative training FLOPs, one panel per validation language.
+"""The comparison figure: bits per byte against cumulative FLOPs (the init and the training steps), one panel per
+validation language.
 
 One line per run (recipe), a marker at each stage's end (the stage number next to it), the validations inside a
 stage on the line between; the base model on the same bytes as a dashed horizontal line (one per distinct base).
@@ -56,7 +57,7 @@ def write_comparison_plot(path: str | Path, runs: list[Run], title: str = "") ->
             who = "" if len(bases) == 1 else f" ({', '.join(names)})"
             ax.axhline(ref, ls="--", color="gray" if k == 0 else f"0.{4 + k % 5}", lw=1, label=f"base{who}: {ref:.4f}")
         ax.set_xscale("log")
-        ax.set_xlabel("training FLOPs, cumulative over the run's stages (log)")
+        ax.set_xlabel("FLOPs, cumulative over the run's init and stages (log)")
         ax.set_ylabel("bits per byte (lower is better)")
         ax.set_title(f"{lang}: same held-out bytes for every run")
         ax.grid(True, which="both", alpha=0.25)
