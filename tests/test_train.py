@@ -311,8 +311,12 @@ def test_fsdp_sigkill_resume_from_distributed_checkpoint(expanded_tokenizer, cac
     assert fsdp["groups_changed"] == single["groups_changed"] == ["new_input"]
     a, b = export_state(tmp_path / "single" / "stage1"), export_state(tmp_path / "fsdp" / "stage1")
     assert a.keys() == b.keys()
-    for k in a:  # two ranks sum gradients in another order: Adam turns the rounding into up to 1.2e-5 (measured)
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=5e-5, msg=k)
+    for k in a:
+        # Two ranks sum gradients in another order; Adam turns that rounding into a few isolated differences (1.2e-5
+        # measured resuming from step 2, more from a later kill on a loaded machine). A lost or repeated step moves
+        # every row the stage trains by about its rate (2e-4 to 2e-3): about 5e-6 mean over the table (estimated).
+        d = (b[k] - a[k]).abs()
+        assert float(d.mean()) < 1e-7 and float(d.max()) < 1e-3, (k, float(d.mean()), float(d.max()))
     # frozen rows are exact across ranks, not merely close: stage 1 freezes the head and the old input rows
     assert torch.equal(a["lm_head.weight"], b["lm_head.weight"])
     assert torch.equal(a["model.embed_tokens.weight"][:BASE], b["model.embed_tokens.weight"][:BASE])
