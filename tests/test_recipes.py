@@ -74,8 +74,9 @@ def test_budget_spreads_flops_tokens_and_bytes_over_stages(expanded_tokenizer, t
 
 def test_the_init_is_paid_from_a_flop_budget(expanded_tokenizer, tmp_path):
     """A FLOP budget pays the init's passes over the base model first: planned before the expanding stage runs,
-    then what it recorded (flops.init in its metrics.json); an init that reads no text (mean_subwords) and a run
-    that does not expand pay nothing; a budget below the init's cost is refused."""
+    then what it recorded (flops.init in its metrics.json), except in the expanding stage's own budget, which a
+    rerun must find unchanged; an init that reads no text (mean_subwords) and a run that does not expand pay
+    nothing; a budget below the init's cost is refused."""
     from eeve.errors import ConfigError
     from eeve.model.expand import read_expansion
     from eeve.training.budget import apply_budget, run_init_flops
@@ -85,11 +86,14 @@ def test_the_init_is_paid_from_a_flop_budget(expanded_tokenizer, tmp_path):
     cfg = compose_cfg(run, expanded_tokenizer, tmp_path, "stage=2", "budget.flops=2.3e12")
     planned = run_init_flops(cfg, exp)
     before = apply_budget(cfg.stage, "2", cfg, exp).max_tokens
+    first = apply_budget(cfg.stage, "1", cfg, exp).max_tokens
     (run / "stage1").mkdir(parents=True)
     recorded = planned / 2
     (run / "stage1" / "metrics.json").write_text(json.dumps({"flops": {"train": 1e11 - recorded, "init": recorded}}))
     assert run_init_flops(cfg, exp) == recorded  # stage 1 spent its share (1e11 of 2.3e12 / 23) with its init
     assert apply_budget(cfg.stage, "2", cfg, exp).max_tokens > before
+    assert run_init_flops(cfg, exp, "1") == planned  # stage 1's own budget, on a rerun: as when it first ran
+    assert apply_budget(cfg.stage, "1", cfg, exp).max_tokens == first
     for k, arg in enumerate(("init=mean_subwords", "recipe=eeve_paper", "recipe=no_expansion")):
         other = compose_cfg(tmp_path / f"o{k}", expanded_tokenizer, tmp_path, arg, "budget.flops=2.3e12")
         assert run_init_flops(other, exp) == 0, arg

@@ -135,3 +135,33 @@ def test_stage_without_fingerprint_is_not_silently_reused(tmp_path):
     with pytest.raises(StageError, match="records no fingerprint.*overwrite=true"):
         finished_stage(tmp_path / "stage3", {"init": "mean"}, overwrite=False, number=3)
     assert finished_stage(tmp_path / "stage3", {"init": "mean"}, overwrite=True, number=3) is None
+
+
+def test_a_budgeted_first_stage_is_found_again_on_a_rerun(expanded_tokenizer, tmp_path):
+    """Under budget.flops the default init is paid first: the first stage's share is set with the init's planned
+    passes before it runs, and it records what the init really spent. Rerunning the same command (after an
+    interruption in a later stage) must compute the same share and skip the finished stage, not refuse it as
+    another configuration's."""
+    from eeve.model.expand import read_expansion
+    from eeve.training.budget import run_init_flops
+    from eeve.training.flops import stage_flops_per_token
+    from eeve.training.recipe import prepare_recipe
+    from eeve.training.stages import run_stage
+
+    cache = tmp_path / "cache"
+    cfg = train_cfg(tmp_path / "run", expanded_tokenizer, cache)
+    exp = read_expansion(expanded_tokenizer)
+    per = stage_flops_per_token(
+        dict(cfg.model.config), cfg.stage.trainable, exp["base_vocab_size"], exp["vocab_size"], cfg.data.seq_len
+    )["per_token"]
+    budget = run_init_flops(cfg, exp) + 23 * per * 512  # stage 1's share (1 of 23): about two steps of 4 x 64
+    args = (f"budget.flops={budget}",)  # its max_tokens replaces stage.max_steps
+    first_cfg = train_cfg(tmp_path / "run", expanded_tokenizer, cache, *args)
+    planned = prepare_recipe(first_cfg, "1").max_tokens
+    first = run_stage(first_cfg, 1)
+    assert 0 < first["flops"]["init"] < run_init_flops(first_cfg, exp, "1")  # the plan is an upper bound
+    mtime = (tmp_path / "run" / "stage1" / "model.safetensors").stat().st_mtime_ns
+    again_cfg = train_cfg(tmp_path / "run", expanded_tokenizer, cache, *args)
+    assert prepare_recipe(again_cfg, "1").max_tokens == planned
+    assert run_stage(again_cfg, 1) == first
+    assert (tmp_path / "run" / "stage1" / "model.safetensors").stat().st_mtime_ns == mtime

@@ -8,7 +8,8 @@ more text per token), ``budget.tokens`` with tokens as they are. Shares default 
 
 Under ``budget.flops`` the init pays first: ``mass_first_piece`` and ``distill`` run the base model over text
 before stage 1 trains (eeve.training.flops counts it as the expanding stage's ``flops.init``), and the stages share
-what is left. Before that stage has run, the init method's planned passes stand in for it (an upper bound).
+what is left. The first stage's own share is always set with the init method's planned passes (an upper bound:
+its budget is fixed before the init runs, and a rerun must find the same one); later stages use what it recorded.
 
 A stage trains whole steps, so it spends a little more than its share; the next stage of the run gets that much
 less (what the earlier stages' metrics.json record against their shares), so the run as a whole ends within one
@@ -56,7 +57,7 @@ def apply_budget(stage: StageConfig, name: str, cfg, expansion: dict, bytes_per_
         return stage
     pool = float(getattr(cfg.budget, kind))
     if kind == "flops":
-        init = run_init_flops(cfg, expansion)
+        init = run_init_flops(cfg, expansion, name)
         if init >= pool:
             raise ConfigError(
                 f"budget.flops={pool:.4g} does not cover init={cfg.init}'s {init:.4g} FLOPs over the base model: "
@@ -85,13 +86,17 @@ def apply_budget(stage: StageConfig, name: str, cfg, expansion: dict, bytes_per_
 SPENT = {"tokens": ("tokens",), "bytes": ("text_bytes",), "flops": ("flops", "train")}  # metrics.json keys
 
 
-def run_init_flops(cfg, expansion: dict) -> float:
-    """The FLOPs of the run's init: what the run's first stage (the one that expands) recorded as ``flops.init``,
-    or before it has run, the init method's planned passes; 0 for a run that does not expand."""
+def run_init_flops(cfg, expansion: dict, name: str | None = None) -> float:
+    """The FLOPs of the run's init charged to the budget of stage ``name``: what the run's first stage (the one that
+    expands) recorded as ``flops.init``; for that first stage itself, or before it has run, the init method's
+    planned passes (its share is fixed before the init runs, so a rerun of a finished first stage computes the same
+    ``max_tokens`` and finds its fingerprint unchanged; what the plan over-charged comes back to the next stage as
+    under-spending); 0 for a run that does not expand."""
     if not cfg.recipe.expand:
         return 0.0
-    first = stage_dir(cfg, stage_number(cfg, str(cfg.stages[0]))) / "metrics.json"
-    if first.is_file():
+    first_name = str(cfg.stages[0])
+    first = stage_dir(cfg, stage_number(cfg, first_name)) / "metrics.json"
+    if first.is_file() and str(name) != first_name:
         return float((json.loads(first.read_text(encoding="utf-8")).get("flops") or {}).get("init") or 0)
     model = model_config_dict(cfg.model)
     base, vocab = expansion["base_vocab_size"], expansion["vocab_size"]
