@@ -49,6 +49,23 @@ def test_base_bpb_is_on_the_same_bytes(expanded_tokenizer, cache_dir, tmp_path):
     assert set(res) == {"ko", "en"} and all(0 < r["bpb"] < 20 for r in res.values())
     assert json.loads((tmp_path / "base_bpb.json").read_text())  # cached for the next stages
 
+    # only text tokens are scored: the BOS/EOS packed between documents carry no bytes and are not predicted
+    # (HF's own loss with those labels ignored gives the same bits per byte)
+    from eeve.model.load import load_base_model
+    from eeve.training.guard import score_rows
+
+    x = torch.from_numpy(np.asarray(dm.val_sets["en"].tokens[:n], dtype=np.int64))
+    tb = base.token_bytes()
+    text = torch.from_numpy(tb[x.numpy()] > 0)
+    assert 0 < int((~text[:, 1:]).sum()) < text[:, 1:].numel()  # the rows hold special tokens
+    model = load_base_model(cfg.model, seed=cfg.seed)
+    got = score_rows(model, list(x.numpy()), tb)
+    with torch.no_grad():
+        loss = model(input_ids=x, labels=x.masked_fill(~text, -100)).loss.item()
+    ntext = int(text[:, 1:].sum())
+    assert got["tokens"] == ntext
+    assert got["bpb"] == pytest.approx(loss * ntext / np.log(2) / tb[x[:, 1:].numpy()].sum(), rel=1e-5)
+
 
 def test_guard_stops_a_stage_and_exports_its_last_state_within_the_limit(expanded_tokenizer, cache_dir, tmp_path):
     from eeve.model.split import merge_vocab
@@ -82,6 +99,21 @@ def test_guard_within_a_generous_limit_changes_nothing(expanded_tokenizer, cache
     m = run_stage(cfg, 2)
     assert not m["guard"]["breached"] and m["guard"]["exported_step"] == 4 == m["steps"]
     assert [c["step"] for c in m["guard"]["checks"]] == [2, 4]
+    # validation (the training module's split model and fused loss) and the guard's scoring of a plain HF model
+    # score the same text tokens: the expanded base that stage 2 started from gives the same English BPB in both
+    from eeve.data.datamodule import EEVEDataModule
+    from eeve.model.split import merge_vocab
+    from eeve.tokenizer.info import TokenizerInfo
+    from eeve.training.guard import score_rows
+    from eeve.training.stages import build_stage_model, read_expansion
+
+    start = merge_vocab(build_stage_model(cfg, 2, expanded_tokenizer, read_expansion(expanded_tokenizer)))
+    dm = EEVEDataModule(cfg.data, expanded_tokenizer, cache_dir, base_dir=cfg.paths.root)
+    dm.setup("validate")
+    rows = np.asarray(dm.val_sets["en"].tokens[: cfg.data.validation["en"].max_sequences], dtype=np.int64)
+    got = score_rows(start, list(rows), TokenizerInfo(expanded_tokenizer).token_bytes())
+    assert got["bpb"] == pytest.approx(m["val_start"]["en"]["bpb"], rel=1e-5)
+    assert got["tokens"] == m["val_start"]["en"]["tokens"] < rows[:, 1:].size  # BOS/EOS not scored
     assert "new_output" in m["groups_changed"]
 
 

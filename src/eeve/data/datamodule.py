@@ -59,7 +59,8 @@ Bits per byte
   ``token_bytes[v]`` is the number of UTF-8 bytes token ``v`` decodes to (SentencePiece style: ``▁`` is one byte,
   ``<0xNN>`` byte-fallback pieces one byte; byte-level BPE: one byte per symbol after the inverse GPT-2
   byte-to-unicode map; special tokens 0). In SentencePiece style the sum over a document's ids is
-  ``len(doc.encode()) + 1`` (the ``▁`` prepended to the first word).
+  ``len(doc.encode()) + 1`` (the ``▁`` prepended to the first word). Validation scores text tokens only (targets
+  with ``token_bytes > 0``): the BOS/EOS between packed documents are trained on, not measured.
 """
 
 from __future__ import annotations

@@ -205,13 +205,9 @@ class EEVEModule(L.LightningModule):
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
         _, losses, targets = self.losses(batch["input_ids"])
         name = self.val_names[dataloader_idx]
-        self._val_sums[name] += torch.stack(
-            [
-                losses.double().sum(),
-                self.token_bytes[targets].double().sum(),
-                torch.tensor(float(targets.numel()), dtype=torch.float64, device=losses.device),
-            ]
-        )
+        nbytes = self.token_bytes[targets]
+        text = nbytes > 0  # BOS, EOS and other special tokens carry no text: not scored (eeve.training.guard)
+        self._val_sums[name] += torch.stack([losses[text].double().sum(), nbytes.double().sum(), text.sum().double()])
 
     def on_validation_epoch_end(self):
         for name, sums in self._val_sums.items():
