@@ -4,7 +4,7 @@
 the base model's BPB on the same held-out bytes (:func:`base_validation_bpb`: the validation sequences decoded
 back to text, re-encoded with the base tokenizer, scored by the unexpanded base model; cached per run). Only
 text tokens are scored, here and in validation: predicting the BOS and EOS that packing puts between documents
-carries no text, costs a model that never saw them packed (Gemma-3: 22 % of the base's English BPB on short
+carries no text, costs a model that never saw them packed (Gemma-3: 23 % of the base's English BPB on short
 documents) and is learnt in a few steps, which would pass for an English gain and hide a real loss. The limit
 is ``base × (1 + limit)``, or the stage's starting BPB when that is already higher (a stage must not make things
 worse, and a start above the limit must not forbid training). While within the limit the guard keeps a copy of
